@@ -1,0 +1,337 @@
+"""Environment files (``environments/NAME.toml``) as validated pydantic models.
+
+An environment says where a service runs and what "good" means there: endpoints, thresholds,
+policies. Thresholds live here and never in gate code. Secrets are ``${ENV_VAR}`` references
+that stay references until the moment they are used, so they cannot leak into evidence.
+
+Placeholders expanded when the file is loaded: ``{root}`` (the suite's root directory),
+``{tmp}`` (the system temp directory), ``{python}`` (this interpreter) and ``{sandbox}`` (the
+sandbox directory). ``{release}`` and ``{port}`` are filled in later, by whoever runs the
+command or reads the path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from releasegate.errors import ConfigError
+from releasegate.redaction import register_secret
+
+SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_LOAD_PLACEHOLDER = re.compile(r"(?<!\$)\{(root|tmp|python|sandbox)\}")
+
+
+class Phase(StrEnum):
+    """The phases of a deployment, in the order they run."""
+
+    PREFLIGHT = "preflight"
+    BACKUP = "backup"
+    MIGRATE = "migrate"
+    DEPLOY = "deploy"
+    VERIFY = "verify"
+    OBSERVE = "observe"
+    FINALIZE = "finalize"
+
+
+class Tier(StrEnum):
+    SANDBOX = "sandbox"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class SecretRef(str):
+    """A ``${ENV_VAR}`` reference. Its value is read only when used, and never printed."""
+
+    @property
+    def variable(self) -> str:
+        match = SECRET_REF.match(self)
+        assert match is not None
+        return match.group(1)
+
+    def resolve(self) -> str:
+        value = os.environ.get(self.variable)
+        if value is None:
+            raise ConfigError(
+                f"secret {self} is not set: export {self.variable} before running the gates"
+            )
+        register_secret(value)
+        return value
+
+
+def _secret_ref(value: str) -> SecretRef:
+    if not SECRET_REF.match(value):
+        raise ValueError("a secret must be an ${ENV_VAR} reference, never the value itself")
+    return SecretRef(value)
+
+
+Secret = Annotated[str, AfterValidator(_secret_ref)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_inline_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password and not SECRET_REF.match(parts.password):
+        raise ValueError("the URL carries a password: put it in `password` as an ${ENV_VAR} reference")
+    return url
+
+
+class EnvironmentInfo(Model):
+    name: str
+    tier: Tier = Tier.STAGING
+    service: str = Field(description="the service being released, as named in reports")
+    description: str = ""
+
+
+class SandboxSettings(Model):
+    """Present only in environments that target the embedded sandbox."""
+
+    autostart: bool = True
+    dir: str
+
+
+class LocalPlatformSettings(Model):
+    """N processes of a release behind nginx, replaced one at a time."""
+
+    instances: int = Field(3, ge=1)
+    ports: tuple[int, int] = Field(description="inclusive range of ports for instances")
+    command: list[str] = Field(min_length=1, description="argv; {release} and {port} are filled in")
+    workdir: str = "{root}"
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, Secret] = Field(default_factory=dict)
+    state_dir: str
+    nginx_upstream_file: str
+    nginx_pid_file: str
+    readiness_path: str = "/health/live"
+    readiness_timeout_s: float = Field(30.0, gt=0)
+    min_ready_s: float = Field(0.0, ge=0)
+    drain_s: float = Field(1.0, ge=0)
+    stop_timeout_s: float = Field(10.0, gt=0)
+    max_surge: int = Field(1, ge=1)
+    max_unavailable: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ports_fit(self) -> LocalPlatformSettings:
+        low, high = self.ports
+        needed = self.instances + self.max_surge
+        if high - low + 1 < needed:
+            raise ValueError(
+                f"ports {low}-{high} hold {high - low + 1} instances; "
+                f"{self.instances} instances with max_surge {self.max_surge} need {needed}"
+            )
+        return self
+
+
+class PlatformSettings(Model):
+    kind: Literal["local"] = "local"
+    url: Annotated[str, AfterValidator(_no_inline_password)] = Field(
+        description="where users reach the service (the load balancer)"
+    )
+    local: LocalPlatformSettings | None = None
+
+    @model_validator(mode="after")
+    def _kind_has_settings(self) -> PlatformSettings:
+        if self.kind == "local" and self.local is None:
+            raise ValueError("platform.kind = 'local' needs a [platform.local] section")
+        return self
+
+
+class DatabaseSettings(Model):
+    dsn: Annotated[str, AfterValidator(_no_inline_password)] = Field(
+        description="postgresql://user@host:port/dbname of the application database"
+    )
+    password: Secret | None = None
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_transaction_age_s: float = Field(300.0, gt=0)
+    max_blocking_locks: int = Field(0, ge=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise ValueError("expected postgresql://user@host:port/dbname")
+        return value
+
+
+class RedisSettings(Model):
+    url: Annotated[str, AfterValidator(_no_inline_password)]
+    password: Secret | None = None
+    timeout_s: float = Field(3.0, gt=0)
+
+
+class BackupSettings(Model):
+    databases: list[str] = Field(min_length=1)
+    dir: str
+    verify_tables: dict[str, list[str]] = Field(
+        default_factory=dict, description="per database, the tables whose row counts must survive"
+    )
+    free_space_factor: float = Field(
+        1.5, gt=0, description="free disk at the backup dir must be this many times the databases' size"
+    )
+    scratch_prefix: str = "releasegate_scratch"
+    pg_bin_dir: str | None = None
+    timeout_s: float = Field(900.0, gt=0)
+
+
+class MigrateSettings(Model):
+    runner: Literal["sql", "command"] = "sql"
+    directory: str | None = Field(None, description="sql runner: directory of NNNN_name.sql, may use {release}")
+    command: list[str] | None = Field(None, description="command runner: argv run with the DSN in dsn_env")
+    dsn_env: str = "DATABASE_URL"
+    version_query: str = "SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1"
+    expected_version: str | None = Field(None, description="command runner: the version the release expects")
+    lock_timeout: str = "5s"
+    statement_timeout: str = "5min"
+    rehearse: bool = True
+    on_failure: Literal["restore", "down-migrations"] = "restore"
+    timeout_s: float = Field(900.0, gt=0)
+
+    @model_validator(mode="after")
+    def _runner_is_configured(self) -> MigrateSettings:
+        if self.runner == "sql" and not self.directory:
+            raise ValueError("runner = 'sql' needs `directory`")
+        if self.runner == "command" and not self.command:
+            raise ValueError("runner = 'command' needs `command`")
+        return self
+
+
+class RollbackSettings(Model):
+    database: Literal["restore", "down-migrations", "never"] = "never"
+    timeout_s: float = Field(300.0, gt=0)
+
+
+class VerifySettings(Model):
+    health_path: str = "/health"
+    health_db_path: str = "/health/db"
+    health_probes: int = Field(10, ge=1, description="the runbook's `for i in {1..10}`")
+    health_interval_s: float = Field(2.0, ge=0)
+    max_db_latency_ms: float = Field(100.0, gt=0)
+    max_failed_requests_during_rollout: int = Field(0, ge=0)
+    traffic_rps: float = Field(10.0, gt=0, le=200, description="probe requests per second during the rollout")
+    request_timeout_s: float = Field(5.0, gt=0)
+
+
+class ReportSettings(Model):
+    dir: str = "reports"
+
+
+class Environment(Model):
+    environment: EnvironmentInfo
+    sandbox: SandboxSettings | None = None
+    platform: PlatformSettings
+    database: DatabaseSettings
+    redis: RedisSettings | None = None
+    backup: BackupSettings
+    migrate: MigrateSettings | None = None
+    rollback: RollbackSettings = RollbackSettings()
+    verify: VerifySettings = VerifySettings()
+    report: ReportSettings = ReportSettings()
+    planned_minutes: dict[Phase, float] = Field(
+        default_factory=dict, description="each phase's planned duration, from the runbook"
+    )
+    source: Path = Field(Path("."), exclude=True)
+
+    @property
+    def name(self) -> str:
+        return self.environment.name
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.tier == Tier.PRODUCTION
+
+
+def resolve_env_path(name_or_path: str, root: Path) -> Path:
+    """``--env`` takes a name (``environments/NAME.toml`` under root) or a path to a file."""
+    if name_or_path.endswith(".toml") or os.sep in name_or_path:
+        path = Path(name_or_path)
+        return path if path.is_absolute() else (Path.cwd() / path)
+    path = root / "environments" / f"{name_or_path}.toml"
+    if not path.exists():
+        known = sorted(p.name.removesuffix(".toml") for p in (root / "environments").glob("*.toml"))
+        raise ConfigError(
+            f"environment '{name_or_path}' not found: no {_shown(path, root)} "
+            f"(known: {', '.join(known) or 'none'})"
+        )
+    return path
+
+
+def load_environment(name_or_path: str, root: Path) -> Environment:
+    """Read, expand and validate an environment file; errors are one line naming file and key."""
+    path = resolve_env_path(name_or_path, root)
+    shown = _shown(path, root)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
+    raw = _expand(raw, _load_placeholders(raw, root))
+    try:
+        return Environment.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        raise ConfigError(f"{shown}: {_describe(exc)}") from None
+
+
+def _load_placeholders(raw: dict[str, Any], root: Path) -> dict[str, str]:
+    values = {"root": str(root.resolve()), "tmp": tempfile.gettempdir(), "python": sys.executable}
+    sandbox_dir = raw.get("sandbox", {}).get("dir") if isinstance(raw.get("sandbox"), dict) else None
+    if isinstance(sandbox_dir, str):
+        values["sandbox"] = _expand(sandbox_dir, values)
+    return values
+
+
+def _expand(value: Any, values: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _LOAD_PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+    if isinstance(value, list):
+        return [_expand(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, values) for k, v in value.items()}
+    return value
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        text = f"{key}: unknown key"
+    elif first["type"] == "missing":
+        text = f"{key}: required key is missing"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        text = f"{key}: {message} (got {first['input']!r})"
+    if len(errors) > 1:
+        others = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[1:4])
+        text += f"; {len(errors) - 1} more problem(s): {others}"
+    return text
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,1 @@
+"""pytest hooks: options, phase order, the decision, exit codes."""
