@@ -69,9 +69,7 @@ class SecretRef(str):
     def resolve(self) -> str:
         value = os.environ.get(self.variable)
         if value is None:
-            raise ConfigError(
-                f"secret {self} is not set: export {self.variable} before running the gates"
-            )
+            raise ConfigError(f"secret {self} is not set: export {self.variable} before running the gates")
         register_secret(value)
         return value
 
@@ -196,7 +194,9 @@ class BackupSettings(Model):
 
 class MigrateSettings(Model):
     runner: Literal["sql", "command"] = "sql"
-    directory: str | None = Field(None, description="sql runner: directory of NNNN_name.sql, may use {release}")
+    directory: str | None = Field(
+        None, description="sql runner: directory of NNNN_name.sql, may use {release}"
+    )
     command: list[str] | None = Field(None, description="command runner: argv run with the DSN in dsn_env")
     dsn_env: str = "DATABASE_URL"
     version_query: str = "SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1"
@@ -228,7 +228,13 @@ class VerifySettings(Model):
     health_interval_s: float = Field(2.0, ge=0)
     max_db_latency_ms: float = Field(100.0, gt=0)
     max_failed_requests_during_rollout: int = Field(0, ge=0)
+    traffic_path: str = Field(
+        "/health/live", description="what the probe traffic requests during the rollout"
+    )
     traffic_rps: float = Field(10.0, gt=0, le=200, description="probe requests per second during the rollout")
+    traffic_max_s: float = Field(
+        900.0, gt=0, description="the probe traffic stops after this, rollout or not"
+    )
     request_timeout_s: float = Field(5.0, gt=0)
 
 

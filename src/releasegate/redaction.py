@@ -16,7 +16,7 @@ _secrets: set[str] = set()
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
 _KEY_VALUE = re.compile(
-    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|authorization)\b\s*[=:]\s*)"
+    r"(?i)(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|authorization)\b['\"]?\s*[=:]\s*)"
     r"(?P<quote>['\"]?)(?P<value>(?:Bearer\s+)?[^\s'\",;&]+)"
 )
 

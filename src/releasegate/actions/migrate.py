@@ -20,8 +20,9 @@ from pathlib import Path
 
 import psycopg
 
+from releasegate.config import MigrateSettings
 from releasegate.errors import ActionError
-from releasegate.probes.postgres import version_key
+from releasegate.probes.postgres import Postgres, version_key
 from releasegate.redaction import redact
 
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_.-]+?)(?P<down>\.down)?\.sql$")
@@ -116,13 +117,17 @@ def apply_sql_migrations(
         applied = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
         before = _latest(applied)
         result = MigrationResult(
-            ok=True, version_before=before, version_after=before,
+            ok=True,
+            version_before=before,
+            version_after=before,
             expected_version=expected_version(migrations, before),
         )
         changed = [m.label for m in migrations if m.version in applied and applied[m.version] != m.checksum]
         if changed:
             result.ok = False
-            result.error = f"{', '.join(changed)} changed after it was applied (checksum differs): refusing to go on"
+            result.error = (
+                f"{', '.join(changed)} changed after it was applied (checksum differs): refusing to go on"
+            )
             return result
         for migration in (m for m in migrations if m.version not in applied):
             try:
@@ -138,7 +143,9 @@ def apply_sql_migrations(
                 result.error = f"{migration.label}.sql failed: {_first_line(exc)}"
                 break
             result.applied.append(migration.version)
-        result.version_after = _latest(dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()))
+        result.version_after = _latest(
+            dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        )
     result.duration_s = time.monotonic() - started
     return result
 
@@ -176,7 +183,9 @@ def revert_sql_migrations(
                 result.error = f"{migration.label}.down.sql failed: {_first_line(exc)}"
                 break
             result.applied.append(version)
-        result.version_after = _latest(dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()))
+        result.version_after = _latest(
+            dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        )
     result.duration_s = time.monotonic() - started
     return result
 
@@ -192,7 +201,9 @@ def run_migration_command(
 ) -> tuple[bool, str]:
     """Run a migration command (``alembic upgrade head``); returns (succeeded, its output's tail)."""
     env = dict(env)
-    env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}".strip()
+    env["PGOPTIONS"] = (
+        f"{env.get('PGOPTIONS', '')} -c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}".strip()
+    )
     try:
         proc = subprocess.run(
             command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
@@ -223,3 +234,61 @@ def _latest(applied: dict[str, str]) -> str | None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return redact(lines[0] if lines else type(exc).__name__)
+
+
+def migrations_directory(settings: MigrateSettings, release: str) -> Path:
+    assert settings.directory is not None
+    return Path(settings.directory.replace("{release}", release))
+
+
+def migrate(
+    pg: Postgres, settings: MigrateSettings, release: str, dbname: str | None = None
+) -> MigrationResult:
+    """Bring ``dbname`` (default: the application database) to what ``release`` expects."""
+    password = pg.settings.password.resolve() if pg.settings.password else None
+    if settings.runner == "sql":
+        return apply_sql_migrations(
+            pg.conninfo(dbname),
+            migrations_directory(settings, release),
+            lock_timeout=settings.lock_timeout,
+            statement_timeout=settings.statement_timeout,
+            password=password,
+        )
+    assert settings.command is not None
+    started = time.monotonic()
+    before = pg.schema_version(dbname, settings.version_query)
+    env = pg.client_env()
+    env[settings.dsn_env] = pg.url(dbname)
+    ok, output = run_migration_command(
+        [part.replace("{release}", release) for part in settings.command],
+        env,
+        lock_timeout=settings.lock_timeout,
+        statement_timeout=settings.statement_timeout,
+        timeout_s=settings.timeout_s,
+    )
+    after = pg.schema_version(dbname, settings.version_query)
+    expected = settings.expected_version.replace("{release}", release) if settings.expected_version else None
+    return MigrationResult(
+        ok=ok,
+        version_before=before,
+        version_after=after,
+        expected_version=expected,
+        applied=[after] if ok and after and after != before else [],
+        error="" if ok else output,
+        duration_s=time.monotonic() - started,
+        output=output,
+    )
+
+
+def pending_migrations(pg: Postgres, settings: MigrateSettings, release: str) -> list[str]:
+    """Labels of what the sql runner would apply now (for the plan and the ledger intent)."""
+    if settings.runner != "sql":
+        return [" ".join(settings.command or [])]
+    try:
+        with pg.connect() as conn:
+            applied = {str(r[0]) for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    except psycopg.errors.UndefinedTable:
+        applied = set()
+    return [
+        m.label for m in read_migrations(migrations_directory(settings, release)) if m.version not in applied
+    ]

@@ -58,6 +58,11 @@ class Postgres:
         params.setdefault("application_name", "releasegate")
         return make_conninfo(**params)
 
+    def url(self, dbname: str | None = None) -> str:
+        """``postgresql://user@host:port/db`` for tools that want a URL (password in PGPASSWORD)."""
+        user = conninfo_to_dict(self.settings.dsn).get("user")
+        return f"postgresql://{user + '@' if user else ''}{self.host}:{self.port}/{dbname or self.dbname}"
+
     def source(self, query: str = "", dbname: str | None = None) -> str:
         """Where a measurement came from, fit for evidence (no password)."""
         where = f"postgresql://{self.host}:{self.port}/{dbname or self.dbname}"
@@ -117,7 +122,9 @@ class Postgres:
                 try:
                     counts[table] = int(conn.execute(query).fetchone()[0])
                 except psycopg.Error as exc:
-                    raise ProbeError(self.describe(dbname), f"cannot count {table}: {_first_line(exc)}") from None
+                    raise ProbeError(
+                        self.describe(dbname), f"cannot count {table}: {_first_line(exc)}"
+                    ) from None
             return counts
 
     def schema_version(self, dbname: str | None = None, query: str = SCHEMA_VERSION_SQL) -> str | None:
@@ -128,7 +135,9 @@ class Postgres:
             except psycopg.errors.UndefinedTable:
                 return None
             except psycopg.Error as exc:
-                raise ProbeError(self.describe(dbname), f"cannot read schema version: {_first_line(exc)}") from None
+                raise ProbeError(
+                    self.describe(dbname), f"cannot read schema version: {_first_line(exc)}"
+                ) from None
         return max(versions, key=version_key) if versions else None
 
     def database_exists(self, dbname: str) -> bool:

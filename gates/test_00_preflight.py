@@ -1,0 +1,100 @@
+"""Preflight: is the target fit to be changed? Nothing in this phase changes anything.
+
+Summit GA 2.2 "Verify infrastructure"; Release Manager "Infrastructure & Monitoring";
+Granter checklist 2 "Infrastructure check" and 5 "Database migration scripts ready".
+A failure here ABORTS the run (exit 10) after every preflight check has had its say.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from releasegate.actions.migrate import migrations_directory, read_migrations
+from releasegate.probes.disk import free_bytes
+from releasegate.probes.postgres import BLOCKING_LOCKS_SQL, OLDEST_TRANSACTION_SQL, PRIMARY_SQL
+from releasegate.verification import health_is
+
+pytestmark = pytest.mark.phase("preflight")
+
+
+def test_database_primary_accepts_writes(postgres, check):
+    """psql -c "SELECT pg_is_in_recovery(), pg_current_wal_lsn()": f (not in recovery), a valid LSN."""
+    in_recovery, lsn = postgres.primary_state()
+    check.equals("pg_is_in_recovery()", in_recovery, False, source=postgres.source(PRIMARY_SQL))
+    check.that("current WAL LSN", lsn, "!=", "", source=postgres.source(PRIMARY_SQL))
+
+
+def test_no_blocking_locks(postgres, env, check):
+    """No session is waiting on a lock: a migration would queue behind it."""
+    check.at_most(
+        "lock requests waiting (pg_locks NOT granted)",
+        postgres.blocking_locks(),
+        env.database.max_blocking_locks,
+        source=postgres.source(BLOCKING_LOCKS_SQL),
+    )
+
+
+def test_no_long_running_transaction(postgres, env, check):
+    """No transaction older than the limit: it would hold locks the migration needs."""
+    check.at_most(
+        "oldest open transaction",
+        round(postgres.oldest_transaction_age_s(), 1),
+        env.database.max_transaction_age_s,
+        unit="s",
+        source=postgres.source(OLDEST_TRANSACTION_SQL),
+    )
+
+
+def test_redis_answers_pong(redis, check):
+    """redis-cli ping: PONG."""
+    reply, elapsed_ms = redis.ping()
+    check.equals("Redis PING", reply, "PONG", source=redis.source, detail=f"{elapsed_ms:.1f} ms")
+
+
+def test_current_release_is_recorded(previous_release, release, check):
+    """Previous version identified (Granter 6): the release a rollback goes back to."""
+    check.that("release serving now", previous_release, "!=", "", source="platform state")
+    check.that(
+        "release to deploy is not already serving", release, "!=", previous_release, source="platform state"
+    )
+
+
+def test_current_release_is_healthy(service, env, previous_release, check):
+    """Target environment health verified: we start from a healthy release, or not at all."""
+    health_is(check, service, env.verify.health_path, previous_release, "current release")
+
+
+def test_free_disk_for_the_backup(postgres, env, check):
+    """Room for the dump before it is taken: the databases' size times backup.free_space_factor."""
+    size = sum(postgres.database_size(db) for db in env.backup.databases)
+    where, free = free_bytes(Path(env.backup.dir))
+    needed = int(size * env.backup.free_space_factor)
+    check.at_least(
+        "free disk at the backup directory",
+        free,
+        needed,
+        unit="bytes",
+        source=str(where),
+        detail=f"{size} bytes of databases x {env.backup.free_space_factor:g}",
+    )
+
+
+def test_migration_scripts_ready(env, release, postgres, check):
+    """Database migration scripts ready (Granter 5): the release's migrations exist and read."""
+    if env.migrate is None:
+        pytest.skip("no [migrate] section: this service has no migrations")
+    if env.migrate.runner != "sql":
+        check.record("migration command", " ".join(env.migrate.command or []))
+        return
+    directory = migrations_directory(env.migrate, release)
+    migrations = read_migrations(directory)
+    check.record(
+        "migrations shipped with the release",
+        ", ".join(m.label for m in migrations) or "none",
+        source=str(directory),
+    )
+    check.record(
+        "schema version now",
+        postgres.schema_version(query=env.migrate.version_query),
+        source=postgres.source(env.migrate.version_query),
+    )

@@ -1,0 +1,51 @@
+"""Verify: the new release is healthy on every instance and through the load balancer.
+
+Release Manager "API Endpoint Health": `for i in {1..10}; curl /health; sleep 2`; Summit GA
+6.2 health checks (/health, /health/db); Granter 4.3. A failure ROLLS BACK (exit 11).
+"""
+
+import pytest
+
+from releasegate.verification import every_instance_serves, health_repeatedly
+
+pytestmark = pytest.mark.phase("verify")
+
+
+def test_every_instance_is_healthy_on_the_release(platform, release, env, check):
+    """Pod health: every instance in service runs the release and its /health says healthy."""
+    every_instance_serves(check, platform, release, env.verify.health_path, env.verify.request_timeout_s)
+
+
+def test_health_holds_through_the_load_balancer(service, release, env, check):
+    """/health is healthy and reports the new version, N times S seconds apart."""
+    verify = env.verify
+    health_repeatedly(
+        check, service, verify.health_path, release, verify.health_probes, verify.health_interval_s
+    )
+
+
+def test_database_health_latency(service, env, check):
+    """/health/db: connected, latency under the threshold."""
+    answer = service.get(env.verify.health_db_path)
+    body = answer.body if isinstance(answer.body, dict) else {}
+    check.equals("/health/db HTTP status", answer.status, 200, source=answer.source)
+    check.at_most(
+        "/health/db latency",
+        body.get("latency_ms"),
+        env.verify.max_db_latency_ms,
+        unit="ms",
+        source=answer.source,
+    )
+
+
+def test_no_request_failed_during_the_rollout(rollout, env, check):
+    """Zero downtime: probe traffic through the load balancer while instances were replaced."""
+    traffic = rollout.traffic
+    check.at_least("probe requests sent during the rollout", traffic.sent, 1, source=traffic.url)
+    check.at_most(
+        "requests failed during the rollout",
+        traffic.failed,
+        env.verify.max_failed_requests_during_rollout,
+        source=traffic.url,
+        detail="; ".join(traffic.failures),
+    )

@@ -1,0 +1,171 @@
+"""One record per measurement: what was measured, against what, from where, and the verdict.
+
+A check measures, records evidence, then asserts. The records go to every sink that asked for
+them (the ledger, the HTML and JUnit reports), always through redaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from releasegate.analysis.thresholds import Verdict, judge
+from releasegate.redaction import redact
+
+
+class GateFailure(AssertionError):
+    """A check's verdict was not a pass. The message is the evidence line a person reads."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    check: str
+    value: Any
+    verdict: Verdict
+    unit: str = ""
+    comparator: str = ""
+    threshold: Any = None
+    source: str = ""
+    detail: str = ""
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    gate: str = ""
+    phase: str = ""
+
+    def line(self) -> str:
+        """``db latency: 3.1 ms <= 100 ms: pass (postgresql://…)`` in one line."""
+        measured = format_value(self.value, self.unit)
+        if self.comparator:
+            measured += f" {self.comparator} {format_value(self.threshold, self.unit)}"
+        text = f"{self.check}: {measured}: {self.verdict}"
+        if self.detail:
+            text += f" - {self.detail}"
+        if self.source:
+            text += f" [{self.source}]"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = str(self.verdict)
+        data["value"] = _jsonable(self.value)
+        data["threshold"] = _jsonable(self.threshold)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(**{**data, "verdict": Verdict(data["verdict"])})
+
+
+Sink = Callable[[Evidence], None]
+
+
+class Checker:
+    """What a gate calls to check something; the ``check`` fixture.
+
+    Every method records evidence first and raises GateFailure after, so a failed gate always
+    leaves its numbers behind.
+    """
+
+    def __init__(self, sink: Sink, gate: str = "", phase: str = "", *, production: bool = False) -> None:
+        self._sink = sink
+        self.gate = gate
+        self.phase = phase
+        self.production = production
+        self.records: list[Evidence] = []
+
+    def that(
+        self,
+        check: str,
+        value: Any,
+        comparator: str,
+        threshold: Any,
+        *,
+        unit: str = "",
+        source: str = "",
+        detail: str = "",
+        on_no_data: str = "fail",
+    ) -> Any:
+        """Record ``value <comparator> threshold`` and fail the gate unless it holds."""
+        verdict = judge(value, comparator, threshold)
+        if verdict is Verdict.NO_DATA and on_no_data == "inconclusive":
+            verdict = Verdict.INCONCLUSIVE
+        evidence = self._record(check, value, verdict, unit, comparator, threshold, source, detail)
+        if verdict is Verdict.PASS:
+            return value
+        if verdict is Verdict.INCONCLUSIVE and not self.production:
+            return value
+        raise GateFailure(evidence.line())
+
+    def at_most(self, check: str, value: Any, limit: float, **kw: Any) -> Any:
+        return self.that(check, value, "<=", limit, **kw)
+
+    def at_least(self, check: str, value: Any, limit: float, **kw: Any) -> Any:
+        return self.that(check, value, ">=", limit, **kw)
+
+    def equals(self, check: str, value: Any, expected: Any, **kw: Any) -> Any:
+        return self.that(check, value, "==", expected, **kw)
+
+    def fail(self, check: str, problem: str, *, source: str = "") -> None:
+        """Record that something could not be measured or did not happen, then fail."""
+        evidence = self._record(check, None, Verdict.FAIL, "", "", None, source, problem)
+        raise GateFailure(evidence.line())
+
+    def record(self, check: str, value: Any, *, unit: str = "", source: str = "", detail: str = "") -> Any:
+        """Record a fact that is not judged (a path, a checksum, a release name)."""
+        self._record(check, value, Verdict.INFO, unit, "", None, source, detail)
+        return value
+
+    def _record(
+        self,
+        check: str,
+        value: Any,
+        verdict: Verdict,
+        unit: str,
+        comparator: str,
+        threshold: Any,
+        source: str,
+        detail: str,
+    ) -> Evidence:
+        evidence = Evidence(
+            check=check,
+            value=_redact_value(value),
+            verdict=verdict,
+            unit=unit,
+            comparator=comparator,
+            threshold=_redact_value(threshold),
+            source=redact(source),
+            detail=redact(detail),
+            gate=self.gate,
+            phase=self.phase,
+        )
+        self.records.append(evidence)
+        self._sink(evidence)
+        return evidence
+
+
+def _redact_value(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def format_value(value: Any, unit: str = "") -> str:
+    """``3.142 ms``, ``no data``: how a value reads in every report."""
+    if value is None:
+        return "no data"
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}" if unit else text

@@ -1,0 +1,217 @@
+"""The fixtures gate modules use. Actions are session fixtures: each mutation happens once,
+writes its intent to the ledger first, and hands its result to the gates that judge it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from releasegate.actions.backup import Dump, Restore, drop_database, dump_database, restore_into_scratch
+from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
+from releasegate.config import Environment, MigrateSettings
+from releasegate.errors import ReleasegateError
+from releasegate.evidence import Checker
+from releasegate.pipeline import Change
+from releasegate.platforms.base import Platform, RolloutResult
+from releasegate.probes.http import Http
+from releasegate.probes.postgres import Postgres
+from releasegate.probes.redis import Redis
+from releasegate.probes.traffic import TrafficProbe, TrafficStats
+from releasegate.run import Run
+from releasegate.state import ENV_KEY, EVIDENCE_KEY, RUN_KEY, phase_of
+
+
+@dataclass
+class Rollout:
+    result: RolloutResult
+    traffic: TrafficStats
+
+
+@pytest.fixture(scope="session")
+def env(request: pytest.FixtureRequest) -> Environment:
+    """The environment (``--env``) the suite runs against."""
+    environment = request.config.stash.get(ENV_KEY, None)
+    if environment is None:
+        pytest.skip("no releasegate environment: run with --env NAME")
+    return environment
+
+
+@pytest.fixture(scope="session")
+def run(request: pytest.FixtureRequest) -> Iterator[Run]:
+    """This deployment run. Its teardown carries out the rollback the decision tree asks for."""
+    current = request.config.stash.get(RUN_KEY, None)
+    if current is None:
+        pytest.skip("not a deployment run: gates need --release")
+    yield current
+    current.undo_if_needed()
+    if current.pipeline.undo_ok is False:
+        pytest.fail(f"ROLLBACK FAILED: {current.pipeline.undo_detail}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def release(run: Run) -> str:
+    return run.release
+
+
+@pytest.fixture(scope="session")
+def platform(run: Run) -> Platform:
+    return run.platform
+
+
+@pytest.fixture(scope="session")
+def postgres(env: Environment) -> Postgres:
+    return Postgres(env.database)
+
+
+@pytest.fixture(scope="session")
+def redis(env: Environment) -> Redis:
+    if env.redis is None:
+        pytest.skip("the environment has no [redis] section")
+    return Redis(env.redis)
+
+
+@pytest.fixture(scope="session")
+def service(env: Environment) -> Http:
+    """The service as users reach it: through the load balancer."""
+    return Http(env.platform.url, timeout_s=env.verify.request_timeout_s, component=env.environment.service)
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest) -> Checker:
+    """Measure, record evidence, then assert: ``check.at_most("p95", value, limit, unit="ms")``."""
+    item = request.node
+    current = request.config.stash.get(RUN_KEY, None)
+    phase = phase_of(item) or ""
+    checker = current.checker(item.nodeid, phase) if current else Checker(lambda _e: None, item.nodeid, phase)
+    item.stash[EVIDENCE_KEY] = checker.records
+    return checker
+
+
+@pytest.fixture(scope="session")
+def previous_release(run: Run) -> str | None:
+    """The release serving before this run: what a rollback goes back to."""
+    if run.previous_release is None:
+        run.remember_previous_release(run.platform.current_release())
+    return run.previous_release
+
+
+@pytest.fixture(scope="session")
+def backup(run: Run, postgres: Postgres, env: Environment) -> list[Dump]:
+    """``pg_dump -Fc`` of every configured database, row counts taken in the dump's snapshot."""
+    settings = env.backup
+    for dbname in settings.databases:
+        if dbname in run.dumps:
+            continue
+        run.progress(f"pg_dump {dbname} -> {settings.dir}")
+        dump = dump_database(
+            postgres,
+            dbname,
+            Path(settings.dir),
+            run.id,
+            tables=settings.verify_tables.get(dbname, []),
+            bin_dir=settings.pg_bin_dir,
+            timeout_s=settings.timeout_s,
+        )
+        run.dumps[dbname] = dump
+        run.progress(f"{dump.path.name}: {dump.size_bytes} bytes in {dump.duration_s:.1f} s")
+    return list(run.dumps.values())
+
+
+@pytest.fixture(scope="session")
+def scratch_copies(
+    run: Run, backup: list[Dump], postgres: Postgres, env: Environment
+) -> Iterator[dict[str, Restore]]:
+    """Each dump restored into a scratch database: proof it restores, and the rehearsal's stage."""
+    restores: dict[str, Restore] = {}
+    try:
+        for dump in backup:
+            scratch = f"{env.backup.scratch_prefix}_{dump.database}"
+            run.progress(f"restoring {dump.path.name} into scratch database {scratch}")
+            restores[dump.database] = restore_into_scratch(
+                postgres,
+                dump,
+                scratch,
+                tables=list(dump.row_counts),
+                bin_dir=env.backup.pg_bin_dir,
+                timeout_s=env.backup.timeout_s,
+            )
+        yield restores
+    finally:
+        for restore in restores.values():
+            try:
+                drop_database(postgres, restore.database)
+            except ReleasegateError as exc:
+                run.progress(f"could not drop scratch database {restore.database}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def rehearsal(
+    run: Run, scratch_copies: dict[str, Restore], postgres: Postgres, env: Environment
+) -> MigrationResult:
+    """The release's migrations run first on the restored copy of the application database."""
+    settings = _migrate_settings(env)
+    copy = scratch_copies.get(postgres.dbname)
+    if copy is None:
+        pytest.fail(f"no scratch copy of {postgres.dbname}: add it to backup.databases", pytrace=False)
+    run.progress(f"rehearsing migrations of {run.release} on {copy.database}")
+    return migrate(postgres, settings, run.release, copy.database)
+
+
+@pytest.fixture(scope="session")
+def migration(run: Run, postgres: Postgres, env: Environment, backup: list[Dump]) -> MigrationResult:
+    """The release's migrations on the application database, intent written first."""
+    settings = _migrate_settings(env)
+    if run.migration is not None:
+        return run.migration
+    run.schema_version_before = postgres.schema_version(query=settings.version_query)
+    pending = pending_migrations(postgres, settings, run.release)
+    dump = run.dumps.get(postgres.dbname)
+    undo = {
+        "policy": settings.on_failure,
+        "schema_version_before": run.schema_version_before,
+        "backup": str(dump.path) if dump else None,
+        "sha256": dump.sha256 if dump else None,
+    }
+    if not pending:
+        run.migration = migrate(postgres, settings, run.release)
+        return run.migration
+    with run.mutation(
+        Change.DATABASE, "migrate", f"apply {', '.join(pending)} to {postgres.dbname}", undo
+    ) as step:
+        run.progress(f"migrating {postgres.dbname}: {', '.join(pending)}")
+        run.migration = migrate(postgres, settings, run.release)
+        if not run.migration.ok:
+            step.failed(run.migration.error)
+    return run.migration
+
+
+@pytest.fixture(scope="session")
+def rollout(run: Run, previous_release: str | None, env: Environment) -> Rollout:
+    """The platform's rollout of the release, with probe traffic through the load balancer."""
+    if run.rollout is not None:
+        return Rollout(run.rollout, TrafficStats(url=""))
+    verify = env.verify
+    undo = {"previous_release": previous_release, "platform": env.platform.kind}
+    with run.mutation(
+        Change.APPLICATION, "deploy", f"roll out {run.release} replacing {previous_release}", undo
+    ) as step:
+        with TrafficProbe(
+            f"{env.platform.url.rstrip('/')}{verify.traffic_path}",
+            rps=verify.traffic_rps,
+            timeout_s=verify.request_timeout_s,
+            max_duration_s=verify.traffic_max_s,
+        ) as traffic:
+            run.rollout = run.platform.deploy(run.release, run.progress)
+        if not run.rollout.ok:
+            step.failed(run.rollout.reason)
+    return Rollout(run.rollout, traffic.stats)
+
+
+def _migrate_settings(env: Environment) -> MigrateSettings:
+    if env.migrate is None:
+        pytest.skip("the environment has no [migrate] section: this service has no migrations")
+    return env.migrate

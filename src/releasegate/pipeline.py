@@ -1,0 +1,137 @@
+"""The decision tree: what a failed gate means for the run. Pure logic, no I/O.
+
+a gate fails in          what happens                                         exit
+preflight, backup        ABORTED: nothing changed, later phases skipped        10
+migrate                  database restored from this run's backup; ABORTED     10
+deploy .. finalize       ROLLED_BACK: nothing further runs, rollback at once   11
+rollback or its check    ROLLBACK_FAILED: what is left to do by hand           12
+nothing                  SUCCESS                                                0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from releasegate.config import Phase
+
+PHASES: tuple[Phase, ...] = tuple(Phase)
+
+READ_ONLY_PHASES = frozenset({Phase.PREFLIGHT})
+"""Phases whose remaining checks still run after one fails: the operator gets the whole picture."""
+
+ABORTING_PHASES = frozenset({Phase.PREFLIGHT, Phase.BACKUP, Phase.MIGRATE})
+
+
+class Decision(StrEnum):
+    SUCCESS = "SUCCESS"
+    ABORTED = "ABORTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+
+
+EXIT_CODES: dict[Decision, int] = {
+    Decision.SUCCESS: 0,
+    Decision.ABORTED: 10,
+    Decision.ROLLED_BACK: 11,
+    Decision.ROLLBACK_FAILED: 12,
+}
+
+
+class Change(StrEnum):
+    """What a run has changed in the target, recorded just before each mutation."""
+
+    DATABASE = "database"
+    APPLICATION = "application"
+
+
+class Undo(StrEnum):
+    RESTORE_DATABASE = "restore the database from this run's backup"
+    REVERT_MIGRATIONS = "run this run's down-migrations"
+    ROLL_BACK_APPLICATION = "roll the application back to the previous release"
+
+
+@dataclass(frozen=True)
+class Failure:
+    phase: Phase
+    gate: str
+    message: str
+
+
+@dataclass
+class Pipeline:
+    """The state of one deployment run as the gates report in."""
+
+    database_policy: str = "never"
+    """rollback.database: restore | down-migrations | never (for deploy..finalize failures)."""
+    migrate_policy: str = "restore"
+    """migrate.on_failure: restore | down-migrations (for a failed migration)."""
+    changes: set[Change] = field(default_factory=set)
+    failure: Failure | None = None
+    undo_ok: bool | None = None
+    undo_detail: str = ""
+
+    def changed(self, change: Change) -> None:
+        self.changes.add(change)
+
+    def gate_failed(self, phase: Phase, gate: str, message: str) -> None:
+        """Only the first failure decides; the ones after it are consequences."""
+        if self.failure is None:
+            self.failure = Failure(phase, gate, message)
+
+    def skip_reason(self, phase: Phase) -> str | None:
+        """Why a gate of ``phase`` must not run now, or None when it may."""
+        failure = self.failure
+        if failure is None:
+            return None
+        if phase == failure.phase and phase in READ_ONLY_PHASES:
+            return None
+        verdict = self.planned_decision()
+        consequence = {
+            Decision.ABORTED: "nothing was changed" if not self.changes else "the database is restored",
+            Decision.ROLLED_BACK: "rolling back to the previous release",
+        }.get(verdict, "")
+        return f"{failure.phase} gate {failure.gate} failed: {consequence}".rstrip(": ")
+
+    def undo_plan(self) -> tuple[Undo, ...]:
+        """What must be undone, in order, given the failure and what changed."""
+        failure = self.failure
+        if failure is None:
+            return ()
+        steps: list[Undo] = []
+        if failure.phase in ABORTING_PHASES:
+            if failure.phase == Phase.MIGRATE and Change.DATABASE in self.changes:
+                steps.append(_database_undo(self.migrate_policy))
+            return tuple(steps)
+        steps.append(Undo.ROLL_BACK_APPLICATION)
+        if Change.DATABASE in self.changes and self.database_policy != "never":
+            steps.append(_database_undo(self.database_policy))
+        return tuple(steps)
+
+    def undo_finished(self, ok: bool, detail: str = "") -> None:
+        self.undo_ok = ok
+        self.undo_detail = detail
+
+    def planned_decision(self) -> Decision:
+        failure = self.failure
+        if failure is None:
+            return Decision.SUCCESS
+        return Decision.ABORTED if failure.phase in ABORTING_PHASES else Decision.ROLLED_BACK
+
+    @property
+    def decision(self) -> Decision:
+        if self.undo_ok is False:
+            return Decision.ROLLBACK_FAILED
+        return self.planned_decision()
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.decision]
+
+
+def _database_undo(policy: str) -> Undo:
+    return Undo.REVERT_MIGRATIONS if policy == "down-migrations" else Undo.RESTORE_DATABASE
+
+
+def phase_index(phase: Phase) -> int:
+    return PHASES.index(phase)

@@ -1,0 +1,68 @@
+"""HTTP questions to a service: its health endpoints, through the load balancer or directly.
+
+A refused connection or a timeout is a ProbeError naming the URL, never an empty pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from releasegate.errors import ProbeError
+from releasegate.redaction import redact
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its answer, as evidence needs it."""
+
+    method: str
+    url: str
+    status: int
+    elapsed_ms: float
+    body: Any
+    text: str
+
+    @property
+    def source(self) -> str:
+        return redact(f"{self.method} {self.url}")
+
+
+class Http:
+    def __init__(self, base_url: str, *, timeout_s: float = 5.0, component: str = "service") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.component = component
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def get(self, path: str) -> Exchange:
+        url = self.url(path)
+        started = time.perf_counter()
+        try:
+            response = httpx.get(url, timeout=self.timeout_s, follow_redirects=False)
+        except httpx.TimeoutException:
+            raise ProbeError(
+                f"{self.component} at {redact(url)}", f"no answer within {self.timeout_s:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ProbeError(
+                f"{self.component} at {redact(url)}", _reason(exc), "is it running and is platform.url right?"
+            ) from None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        return Exchange("GET", url, response.status_code, elapsed_ms, body, response.text[:2000])
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower():
+        return "connection refused"
+    return redact(text.splitlines()[0])

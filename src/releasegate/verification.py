@@ -1,0 +1,74 @@
+"""Checks that both the gates and the rollback need: is a release healthy on every instance,
+through the load balancer, repeatedly; is the database as it was at the backup.
+
+Each routine measures with probes and judges through a Checker, so every sample is evidence.
+"""
+
+from __future__ import annotations
+
+import time
+
+from releasegate.errors import ProbeError
+from releasegate.evidence import Checker
+from releasegate.platforms.base import Platform
+from releasegate.probes.health import read_health
+from releasegate.probes.http import Http
+from releasegate.probes.postgres import Postgres
+
+
+def health_is(check: Checker, http: Http, path: str, release: str, label: str) -> None:
+    """One ``/health`` probe: status healthy, the expected version, every check ok."""
+    try:
+        health = read_health(http, path)
+    except ProbeError as exc:
+        check.fail(f"{label} {path}", str(exc), source=http.url(path))
+        return
+    detail = ", ".join(f"{k}: {v}" for k, v in health.failing_checks.items())
+    check.equals(f"{label} status", health.status, "healthy", source=health.source, detail=detail)
+    check.equals(f"{label} version", health.version, release, source=health.source)
+
+
+def every_instance_serves(
+    check: Checker, platform: Platform, release: str, path: str, timeout_s: float
+) -> None:
+    """Every instance the load balancer routes to runs ``release`` and says it is healthy."""
+    status = platform.status()
+    routed = [i for i in status.instances if i.name in status.in_service]
+    check.equals("instances in service", len(routed), status.desired, source="platform status")
+    for instance in routed:
+        check.equals(f"{instance.name} release", instance.release, release, source="platform status")
+        health_is(
+            check,
+            Http(instance.url, timeout_s=timeout_s, component=instance.name),
+            path,
+            release,
+            f"{instance.name} /health",
+        )
+
+
+def health_repeatedly(
+    check: Checker, http: Http, path: str, release: str, times: int, interval_s: float
+) -> None:
+    """The runbook's ``for i in {1..10}; do curl /health; sleep 2; done``: every sample recorded."""
+    for attempt in range(1, times + 1):
+        health_is(check, http, path, release, f"{path} probe {attempt}/{times}")
+        if attempt < times:
+            time.sleep(interval_s)
+
+
+def database_as_before(
+    check: Checker, pg: Postgres, row_counts: dict[str, int], schema_version: str | None, label: str
+) -> None:
+    """Row counts of the verified tables and the schema version match what they were."""
+    if row_counts:
+        now = pg.row_counts(list(row_counts), pg.dbname)
+        for table, expected in row_counts.items():
+            check.equals(
+                f"{label}: rows in {table}",
+                now.get(table),
+                expected,
+                source=pg.source(f"SELECT count(*) FROM {table}"),
+            )
+    check.equals(
+        f"{label}: schema version", pg.schema_version(), schema_version, source=pg.source("schema_migrations")
+    )
