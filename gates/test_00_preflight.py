@@ -16,12 +16,14 @@ from releasegate.verification import health_is
 
 pytestmark = pytest.mark.phase("preflight")
 
+MIB = 1024 * 1024
+
 
 def test_database_primary_accepts_writes(postgres, check):
     """psql -c "SELECT pg_is_in_recovery(), pg_current_wal_lsn()": f (not in recovery), a valid LSN."""
     in_recovery, lsn = postgres.primary_state()
     check.equals("pg_is_in_recovery()", in_recovery, False, source=postgres.source(PRIMARY_SQL))
-    check.that("current WAL LSN", lsn, "!=", "", source=postgres.source(PRIMARY_SQL))
+    check.present("current WAL LSN", lsn, source=postgres.source(PRIMARY_SQL))
 
 
 def test_no_blocking_locks(postgres, env, check):
@@ -53,7 +55,7 @@ def test_redis_answers_pong(redis, check):
 
 def test_current_release_is_recorded(previous_release, release, check):
     """Previous version identified (Granter 6): the release a rollback goes back to."""
-    check.that("release serving now", previous_release, "!=", "", source="platform state")
+    check.present("release serving now", previous_release, source="platform state")
     check.that(
         "release to deploy is not already serving", release, "!=", previous_release, source="platform state"
     )
@@ -68,14 +70,14 @@ def test_free_disk_for_the_backup(postgres, env, check):
     """Room for the dump before it is taken: the databases' size times backup.free_space_factor."""
     size = sum(postgres.database_size(db) for db in env.backup.databases)
     where, free = free_bytes(Path(env.backup.dir))
-    needed = int(size * env.backup.free_space_factor)
+    needed = size * env.backup.free_space_factor
     check.at_least(
         "free disk at the backup directory",
-        free,
-        needed,
-        unit="bytes",
+        round(free / MIB, 1),
+        round(needed / MIB, 1),
+        unit="MiB",
         source=str(where),
-        detail=f"{size} bytes of databases x {env.backup.free_space_factor:g}",
+        detail=f"{size / MIB:.1f} MiB of databases x {env.backup.free_space_factor:g}",
     )
 
 

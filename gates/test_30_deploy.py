@@ -13,8 +13,8 @@ def test_rollout_completes(rollout, release, check):
     """Monitor rollout: "successfully rolled out", with the time it took."""
     for line in rollout.result.events[-3:]:
         check.record("rollout event", line)
-    check.equals(
-        f"rollout of {release}", rollout.result.ok, True, detail=rollout.result.reason, source="platform"
+    check.holds(
+        f"rollout of {release} completed", rollout.result.ok, detail=rollout.result.reason, source="platform"
     )
     check.record("rollout duration", round(rollout.result.duration_s, 2), unit="s")
 

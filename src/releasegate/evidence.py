@@ -36,16 +36,34 @@ class Evidence:
     phase: str = ""
 
     def line(self) -> str:
-        """``db latency: 3.1 ms <= 100 ms: pass (postgresql://…)`` in one line."""
-        measured = format_value(self.value, self.unit)
-        if self.comparator:
-            measured += f" {self.comparator} {format_value(self.threshold, self.unit)}"
-        text = f"{self.check}: {measured}: {self.verdict}"
+        """``db latency: 3.1 ms <= 100 ms: pass [postgresql://…]`` in one line."""
+        text = f"{self.check}: {self.shown_value()}"
+        if self.comparator and not self._yes_no_or_presence():
+            text += f" {self.expectation()}"
+        text += f": {self.verdict}"
         if self.detail:
             text += f" - {self.detail}"
         if self.source:
             text += f" [{self.source}]"
         return text
+
+    def shown_value(self) -> str:
+        if isinstance(self.value, bool):
+            return "yes" if self.value else "no"
+        return format_value(self.value, self.unit)
+
+    def expectation(self) -> str:
+        """The threshold as a reader wants it: ``<= 100 ms``, ``yes``, ``present``."""
+        if not self.comparator:
+            return ""
+        if self.comparator == "present":
+            return "present"
+        if self.comparator == "==" and isinstance(self.threshold, bool):
+            return "yes" if self.threshold else "no"
+        return f"{self.comparator} {format_value(self.threshold, self.unit)}"
+
+    def _yes_no_or_presence(self) -> bool:
+        return self.comparator == "present" or (self.comparator == "==" and isinstance(self.threshold, bool))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -107,6 +125,14 @@ class Checker:
 
     def equals(self, check: str, value: Any, expected: Any, **kw: Any) -> Any:
         return self.that(check, value, "==", expected, **kw)
+
+    def holds(self, check: str, condition: bool, **kw: Any) -> bool:
+        """A yes/no fact that must be yes: ``rollout of 2.0.0 completed: no: fail - why``."""
+        return self.that(check, bool(condition), "==", True, **kw)
+
+    def present(self, check: str, value: Any, **kw: Any) -> Any:
+        """A value that must exist (a release name, an LSN): missing or empty is no data."""
+        return self.that(check, value, "present", None, **kw)
 
     def fail(self, check: str, problem: str, *, source: str = "") -> None:
         """Record that something could not be measured or did not happen, then fail."""

@@ -104,8 +104,6 @@ def backup(run: Run, postgres: Postgres, env: Environment) -> list[Dump]:
     """``pg_dump -Fc`` of every configured database, row counts taken in the dump's snapshot."""
     settings = env.backup
     for dbname in settings.databases:
-        if dbname in run.dumps:
-            continue
         run.progress(f"pg_dump {dbname} -> {settings.dir}")
         dump = dump_database(
             postgres,
@@ -165,8 +163,6 @@ def rehearsal(
 def migration(run: Run, postgres: Postgres, env: Environment, backup: list[Dump]) -> MigrationResult:
     """The release's migrations on the application database, intent written first."""
     settings = _migrate_settings(env)
-    if run.migration is not None:
-        return run.migration
     run.schema_version_before = postgres.schema_version(query=settings.version_query)
     pending = pending_migrations(postgres, settings, run.release)
     dump = run.dumps.get(postgres.dbname)
@@ -192,8 +188,6 @@ def migration(run: Run, postgres: Postgres, env: Environment, backup: list[Dump]
 @pytest.fixture(scope="session")
 def rollout(run: Run, previous_release: str | None, env: Environment) -> Rollout:
     """The platform's rollout of the release, with probe traffic through the load balancer."""
-    if run.rollout is not None:
-        return Rollout(run.rollout, TrafficStats(url=""))
     verify = env.verify
     undo = {"previous_release": previous_release, "platform": env.platform.kind}
     with run.mutation(

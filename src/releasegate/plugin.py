@@ -8,7 +8,6 @@ environment or release.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from releasegate.state import ENV_KEY, EVIDENCE_KEY, RUN_KEY, phase_of
 SUITES = ("gates", "smoke", "e2e", "rollback")
 DEPLOYMENT_SUITE = "gates"
 REPORTS_KEY = pytest.StashKey[Path]()
+SPENT_KEY = pytest.StashKey[float]()
+"""Seconds a gate took, its fixtures' setup included (a backup happens in setup)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -171,11 +172,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                     phase=str(phase),
                 )
             )
+    spent = item.stash.get(SPENT_KEY, 0.0) + report.duration
+    item.stash[SPENT_KEY] = spent
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome_text = "skipped" if report.skipped else report.outcome
-        run.ledger.gate(
-            run.id, item.nodeid, phase, _title(item), outcome_text, report.duration, _one_line(report)
-        )
+        run.ledger.gate(run.id, item.nodeid, phase, _title(item), outcome_text, spent, _one_line(report))
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -295,7 +296,7 @@ def _argv(config: pytest.Config) -> list[str]:
 
 
 def _shown(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
+    """Relative to where the command ran when inside it, else absolute."""
+    path = path.resolve()
+    cwd = Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)

@@ -173,7 +173,7 @@ class Run:
             return
         self.progress(f"rolling back {self.env.name} to {previous}")
         result = self.platform.rollback(previous, self.progress)
-        check.equals("application rolled back", result.ok, True, source="platform", detail=result.reason)
+        check.holds("application rolled back", result.ok, source="platform", detail=result.reason)
         verify = self.env.verify
         every_instance_serves(check, self.platform, previous, verify.health_path, verify.request_timeout_s)
         health_repeatedly(
@@ -232,7 +232,7 @@ class Run:
             statement_timeout=migrate.statement_timeout,
             password=self.env.database.password.resolve() if self.env.database.password else None,
         )
-        check.equals("down-migrations ran", result.ok, True, detail=result.error, source=str(directory))
+        check.holds("down-migrations ran", result.ok, detail=result.error, source=str(directory))
         check.equals(
             "schema version after down-migrations",
             result.version_after,

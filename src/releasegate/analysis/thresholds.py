@@ -26,7 +26,7 @@ _NUMERIC: dict[str, Callable[[float, float], bool]] = {
     ">=": lambda v, t: v >= t,
 }
 
-COMPARATORS = frozenset({*_NUMERIC, "==", "!=", "in"})
+COMPARATORS = frozenset({*_NUMERIC, "==", "!=", "in", "present"})
 
 
 def is_missing(value: Any) -> bool:
@@ -37,8 +37,10 @@ def judge(value: Any, comparator: str, threshold: Any) -> Verdict:
     """PASS or FAIL for ``value <comparator> threshold``; NO_DATA when there is nothing to judge."""
     if comparator not in COMPARATORS:
         raise ValueError(f"unknown comparator {comparator!r}")
-    if is_missing(value):
+    if is_missing(value) or (comparator == "present" and value == ""):
         return Verdict.NO_DATA
+    if comparator == "present":
+        return Verdict.PASS
     if comparator in _NUMERIC:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return Verdict.NO_DATA

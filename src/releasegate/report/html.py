@@ -7,7 +7,7 @@ from html import escape
 import pytest
 
 from releasegate.config import Environment
-from releasegate.evidence import Evidence, format_value
+from releasegate.evidence import Evidence
 from releasegate.run import Run
 
 _VERDICT_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "no data": "#cf222e", "inconclusive": "#9a6700"}
@@ -32,8 +32,8 @@ def evidence_table(records: list[Evidence]) -> str:
     rows = "".join(
         "<tr>"
         f"<td>{escape(r.check)}</td>"
-        f"<td>{escape(format_value(r.value, r.unit))}</td>"
-        f"<td>{escape((r.comparator + ' ' + format_value(r.threshold, r.unit)) if r.comparator else '')}</td>"
+        f"<td>{escape(r.shown_value())}</td>"
+        f"<td>{escape(r.expectation())}</td>"
         f"<td style='color:{_VERDICT_COLOURS.get(str(r.verdict), '#57606a')};font-weight:bold'>{escape(str(r.verdict))}</td>"
         f"<td>{escape(r.detail)}</td>"
         f"<td><code>{escape(r.source)}</code></td>"

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from releasegate.config import Environment
-from releasegate.evidence import Evidence, format_value
+from releasegate.evidence import Evidence
 from releasegate.ledger import RunRecord
 from releasegate.pipeline import PHASES
 
@@ -79,8 +79,13 @@ def _outcome(record: RunRecord, out: Out) -> None:
     rollback = next((p for p in record.phases if p["phase"] == "rollback"), None)
     if rollback:
         out("")
-        verdict = "verified" if rollback["outcome"] == "passed" else "FAILED: finish it by hand (see below)"
-        out(f"Rollback: {verdict}, took {_duration(rollback['started_at'], rollback['ended_at'])}.")
+        verdict = (
+            "verified"
+            if rollback["outcome"] == "passed"
+            else "FAILED: finish it by hand (see Rollback below)"
+        )
+        what = "Database restore" if record.decision == "ABORTED" else "Rollback"
+        out(f"{what}: {verdict}, took {_duration(rollback['started_at'], rollback['ended_at'])}.")
     if any(e.check == "data written since the backup" for e in record.evidence):
         out("")
         out(
@@ -119,14 +124,12 @@ def _changes(record: RunRecord, out: Out) -> None:
         return
     out("| # | Action | About to | How to undo | Outcome |")
     out("| --- | --- | --- | --- | --- |")
-    for intent in record.intents:
+    for number, intent in enumerate(record.intents, 1):
         undo = ", ".join(f"{k}: {v}" for k, v in intent.undo.items() if v is not None)
         outcome = intent.outcome or "did not finish"
         if intent.detail:
             outcome += f": {intent.detail}"
-        out(
-            f"| {intent.seq} | {intent.action} | {_cell(intent.about_to)} | {_cell(undo)} | {_cell(outcome)} |"
-        )
+        out(f"| {number} | {intent.action} | {_cell(intent.about_to)} | {_cell(undo)} | {_cell(outcome)} |")
     out("")
 
 
@@ -159,10 +162,9 @@ def _evidence_table(records: list[Evidence], out: Out, indent: str = "") -> None
     out(f"{indent}| Check | Value | Threshold | Verdict | Source | Time |")
     out(f"{indent}| --- | --- | --- | --- | --- | --- |")
     for e in records:
-        threshold = f"{e.comparator} {format_value(e.threshold, e.unit)}" if e.comparator else ""
-        value = format_value(e.value, e.unit) + (f" ({e.detail})" if e.detail else "")
+        value = e.shown_value() + (f" ({e.detail})" if e.detail else "")
         out(
-            f"{indent}| {_cell(e.check)} | {_cell(value)} | {_cell(threshold)} | {e.verdict} | "
+            f"{indent}| {_cell(e.check)} | {_cell(value)} | {_cell(e.expectation())} | {e.verdict} | "
             f"{_cell(e.source)} | {e.at[11:23]} |"
         )
     out("")
