@@ -1,0 +1,46 @@
+"""The demo service's releases: what each build does, like the images in a registry.
+
+The migrations each release introduces live in the directory of the same name next to this
+module, ``releases/<release>/migrations/NNNN_name.sql``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MIGRATIONS_ROOT = Path(__file__).resolve().parent / "releases"
+BASELINE = "1.0.0"
+"""The release a fresh sandbox starts with."""
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    schema: str
+    """The newest migration this build reads: /health says "behind" below it."""
+    customer_tier: bool = False
+    """Its API returns each customer's tier (the column 0002_customer_tier adds)."""
+    fault: str | None = None
+    """None, "bad-health" (/health answers 503) or "crashloop" (exits 1 s after it serves)."""
+    description: str = ""
+
+
+RELEASES: dict[str, Release] = {
+    r.name: r
+    for r in (
+        Release("1.0.0", "0001", description="the stable release a fresh sandbox runs"),
+        Release("2.0.0", "0002", customer_tier=True, description="customer tiers (migration 0002)"),
+        Release("2.0.0-bad-migration", "0002", customer_tier=True,
+                description="2.0.0 whose migrations fail half way (never gets deployed)"),
+        Release("2.0.0-bad-health", "0001", fault="bad-health",
+                description="/health/live passes, /health is 503: the gates must catch it"),
+        Release("2.0.0-crashloop", "0001", fault="crashloop",
+                description="exits with code 1 a second after it starts serving"),
+    )
+}
+
+
+def migrations_dir(release: str) -> Path:
+    """Where ``release``'s migrations are (it may bring none)."""
+    return MIGRATIONS_ROOT / release / "migrations"

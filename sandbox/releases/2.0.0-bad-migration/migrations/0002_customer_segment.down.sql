@@ -1,0 +1,2 @@
+-- Undo 0002_customer_segment.
+ALTER TABLE customers DROP COLUMN segment;

@@ -1,0 +1,361 @@
+"""The demo service: ``python -m sandbox.service --release R --port P``.
+
+A small but real service over the sandbox's data: Starlette under uvicorn on 127.0.0.1,
+PostgreSQL through a small psycopg pool (``DEMO_DATABASE_URL``), Redis as a read cache
+(``DEMO_REDIS_URL``) and Prometheus metrics. What a release does differently (its schema, its
+faults) is in ``sandbox.releases``.
+
+Endpoints: ``/health/live`` (the process answers), ``/health`` (database, cache and schema
+checks, 503 when any fails), ``/health/db`` (a timed ``SELECT 1``), ``/metrics``, and the API:
+``GET /api/customers?limit=N``, ``GET /api/customers/{id}`` (cached), ``POST /api/orders``.
+
+Logs are one line per event with its level, so a scan for ``ERROR`` finds the failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+import uvicorn
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.releases import RELEASES, Release
+
+log = logging.getLogger("demo")
+disable_created_metrics()  # no *_created series: the runbooks' queries do not use them
+
+CACHE_TTL_S = 60
+CHECK_TIMEOUT_S = 3.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+class Metrics:
+    """The names the runbooks query: http_requests_total, http_request_duration_seconds, ..."""
+
+    def __init__(self, release: Release, connections_in_use: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests by method, route and status",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+                                 registry=self.registry)
+        self.errors = Counter("errors_total", "Errors by type (http_5xx, exception)", ["type"],
+                              registry=self.registry)
+        for kind in ("http_5xx", "exception"):  # present at 0 from the start: no data is not "no errors"
+            self.errors.labels(kind)
+        in_use = Gauge("db_connections_in_use", "Database connections lent out by the pool", registry=self.registry)
+        in_use.set_function(connections_in_use)
+        Gauge("demo_build_info", "The running build", ["release", "schema"],
+              registry=self.registry).labels(release.name, release.schema).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (``/api/customers/{id}``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except Exception:
+            self.metrics.errors.labels("exception").inc()
+            raise
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            if status >= 500:
+                self.metrics.errors.labels("http_5xx").inc()
+
+
+class Service:
+    def __init__(self, release: Release, port: int, database_url: str, redis_url: str) -> None:
+        self.release = release
+        self.port = port
+        self.pool = AsyncConnectionPool(
+            database_url, open=False, min_size=1, max_size=4, timeout=2.0, name=f"demo-{port}",
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": 2, "application_name": f"demo-{release.name}"},
+        )
+        self.cache = aioredis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.metrics = Metrics(release, self._connections_in_use)
+        self.server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.app = Starlette(
+            routes=[
+                Route("/", self.index),
+                Route("/health/live", self.live),
+                Route("/health", self.health),
+                Route("/health/db", self.health_db),
+                Route("/metrics", self.metrics_endpoint),
+                Route("/api/customers", self.list_customers),
+                Route("/api/customers/{customer_id:int}", self.get_customer),
+                Route("/api/orders", self.create_order, methods=["POST"]),
+            ],
+            middleware=[Middleware(MetricsMiddleware, metrics=self.metrics)],
+            lifespan=self.lifespan,
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        await self.pool.open(wait=False)  # the database may be down: /health says so, live stays up
+        self._tasks.append(asyncio.create_task(self._when_serving()))
+        yield
+        log.info("shutting down: in-flight requests finished")
+        for task in self._tasks:
+            task.cancel()
+        await self.pool.close(timeout=2.0)
+        await self.cache.aclose()
+
+    async def _when_serving(self) -> None:
+        while self.server is None or not self.server.started:
+            await asyncio.sleep(0.05)
+        log.info("release %s serving on 127.0.0.1:%d (needs schema %s)",
+                 self.release.name, self.port, self.release.schema)
+        if self.release.fault == "crashloop":
+            await asyncio.sleep(1.0)
+            log.error("fatal: cache warm-up failed: KeyError 'customer_tiers'; exiting with code 1")
+            logging.shutdown()
+            os._exit(1)
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def index(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"service": "demo", "version": self.release.name})
+
+    async def live(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive", "version": self.release.name})
+
+    async def health(self, _request: Request) -> JSONResponse:
+        database, schema = await self._check_database()
+        if self.release.fault == "bad-health":
+            database = "fail: connection pool exhausted"
+            log.error("database check failed: connection pool exhausted (leaked connections)")
+        checks = {"database": database, "cache": await self._check_cache(), "schema": schema}
+        healthy = all(value == "ok" for value in checks.values())
+        if not healthy:
+            log.warning("health check failed: %s", ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok"))
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "version": self.release.name,
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def health_db(self, _request: Request) -> JSONResponse:
+        try:
+            async with self.pool.connection(timeout=2.0) as conn:
+                started = time.perf_counter()
+                await (await conn.execute("SELECT 1")).fetchone()
+                latency_ms = (time.perf_counter() - started) * 1000
+        except (PoolTimeout, psycopg.Error) as exc:
+            return JSONResponse({"status": "error", "error": _first_line(exc)}, status_code=503)
+        return JSONResponse({"status": "connected", "latency_ms": round(latency_ms, 3)})
+
+    async def _check_database(self) -> tuple[str, str]:
+        """("ok" or the failure, the schema verdict) from one real query."""
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S), self.pool.connection(timeout=2.0) as conn:
+                try:
+                    rows = await (await conn.execute("SELECT version FROM schema_migrations")).fetchall()
+                except psycopg.errors.UndefinedTable:
+                    rows = []
+        except (PoolTimeout, psycopg.Error, TimeoutError) as exc:
+            return f"fail: {_first_line(exc)}", "unknown: database unreachable"
+        versions = sorted((row[0] for row in rows), key=_version_key)
+        have = versions[-1] if versions else None
+        if have is not None and _version_key(have) >= _version_key(self.release.schema):
+            return "ok", "ok"
+        return "ok", f"behind: have {have or 'none'}, need {self.release.schema}"
+
+    async def _check_cache(self) -> str:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await self.cache.ping()
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            return f"fail: {_first_line(exc)}"
+        return "ok"
+
+    async def metrics_endpoint(self, _request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    def _connections_in_use(self) -> float:
+        stats = self.pool.get_stats()
+        return float(stats.get("pool_size", 0) - stats.get("pool_available", 0))
+
+    # -- the API ------------------------------------------------------------------------------
+
+    @property
+    def _customer_columns(self) -> str:
+        return "id, name, email, created_at" + (", tier" if self.release.customer_tier else "")
+
+    async def list_customers(self, request: Request) -> JSONResponse:
+        try:
+            limit = min(max(int(request.query_params.get("limit", "20")), 1), 100)
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer"}, status_code=422)
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {self._customer_columns} FROM customers ORDER BY id LIMIT %s", [limit])
+            customers = [_jsonable(row) for row in await cur.fetchall()]
+        return JSONResponse({"customers": customers, "count": len(customers)})
+
+    async def get_customer(self, request: Request) -> JSONResponse:
+        customer_id = request.path_params["customer_id"]
+        key = f"demo:{self.release.name}:customer:{customer_id}"
+        cached = await self._cache_get(key)
+        if cached is not None:
+            return JSONResponse(json.loads(cached), headers={"X-Cache": "hit"})
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"SELECT {self._customer_columns}, "
+                "(SELECT count(*) FROM orders WHERE customer_id = customers.id) AS order_count "
+                "FROM customers WHERE id = %s", [customer_id],
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return JSONResponse({"error": f"customer {customer_id} not found"}, status_code=404)
+        customer = _jsonable(row)
+        await self._cache_set(key, json.dumps(customer))
+        return JSONResponse(customer, headers={"X-Cache": "miss"})
+
+    async def create_order(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            customer_id, amount_cents = int(body["customer_id"]), int(body["amount_cents"])
+            if amount_cents <= 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "expected {\"customer_id\": int, \"amount_cents\": int > 0}"},
+                                status_code=422)
+        try:
+            async with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    "INSERT INTO orders (customer_id, amount_cents) VALUES (%s, %s) "
+                    "RETURNING id, customer_id, amount_cents, created_at", [customer_id, amount_cents],
+                )
+                order = _jsonable(await cur.fetchone() or {})
+        except psycopg.errors.ForeignKeyViolation:
+            return JSONResponse({"error": f"customer {customer_id} not found"}, status_code=404)
+        await self._cache_delete(f"demo:{self.release.name}:customer:{customer_id}")
+        log.info("order %s created for customer %s", order["id"], customer_id)
+        return JSONResponse(order, status_code=201)
+
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            return await self.cache.get(key)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("cache unavailable, reading the database: %s", _first_line(exc))
+            return None
+
+    async def _cache_set(self, key: str, value: str) -> None:
+        try:
+            await self.cache.set(key, value, ex=CACHE_TTL_S)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("cache unavailable, not caching %s: %s", key, _first_line(exc))
+
+    async def _cache_delete(self, key: str) -> None:
+        try:
+            await self.cache.delete(key)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("cache unavailable, %s may be stale for %d s: %s", key, CACHE_TTL_S, _first_line(exc))
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in version if ch.isdigit())
+    return (int(digits) if digits else -1, version)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _configure_logging(release: str, port: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s %(levelname)s demo[{release}:{port}] %(name)s: %(message)s"
+    ))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.service", description="the sandbox's demo service")
+    parser.add_argument("--release", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    _configure_logging(args.release, args.port)
+    release = RELEASES.get(args.release)
+    if release is None:
+        log.error("unknown release %s (known: %s)", args.release, ", ".join(RELEASES))
+        return 2
+    missing = [name for name in ("DEMO_DATABASE_URL", "DEMO_REDIS_URL") if not os.environ.get(name)]
+    if missing:
+        log.error("%s not set: the service needs its database and cache", " and ".join(missing))
+        return 2
+    service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"])
+    config = uvicorn.Config(
+        service.app, host="127.0.0.1", port=args.port, log_config=None, log_level="warning",
+        access_log=False, lifespan="on", loop="asyncio", timeout_graceful_shutdown=5,
+    )
+    service.server = uvicorn.Server(config)
+    service.server.run()
+    return 0 if service.server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

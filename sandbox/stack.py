@@ -1,0 +1,233 @@
+"""The sandbox as a whole: up, down, status, and ensure_up for the test suites.
+
+Everything comes from the environment file: PostgreSQL's port and database from
+``database.dsn``, Redis's port from ``redis.url``, nginx's from ``platform.url``, the instances
+from ``platform.local``, the directory from ``sandbox.dir``. Several sandboxes (other files,
+other ports, other directories) can run side by side.
+
+``up`` starts what is not running, in order: PostgreSQL, schema and seed data, Redis, nginx,
+then three instances of 1.0.0. ``down`` stops everything and removes the directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from releasegate.actions.migrate import apply_sql_migrations
+from releasegate.config import Environment, LocalPlatformSettings, load_environment
+from releasegate.errors import ReleasegateError
+from releasegate.platforms.local import LocalPlatform
+from sandbox.common import ComponentStatus, SandboxError
+from sandbox.nginx import Nginx
+from sandbox.postgres import Postgres
+from sandbox.redis import Redis
+from sandbox.releases import BASELINE, migrations_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: where environments/ is, and what ``{root}`` means."""
+SEED_SQL = Path(__file__).resolve().parent / "seed.sql"
+
+EXIT_UP, EXIT_DOWN, EXIT_PARTLY_UP = 0, 3, 4
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    components: tuple[ComponentStatus, ...]
+    release: str | None
+    url: str
+
+    @property
+    def up(self) -> bool:
+        return all(c.up for c in self.components)
+
+    @property
+    def down(self) -> bool:
+        return not any(c.up for c in self.components)
+
+    @property
+    def not_up(self) -> list[str]:
+        """The names of the components that are down, e.g. ["postgresql"]."""
+        return [c.name for c in self.components if not c.up]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_UP if self.up else EXIT_DOWN if self.down else EXIT_PARTLY_UP
+
+    def summary(self) -> str:
+        if self.up:
+            return f"sandbox is up: {self.url} serves {self.release}"
+        if self.down:
+            return "sandbox is down"
+        return f"sandbox is partly up: {', '.join(self.not_up)} down"
+
+
+class Sandbox:
+    """The components of one sandbox, as its environment file describes them."""
+
+    def __init__(self, env: Environment) -> None:
+        if env.sandbox is None:
+            raise SandboxError(f"{env.source}: no [sandbox] section: python -m sandbox only runs the embedded sandbox")
+        if env.redis is None or env.platform.local is None:
+            raise SandboxError(f"{env.source}: the sandbox needs [redis] and [platform.local]")
+        self.env = env
+        self.dir = Path(env.sandbox.dir)
+        self.local: LocalPlatformSettings = env.platform.local
+        self.postgres = Postgres(self.dir, env.database.dsn, env.backup.pg_bin_dir)
+        self.redis = Redis(self.dir, env.redis.url)
+        self.nginx = Nginx(self.dir, env.platform.url, self.local)
+        self.platform = LocalPlatform(self.local, env.platform.url)
+
+    def up(self, progress: Progress = print) -> None:
+        """Start whatever is not running; a no-op, saying so, when everything is up."""
+        started = time.monotonic()
+        steps = [
+            ("postgresql", self._start_postgres),
+            ("schema", self._migrate),
+            ("seed", self._seed),
+            ("redis", lambda: "already up" if self.redis.status().up else self.redis.start()),
+            ("nginx", lambda: "already up" if self.nginx.status().up else self.nginx.start()),
+            ("instances", lambda: self._start_instances(progress)),
+        ]
+        changed = False
+        for name, step in steps:
+            t0 = time.monotonic()
+            message = step()
+            changed |= not message.startswith("already")
+            progress(f"{name:<11} {message} ({time.monotonic() - t0:.1f} s)")
+        where = f"{self.env.platform.url} serves {self.platform.current_release()}"
+        if changed:
+            progress(f"sandbox up in {time.monotonic() - started:.1f} s: {where} (python -m sandbox down removes it)")
+        else:
+            progress(f"sandbox is already up: {where}")
+
+    def down(self, progress: Progress = print) -> None:
+        """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory."""
+        problems = []
+        if self.platform.state_dir.exists():
+            try:
+                self.platform.stop_all(lambda line: progress(f"{'instances':<11} {line}"))
+            except ReleasegateError as exc:
+                problems.append(f"instances: {exc}")
+        for component in (self.nginx, self.redis, self.postgres):
+            try:
+                progress(f"{component.name:<11} {component.stop()}")
+            except ReleasegateError as exc:
+                problems.append(f"{component.name}: {exc}")
+        if problems:
+            raise SandboxError(f"sandbox not fully stopped, {self.dir} kept: {'; '.join(problems)}")
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+            progress(f"removed {self.dir}")
+        progress("sandbox is down")
+
+    def status(self) -> SandboxStatus:
+        components = (self.postgres.status(), self.redis.status(), self.nginx.status(), self._instances_status())
+        return SandboxStatus(components, self.platform.current_release(), self.env.platform.url)
+
+    def ensure_up(self, progress: Progress = print) -> list[str]:
+        """Start a sandbox that is completely down; leave a partly up one alone.
+
+        Returns what is down: empty when the sandbox is (now) up. A partly up sandbox is not
+        repaired on purpose: a component stopped before a run is what preflight must report.
+        """
+        state = self.status()
+        if state.up:
+            return []
+        if state.down:
+            progress(f"sandbox at {self.dir} is down: starting it")
+            self.up(progress)
+            return self.status().not_up
+        return state.not_up
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _start_postgres(self) -> str:
+        message = "already up" if self.postgres.status().up else self.postgres.start()
+        if self.postgres.ensure_database():
+            message += f", database {self.postgres.dbname} created"
+        return message
+
+    def _migrate(self) -> str:
+        directory = self._migrations_dir(BASELINE)
+        result = apply_sql_migrations(self.env.database.dsn, directory, password=self._db_password())
+        if not result.ok:
+            raise SandboxError(f"{BASELINE}'s migrations failed: {result.error}")
+        if result.applied:
+            return f"applied {', '.join(result.applied)} from {BASELINE}: at {result.version_after}"
+        return f"already at {result.version_after}"
+
+    def _seed(self) -> str:
+        with psycopg.connect(self.env.database.dsn, connect_timeout=5, password=self._db_password()) as conn:
+            if conn.execute("SELECT count(*) FROM customers").fetchone()[0]:  # type: ignore[index]
+                return "already seeded"
+            conn.execute(SEED_SQL.read_text(encoding="utf-8"))  # one transaction: committed on exit
+            customers, orders = conn.execute(
+                "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"
+            ).fetchone()  # type: ignore[misc]
+        return f"loaded {customers} customers and {orders} orders"
+
+    def _start_instances(self, progress: Progress) -> str:
+        state = self._instances_status()
+        if state.up:
+            return f"already up: {state.detail}"
+        release = self.platform.current_release() or BASELINE
+        result = self.platform.deploy(release, progress=lambda line: progress(f"{'':<11} {line}"))
+        if not result.ok:
+            raise SandboxError(f"the demo service did not start: {result.reason}")
+        return f"{release} on {self.local.instances} instance(s) behind {self.env.platform.url}"
+
+    def _instances_status(self) -> ComponentStatus:
+        status = self.platform.status()
+        serving = [i for i in status.instances if i.ready and i.name in status.in_service]
+        ports = " ".join(":" + i.url.rsplit(":", 1)[1] for i in serving)
+        up = status.release is not None and len(serving) >= status.desired
+        detail = f"{status.release or 'nothing'} ×{len(serving)}/{status.desired} ready {ports}".rstrip()
+        return ComponentStatus("instances", up, self.env.platform.url.removeprefix("http://"), None, detail)
+
+    def _db_password(self) -> str | None:
+        secret = self.env.database.password
+        return secret.resolve() if secret is not None else None  # type: ignore[attr-defined]
+
+    def _migrations_dir(self, release: str) -> Path:
+        migrate = self.env.migrate
+        if migrate is not None and migrate.runner == "sql" and migrate.directory:
+            return Path(migrate.directory.replace("{release}", release))
+        return migrations_dir(release)
+
+
+# -- the functions the CLI and the test suites call -----------------------------------------
+
+
+def load(env: Environment | str | Path = "sandbox") -> Sandbox:
+    """A Sandbox from an Environment, an environment name or a path to its file."""
+    if not isinstance(env, Environment):
+        env = load_environment(str(env), root=ROOT)
+    return Sandbox(env)
+
+
+def up(env: Environment | str | Path = "sandbox", progress: Progress = print) -> None:
+    load(env).up(progress)
+
+
+def down(env: Environment | str | Path = "sandbox", progress: Progress = print) -> None:
+    load(env).down(progress)
+
+
+def status(env: Environment | str | Path = "sandbox") -> SandboxStatus:
+    return load(env).status()
+
+
+def ensure_up(env: Environment | str | Path = "sandbox", progress: Progress = print) -> list[str]:
+    """For the gates' conftest: start the sandbox when it is completely down; [] when up.
+
+    A non-empty list names what is down in a partly up sandbox (left as it is).
+    """
+    return load(env).ensure_up(progress)

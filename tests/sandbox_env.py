@@ -1,0 +1,116 @@
+"""Sandboxes for tests: environment files on free ports, brought up and down like the CLI does.
+
+``write_sandbox_env(dir)`` derives a file from environments/sandbox.toml with free ports for
+PostgreSQL, Redis, nginx and the instances, and ``sandbox.dir`` (and the reports) under
+``dir``, so several sandboxes can run side by side and none touches the default one. Any key
+can be overridden by its dotted path::
+
+    write_sandbox_env(tmp_path, **{"migrate.rehearse": False, "verify.health_probes": 2})
+    write_sandbox_env(tmp_path, verify__health_probes=2)   # the same, as a keyword
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from sandbox import stack
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_ENV = ROOT / "environments" / "sandbox.toml"
+INSTANCE_PORTS = 8
+"""Instances plus surge, with room to spare."""
+
+
+def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
+    """Write ``dir/sandbox-env.toml``: the sandbox environment on free ports, living under ``dir``."""
+    raw = tomllib.loads(BASE_ENV.read_text(encoding="utf-8"))
+    base = free_port_block(3 + INSTANCE_PORTS)
+    pg, redis, nginx, first = base, base + 1, base + 2, base + 3
+    old = {
+        _port(raw["database"]["dsn"]): pg,
+        _port(raw["redis"]["url"]): redis,
+        _port(raw["platform"]["url"]): nginx,
+    }
+    raw = _replace_ports(raw, old)
+    raw["platform"]["local"]["ports"] = [first, first + INSTANCE_PORTS - 1]
+    raw["sandbox"]["dir"] = str(dir / "sandbox")
+    raw.setdefault("report", {})["dir"] = str(dir / "reports")
+    for dotted, value in overrides.items():
+        _set(raw, dotted.replace("__", "."), value)
+    path = dir / "sandbox-env.toml"
+    dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def running_sandbox(env_file: Path, progress: stack.Progress = print) -> Iterator[Path]:
+    """Bring the sandbox of ``env_file`` up (as ``python -m sandbox up``), and always down again."""
+    try:
+        stack.up(env_file, progress)
+        yield env_file
+    finally:
+        stack.down(env_file, progress)
+
+
+def sandbox_up(env_file: Path, progress: stack.Progress = print) -> None:
+    stack.up(env_file, progress)
+
+
+def sandbox_down(env_file: Path, progress: stack.Progress = print) -> None:
+    stack.down(env_file, progress)
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1, below the ephemeral range
+    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28101-28120)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32700 - count)
+        if base + count > 25000 and base < 29000:
+            continue
+        if all(_bindable(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def _replace_ports(value: Any, ports: dict[int, int]) -> Any:
+    """Every ``127.0.0.1:OLD`` in every string (DSNs, URLs, the instances' env) gets the new port."""
+    if isinstance(value, str):
+        for old, new in ports.items():
+            value = value.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+        return value
+    if isinstance(value, list):
+        return [_replace_ports(v, ports) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_ports(v, ports) for k, v in value.items()}
+    return value
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, key = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[key] = value
