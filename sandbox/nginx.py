@@ -49,6 +49,10 @@ http {{
                            'upstream_status=$upstream_status request_time=$request_time';
     access_log {prefix}/logs/access.log releasegate;
 
+    # No client keep-alive: a reload closes the old workers' idle keep-alive connections, and a
+    # client that sends on one at that instant sees a disconnect the rollout would be blamed for.
+    keepalive_timeout 0;
+
     upstream demo_backend {{
         include {upstream_file};
     }}

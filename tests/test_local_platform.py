@@ -125,6 +125,7 @@ def test_rolling_update_replaces_every_instance_while_every_request_is_answered(
         assert health.status_code == 200
         assert health.json()["version"] == "2.0.0"
         assert health.json()["checks"] == {"database": "ok", "cache": "ok", "schema": "ok"}
+        assert httpx.get(instance.url + "/api/customers/1", timeout=3).json()["tier"] in {"bronze", "silver", "gold"}
     assert platform.current_release() == "2.0.0"
 
 

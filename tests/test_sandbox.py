@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from sandbox_env import free_port_block, write_sandbox_env
 
+from releasegate.actions.migrate import apply_sql_migrations, revert_sql_migrations
 from releasegate.config import Environment, load_environment
 from sandbox import stack
+from sandbox.releases import migrations_dir
 from sandbox.stack import ROOT
 
 pytestmark = pytest.mark.timeout(180)
@@ -144,6 +147,36 @@ def test_a_component_stopped_behind_its_back_is_reported_not_repaired_by_ensure_
         assert time.monotonic() < deadline, "the service did not reconnect to the restarted database"
         time.sleep(0.2)
     assert stack.ensure_up(env) == []
+
+
+def test_the_releases_migrations_do_what_the_releases_promise(env: Environment) -> None:
+    sandbox = stack.load(env)
+    with psycopg.connect(sandbox.postgres.conninfo("postgres"), autocommit=True) as admin:
+        for name in ("mig_good", "mig_bad"):
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
+            admin.execute(f"CREATE DATABASE {name}")
+    good, bad = (env.database.dsn.rsplit("/", 1)[0] + f"/{name}" for name in ("mig_good", "mig_bad"))
+    for dsn in (good, bad):
+        assert apply_sql_migrations(dsn, migrations_dir("1.0.0")).ok
+        with psycopg.connect(dsn) as conn:
+            conn.execute(stack.SEED_SQL.read_text())
+
+    upgraded = apply_sql_migrations(good, migrations_dir("2.0.0"))
+    assert upgraded.ok and upgraded.version_after == "0002"
+    with psycopg.connect(good) as conn:
+        tiers = dict(conn.execute("SELECT tier, count(*) FROM customers GROUP BY tier").fetchall())
+        nullable = conn.execute("SELECT is_nullable FROM information_schema.columns "
+                                "WHERE table_name = 'customers' AND column_name = 'tier'").fetchone()
+    assert sum(tiers.values()) == 200 and len(tiers) >= 2  # backfilled from real totals
+    assert nullable == ("NO",)
+    reverted = revert_sql_migrations(good, migrations_dir("2.0.0"), ["0002"])
+    assert reverted.ok and reverted.version_after == "0001"
+
+    failed = apply_sql_migrations(bad, migrations_dir("2.0.0-bad-migration"))
+    assert not failed.ok
+    assert failed.applied == ["0002"] and failed.failed == "0003_segment_unique"  # half way
+    assert "could not create unique index" in failed.error
+    assert failed.version_after == "0002"
 
 
 def test_down_stops_everything_and_removes_the_directory(env_file: Path, env: Environment) -> None:
