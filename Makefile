@@ -10,15 +10,19 @@ RELEASE ?= 2.0.0
 
 .PHONY: demo test lint setup system-packages clean
 
+# A fresh sandbox (1.0.0), the gates deploy $(RELEASE) through it, then the sandbox is stopped
+# so that nothing keeps running behind your back (KEEP=1 leaves it up to look around).
 demo: setup
 	@$(BIN)/python -m sandbox down --quiet
-	@echo "== releasegate demo: sandbox 1.0.0 -> $(RELEASE) through every gate =="
+	@echo "== releasegate demo: the sandbox starts at 1.0.0; $(RELEASE) goes through every gate =="
 	@$(BIN)/pytest gates/ --env=$(ENV) --release=$(RELEASE); code=$$?; \
 	  echo; echo "Reports: reports/deployment-report.md  reports/report.html  reports/junit.xml"; \
+	  if [ -z "$(KEEP)" ]; then $(BIN)/python -m sandbox down --quiet && \
+	    echo "The sandbox is stopped (make demo KEEP=1 leaves it running)."; fi; \
 	  exit $$code
 
 test: setup
-	$(BIN)/pytest tests/
+	$(BIN)/pytest tests/ --timeout=900
 
 lint: setup
 	$(BIN)/ruff check .

@@ -223,3 +223,25 @@ def test_postgres_down_aborts_at_preflight_naming_the_database(sandbox_env: Path
         in report
     )
     assert "None: nothing in the target was changed." in report
+
+
+@pytest.mark.parametrize("policy", ["down-migrations", "restore"])
+def test_a_rollback_takes_the_database_back_as_the_environment_says(tmp_path: Path, policy: str) -> None:
+    """2.0.0 migrates, deploys, then fails verify on a threshold: app and schema both go back."""
+    env_file = write_sandbox_env(tmp_path, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001})
+    sandbox_up(env_file)
+    try:
+        before = database(env_file)
+
+        run = run_gates(env_file, "2.0.0")
+
+        assert run.code == 11, run.output
+        assert serving(env_file) == [("1.0.0", "healthy", "1.0.0")] * 3
+        assert database(env_file) == before, "schema 0001 and every row as before"
+        report = run.report
+        assert "Failed gate: `gates/test_40_verify.py::test_database_health_latency`" in report
+        assert "Rollback: verified" in report
+        lost = "anything written after the backup was taken is lost" in report
+        assert lost is (policy == "restore"), "only a restore loses writes, and the report says so"
+    finally:
+        sandbox_down(env_file)
