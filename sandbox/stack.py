@@ -7,6 +7,8 @@ other ports, other directories) can run side by side.
 
 ``up`` starts what is not running, in order: PostgreSQL, schema and seed data, Redis, nginx,
 then three instances of 1.0.0. ``down`` stops everything and removes the directory.
+The sandbox's PostgreSQL trusts local connections, so a ``database.password`` in the file (to
+exercise secret handling in the gates) is never needed, nor resolved, here.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class Sandbox:
 
     def _migrate(self) -> str:
         directory = self._migrations_dir(BASELINE)
-        result = apply_sql_migrations(self.env.database.dsn, directory, password=self._db_password())
+        result = apply_sql_migrations(self.env.database.dsn, directory)
         if not result.ok:
             raise SandboxError(f"{BASELINE}'s migrations failed: {result.error}")
         if result.applied:
@@ -165,7 +167,7 @@ class Sandbox:
         return f"already at {result.version_after}"
 
     def _seed(self) -> str:
-        with psycopg.connect(self.env.database.dsn, connect_timeout=5, password=self._db_password()) as conn:
+        with psycopg.connect(self.env.database.dsn, connect_timeout=5) as conn:
             if conn.execute("SELECT count(*) FROM customers").fetchone()[0]:  # type: ignore[index]
                 return "already seeded"
             conn.execute(SEED_SQL.read_text(encoding="utf-8"))  # one transaction: committed on exit
@@ -191,10 +193,6 @@ class Sandbox:
         up = status.release is not None and len(serving) >= status.desired
         detail = f"{status.release or 'nothing'} ×{len(serving)}/{status.desired} ready {ports}".rstrip()
         return ComponentStatus("instances", up, self.env.platform.url.removeprefix("http://"), None, detail)
-
-    def _db_password(self) -> str | None:
-        secret = self.env.database.password
-        return secret.resolve() if secret is not None else None  # type: ignore[attr-defined]
 
     def _migrations_dir(self, release: str) -> Path:
         migrate = self.env.migrate
