@@ -54,15 +54,20 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
 @contextmanager
 def running_sandbox(env_file: Path, progress: stack.Progress = print) -> Iterator[Path]:
     """Bring the sandbox of ``env_file`` up (as ``python -m sandbox up``), and always down again."""
+    sandbox_up(env_file, progress)
     try:
-        stack.up(env_file, progress)
         yield env_file
     finally:
         stack.down(env_file, progress)
 
 
 def sandbox_up(env_file: Path, progress: stack.Progress = print) -> None:
-    stack.up(env_file, progress)
+    """``python -m sandbox up``; when it fails, what it had started is taken down again."""
+    try:
+        stack.up(env_file, progress)
+    except BaseException:
+        stack.down(env_file, progress)
+        raise
 
 
 def sandbox_down(env_file: Path, progress: stack.Progress = print) -> None:
