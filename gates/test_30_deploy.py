@@ -19,7 +19,7 @@ def test_rollout_completes(rollout, release, check):
     check.record("rollout duration", round(rollout.result.duration_s, 2), unit="s")
 
 
-def test_platform_reports_the_release(platform, release, check):
+def test_platform_reports_the_release(rollout, platform, release, check):
     """kubectl get deployment: the platform's current release is the new one on every replica."""
     status = platform.status()
     check.equals("current release", platform.current_release(), release, source="platform state")

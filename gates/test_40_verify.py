@@ -11,12 +11,12 @@ from releasegate.verification import every_instance_serves, health_repeatedly
 pytestmark = pytest.mark.phase("verify")
 
 
-def test_every_instance_is_healthy_on_the_release(platform, release, env, check):
+def test_every_instance_is_healthy_on_the_release(rollout, platform, release, env, check):
     """Pod health: every instance in service runs the release and its /health says healthy."""
     every_instance_serves(check, platform, release, env.verify.health_path, env.verify.request_timeout_s)
 
 
-def test_health_holds_through_the_load_balancer(service, release, env, check):
+def test_health_holds_through_the_load_balancer(rollout, service, release, env, check):
     """/health is healthy and reports the new version, N times S seconds apart."""
     verify = env.verify
     health_repeatedly(
@@ -24,7 +24,7 @@ def test_health_holds_through_the_load_balancer(service, release, env, check):
     )
 
 
-def test_database_health_latency(service, env, check):
+def test_database_health_latency(rollout, service, env, check):
     """/health/db: connected, latency under the threshold."""
     answer = service.get(env.verify.health_db_path)
     body = answer.body if isinstance(answer.body, dict) else {}

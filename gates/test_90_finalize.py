@@ -9,7 +9,7 @@ from releasegate.actions.backup import sha256
 pytestmark = pytest.mark.phase("finalize")
 
 
-def test_release_is_recorded_as_current(platform, release, previous_release, check):
+def test_release_is_recorded_as_current(rollout, platform, release, previous_release, check):
     """The platform records the new release, and the one to roll back to."""
     check.equals("current release", platform.current_release(), release, source="platform state")
     check.record("rollback target", previous_release)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +17,38 @@ if str(ROOT) not in sys.path:  # `sandbox` is a top-level package of the reposit
 from sandbox_env import running_sandbox, write_sandbox_env  # noqa: E402
 
 
+def _own_dir() -> Iterator[Path]:
+    """A directory outside pytest's numbered temp dirs: a concurrent pytest session (another
+    terminal, CI on the same runner) prunes old numbered dirs, and a running PostgreSQL whose
+    data directory vanishes dies mid-test."""
+    path = Path(tempfile.mkdtemp(prefix="releasegate-test-"))
+    path.chmod(0o755)  # PostgreSQL runs as its own user and must traverse it
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
-def sandbox_env(tmp_path: Path) -> Iterator[Path]:
+def sandbox_dir() -> Iterator[Path]:
+    """Where a test's sandbox lives (see _own_dir)."""
+    yield from _own_dir()
+
+
+@pytest.fixture
+def sandbox_env(sandbox_dir: Path) -> Iterator[Path]:
     """A fresh sandbox serving 1.0.0 on free ports; yields its environment file; always torn down."""
-    with running_sandbox(write_sandbox_env(tmp_path)) as env_file:
+    with running_sandbox(write_sandbox_env(sandbox_dir)) as env_file:
         yield env_file
 
 
 @pytest.fixture(scope="module")
-def module_sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def module_sandbox_dir() -> Iterator[Path]:
+    yield from _own_dir()
+
+
+@pytest.fixture(scope="module")
+def module_sandbox_env(module_sandbox_dir: Path) -> Iterator[Path]:
     """The same, shared by the tests of one module (for tests that leave it as they found it)."""
-    with running_sandbox(write_sandbox_env(tmp_path_factory.mktemp("sandbox"))) as env_file:
+    with running_sandbox(write_sandbox_env(module_sandbox_dir)) as env_file:
         yield env_file

@@ -88,8 +88,8 @@ def instance_ports(env_file: Path) -> list[str]:
     return sorted(i.url for i in make_platform(environment(env_file)).status().instances)
 
 
-def test_a_good_release_goes_through_every_gate(tmp_path: Path) -> None:
-    env_file = write_sandbox_env(tmp_path, **{"database.password": "${RG_IT_DB_PASSWORD}"})
+def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
+    env_file = write_sandbox_env(sandbox_dir, **{"database.password": "${RG_IT_DB_PASSWORD}"})
     sandbox_up(env_file)
     try:
         before = database(env_file)
@@ -130,8 +130,8 @@ def test_a_good_release_goes_through_every_gate(tmp_path: Path) -> None:
         sandbox_down(env_file)
 
 
-def test_an_unhealthy_release_is_rolled_back_and_the_sandbox_is_started_when_down(tmp_path: Path) -> None:
-    env_file = write_sandbox_env(tmp_path)
+def test_an_unhealthy_release_is_rolled_back_and_the_sandbox_is_started_when_down(sandbox_dir: Path) -> None:
+    env_file = write_sandbox_env(sandbox_dir)
     try:
         run = run_gates(env_file, "2.0.0-bad-health")  # the sandbox is not up: the gates start it
 
@@ -182,8 +182,8 @@ def test_a_failing_migration_changes_nothing(sandbox_env: Path) -> None:
     assert "None: nothing in the target was changed." in report
 
 
-def test_a_migration_failing_half_way_on_the_target_is_restored_from_the_backup(tmp_path: Path) -> None:
-    env_file = write_sandbox_env(tmp_path, **{"migrate.rehearse": False})
+def test_a_migration_failing_half_way_on_the_target_is_restored_from_the_backup(sandbox_dir: Path) -> None:
+    env_file = write_sandbox_env(sandbox_dir, **{"migrate.rehearse": False})
     sandbox_up(env_file)
     try:
         before, ports = database(env_file), instance_ports(env_file)
@@ -226,9 +226,9 @@ def test_postgres_down_aborts_at_preflight_naming_the_database(sandbox_env: Path
 
 
 @pytest.mark.parametrize("policy", ["down-migrations", "restore"])
-def test_a_rollback_takes_the_database_back_as_the_environment_says(tmp_path: Path, policy: str) -> None:
+def test_a_rollback_takes_the_database_back_as_the_environment_says(sandbox_dir: Path, policy: str) -> None:
     """2.0.0 migrates, deploys, then fails verify on a threshold: app and schema both go back."""
-    env_file = write_sandbox_env(tmp_path, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001})
+    env_file = write_sandbox_env(sandbox_dir, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001})
     sandbox_up(env_file)
     try:
         before = database(env_file)

@@ -35,8 +35,8 @@ def cli(command: str, env_file: Path, *extra: str) -> subprocess.CompletedProces
 
 
 @pytest.fixture(scope="module")
-def env_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = write_sandbox_env(tmp_path_factory.mktemp("cli"))
+def env_file(module_sandbox_dir: Path) -> Iterator[Path]:
+    path = write_sandbox_env(module_sandbox_dir)
     try:
         yield path
     finally:
@@ -192,8 +192,8 @@ def test_down_stops_everything_and_removes_the_directory(env_file: Path, env: En
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == "sandbox is down"
 
 
-def test_ensure_up_starts_a_sandbox_that_is_completely_down(tmp_path: Path) -> None:
-    env_file = write_sandbox_env(tmp_path)
+def test_ensure_up_starts_a_sandbox_that_is_completely_down(sandbox_dir: Path) -> None:
+    env_file = write_sandbox_env(sandbox_dir)
     lines: list[str] = []
     try:
         assert stack.ensure_up(env_file, progress=lines.append) == []

@@ -242,6 +242,21 @@ class ReportSettings(Model):
     dir: str = "reports"
 
 
+class LedgerSettings(Model):
+    """Where runs are recorded: a SQLite file (default ``<reports>/ledger.sqlite``) or a
+    PostgreSQL database shared by a team's CI runners."""
+
+    path: str | None = None
+    dsn: Annotated[str | None, AfterValidator(lambda v: v and _no_inline_password(v))] = None
+    password: Secret | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> LedgerSettings:
+        if self.path and self.dsn:
+            raise ValueError("a ledger is either `path` (SQLite) or `dsn` (PostgreSQL), not both")
+        return self
+
+
 class Environment(Model):
     environment: EnvironmentInfo
     sandbox: SandboxSettings | None = None
@@ -253,6 +268,7 @@ class Environment(Model):
     rollback: RollbackSettings = RollbackSettings()
     verify: VerifySettings = VerifySettings()
     report: ReportSettings = ReportSettings()
+    ledger: LedgerSettings = LedgerSettings()
     planned_minutes: dict[Phase, float] = Field(
         default_factory=dict, description="each phase's planned duration, from the runbook"
     )

@@ -95,18 +95,9 @@ class Pipeline:
 
     def undo_plan(self) -> tuple[Undo, ...]:
         """What must be undone, in order, given the failure and what changed."""
-        failure = self.failure
-        if failure is None:
+        if self.failure is None:
             return ()
-        steps: list[Undo] = []
-        if failure.phase in ABORTING_PHASES:
-            if failure.phase == Phase.MIGRATE and Change.DATABASE in self.changes:
-                steps.append(_database_undo(self.migrate_policy))
-            return tuple(steps)
-        steps.append(Undo.ROLL_BACK_APPLICATION)
-        if Change.DATABASE in self.changes and self.database_policy != "never":
-            steps.append(_database_undo(self.database_policy))
-        return tuple(steps)
+        return undo_plan(self.failure.phase, self.changes, self.database_policy, self.migrate_policy)
 
     def undo_finished(self, ok: bool, detail: str = "") -> None:
         self.undo_ok = ok
@@ -127,6 +118,23 @@ class Pipeline:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.decision]
+
+
+def undo_plan(
+    failed_phase: Phase, changes: set[Change], database_policy: str, migrate_policy: str
+) -> tuple[Undo, ...]:
+    """The decision tree's undo for a run that stopped in ``failed_phase`` having made ``changes``.
+
+    Shared by a failing run and by ``pytest rollback/`` planning for a run that was killed.
+    """
+    if failed_phase in ABORTING_PHASES:
+        if failed_phase == Phase.MIGRATE and Change.DATABASE in changes:
+            return (_database_undo(migrate_policy),)
+        return ()
+    steps = [Undo.ROLL_BACK_APPLICATION]
+    if Change.DATABASE in changes and database_policy != "never":
+        steps.append(_database_undo(database_policy))
+    return tuple(steps)
 
 
 def _database_undo(policy: str) -> Undo:

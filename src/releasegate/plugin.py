@@ -4,19 +4,26 @@ Registered through the ``pytest11`` entry point, so ``pytest gates/ --env=produc
 --release=4.0.0`` is all it takes. The plugin stays out of the way of any other test run: it
 only acts when the run targets the suites (gates/, smoke/, e2e/, rollback/) or names an
 environment or release.
+
+Under pytest-xdist the controller owns the run (creates it, decides, undoes, reports) and the
+workers attach to it through the ledger; a gate waits until every gate of the earlier phases
+has finished on whichever worker ran it.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from releasegate import fixtures, hookspecs
+from releasegate import fixtures, hookspecs, plan
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import load_environment
+from releasegate.config import Environment, Phase, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger
@@ -24,14 +31,27 @@ from releasegate.pipeline import PHASES, phase_index
 from releasegate.platforms.base import Progress
 from releasegate.report import html as html_report
 from releasegate.report.markdown import write_deployment_report
+from releasegate.rollback import RollbackSession
 from releasegate.run import Run
-from releasegate.state import ENV_KEY, EVIDENCE_KEY, RUN_KEY, phase_of
+from releasegate.state import (
+    ENV_KEY,
+    EVIDENCE_KEY,
+    ROLLBACK_KEY,
+    RUN_KEY,
+    WORKER_RUN_ID,
+    is_controller,
+    is_worker,
+    phase_of,
+)
 
 SUITES = ("gates", "smoke", "e2e", "rollback")
-DEPLOYMENT_SUITE = "gates"
 REPORTS_KEY = pytest.StashKey[Path]()
+LEDGER_KEY = pytest.StashKey[Ledger]()
+GATES_KEY = pytest.StashKey[dict[Phase, list[str]]]()
 SPENT_KEY = pytest.StashKey[float]()
 """Seconds a gate took, its fixtures' setup included (a backup happens in setup)."""
+BARRIER_TIMEOUT_S = 6 * 3600
+_signal_received = ["SIGINT"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,7 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="rg_release",
         metavar="VERSION",
         default=None,
-        help="the release to deploy (required for gates/)",
+        help="gates/: the release to deploy (required); rollback/: the release to go back to",
     )
     group.addoption(
         "--reports",
@@ -56,6 +76,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="where JUnit, HTML and the deployment report go (default: the environment's report.dir)",
+    )
+    group.addoption(
+        "--dry-run",
+        dest="rg_dry_run",
+        action="store_true",
+        default=False,
+        help="print the plan (phases, actions, checks, thresholds) and change nothing",
+    )
+    group.addoption(
+        "--resume",
+        dest="rg_resume",
+        action="store_true",
+        default=False,
+        help="continue the environment's unfinished run where it stopped, when its phase allows",
+    )
+    group.addoption(
+        "--drill",
+        dest="rg_drill",
+        action="store_true",
+        default=False,
+        help="rollback/: roll the last release back and forward again, and record the drill",
     )
 
 
@@ -66,6 +107,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "phase(name): the deployment phase a gate belongs to")
+    config.addinivalue_line("markers", "threshold(*keys): the environment keys a gate judges against")
     if not _is_suite_run(config):
         return
     config.pluginmanager.register(fixtures, "releasegate-fixtures")
@@ -73,14 +115,14 @@ def pytest_configure(config: pytest.Config) -> None:
         env = load_environment(config.getoption("rg_env") or "sandbox", config.rootpath)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if _targets(config, DEPLOYMENT_SUITE) and not config.getoption("rg_release"):
+    deploying = _targets(config, "gates")
+    if deploying and not config.getoption("rg_release"):
         raise pytest.UsageError(
             "--release is required to run the gates: the release to deploy, e.g. --release=2.0.0"
         )
     config.stash[ENV_KEY] = env
     reports = Path(config.getoption("rg_reports") or env.report.dir)
-    if not reports.is_absolute():
-        reports = Path.cwd() / reports
+    reports = reports if reports.is_absolute() else Path.cwd() / reports
     reports.mkdir(parents=True, exist_ok=True)
     config.stash[REPORTS_KEY] = reports
     if not config.option.xmlpath:
@@ -88,16 +130,96 @@ def pytest_configure(config: pytest.Config) -> None:
     if not getattr(config.option, "htmlpath", None):
         config.option.htmlpath = str(reports / "report.html")
         config.option.self_contained_html = True
+    if config.getoption("rg_dry_run"):
+        return
+    ledger = _open_ledger(env, reports)
+    config.stash[LEDGER_KEY] = ledger
+    progress = _progress(config)
+    try:
+        if is_worker(config):
+            config.stash[RUN_KEY] = Run(env, ledger, config.workerinput[WORKER_RUN_ID], progress)
+        elif deploying:
+            config.stash[RUN_KEY] = _deployment_run(config, env, ledger, progress)
+        elif _targets(config, "rollback"):
+            session = RollbackSession.open(
+                env,
+                ledger,
+                progress,
+                to_release=config.getoption("rg_release"),
+                drill=config.getoption("rg_drill"),
+                argv=_argv(config),
+            )
+            config.stash[RUN_KEY] = session.run
+            config.stash[ROLLBACK_KEY] = session
+    except ReleasegateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not is_worker(config) and RUN_KEY in config.stash:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def _deployment_run(config: pytest.Config, env: Environment, ledger: Ledger, progress: Progress) -> Run:
+    """A new run, or with --resume the unfinished one; refuses to start over an unfinished run."""
+    release = config.getoption("rg_release")
+    unfinished = _unfinished_run(env, ledger)
+    if config.getoption("rg_resume"):
+        if unfinished is None:
+            raise ReleasegateError(f"--resume: no unfinished run in {env.name} to resume")
+        if unfinished.release != release:
+            raise ReleasegateError(
+                f"--resume: the unfinished run {unfinished.id} deploys {unfinished.release}, not {release}"
+            )
+        reason = plan.resume_refusal(unfinished, env)
+        if reason:
+            raise ReleasegateError(
+                f"cannot resume run {unfinished.id}: {reason}; undo it with pytest rollback/ --env={env.name}"
+            )
+        progress(
+            f"resuming run {unfinished.id} ({unfinished.release}), stopped during "
+            f"{plan.last_phase(unfinished) or 'preflight'}"
+        )
+        return Run(env, ledger, unfinished.id, progress)
+    if unfinished is not None:
+        stopped = plan.last_phase(unfinished) or "preflight"
+        raise ReleasegateError(
+            f"{env.name} has an unfinished run {unfinished.id} ({unfinished.release}, stopped during {stopped}, "
+            f"pid {unfinished.pid} on {unfinished.host}): undo it with `pytest rollback/ --env={env.name}` "
+            f"or continue it with `pytest gates/ --env={env.name} --release={unfinished.release} --resume`"
+        )
+    return Run.start(env, release, ledger, progress, meta={"argv": _argv(config)})
+
+
+def _unfinished_run(env: Environment, ledger: Ledger) -> Any:
+    for run_id in ledger.runs(env.name, limit=20, kind="deploy"):
+        header = ledger.header(run_id)
+        if not header.finished and header.rolled_back_by is None:
+            return ledger.run(run_id)
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker attaches to the controller's run."""
+    run = node.config.stash.get(RUN_KEY, None)
+    if run is not None:
+        node.workerinput[WORKER_RUN_ID] = run.id
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    env = session.config.stash.get(ENV_KEY, None)
-    if env is None:
+    config = session.config
+    env = config.stash.get(ENV_KEY, None)
+    if env is None or is_worker(config):
         return
-    html_report.add_metadata(session.config, env, session.config.getoption("rg_release"))
-    progress = _progress(session.config)
+    html_report.add_metadata(config, env, config.getoption("rg_release"))
+    finisher = _Finisher(config)
+    config.pluginmanager.register(finisher, "releasegate-finisher")
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and is_controller(config):
+        finisher.worker_lines = _WorkerLines(config, run)
+    if config.getoption("rg_dry_run"):
+        return
+    progress = _progress(config)
     try:
-        session.config.hook.pytest_releasegate_prepare(config=session.config, env=env, progress=progress)
+        config.hook.pytest_releasegate_prepare(config=config, env=env, progress=progress)
     except ReleasegateError as exc:
         progress(f"could not prepare {env.name}: {exc}")
 
@@ -106,7 +228,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    gates = []
+    gates: dict[Phase, list[str]] = {}
     for item in items:
         try:
             phase = phase_of(item)
@@ -116,20 +238,29 @@ def pytest_collection_modifyitems(
                 f"{item.nodeid}: unknown phase {marker.args[0]!r} (expected one of {', '.join(PHASES)})"
             ) from None
         if phase is not None:
-            gates.append(item)
+            gates.setdefault(phase, []).append(item.nodeid)
     if not gates:
         return
     items.sort(key=lambda i: phase_index(phase_of(i)) if phase_of(i) else len(PHASES))
-    env = config.stash[ENV_KEY]
-    release = config.getoption("rg_release")
-    if not release:
-        raise pytest.UsageError(
-            "--release is required to run the gates: the release to deploy, e.g. --release=2.0.0"
+    config.stash[GATES_KEY] = gates
+    if config.getoption("rg_dry_run"):
+        env = config.stash[ENV_KEY]
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        lines = plan.render(env, config.getoption("rg_release"), [i for i in items if phase_of(i)])
+        if terminal is not None:
+            terminal.ensure_newline()
+            for line in lines:
+                terminal.write_line(line)
+        config.hook.pytest_deselected(items=list(items))
+        items[:] = []
+        return
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None and not is_worker(config):
+        env = config.stash[ENV_KEY]
+        run.progress(
+            f"run {run.id}: {run.release} to {env.name} ({env.environment.tier}), "
+            f"{sum(len(g) for g in gates.values())} gates"
         )
-    ledger = Ledger(config.stash[REPORTS_KEY] / "ledger.sqlite")
-    run = Run(env, release, ledger, _progress(config), meta={"argv": _argv(config)})
-    config.stash[RUN_KEY] = run
-    run.progress(f"run {run.id}: {release} to {env.name} ({env.environment.tier}), {len(gates)} gates")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -138,10 +269,37 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     phase = phase_of(item)
     if run is None or phase is None:
         return
-    reason = run.pipeline.skip_reason(phase)
+    if is_worker(item.config):
+        _wait_for_earlier_phases(item, run, phase)
+    reason = run.refresh().skip_reason(phase)
     if reason:
         pytest.skip(reason)
+    if run.ledger.gate_outcomes(run.id).get(item.nodeid) == "passed":
+        pytest.skip(f"passed before the interruption (run {run.id}): resumed after it")
     run.phase_started(phase)
+
+
+def _wait_for_earlier_phases(item: pytest.Item, run: Run, phase: Phase) -> None:
+    """xdist: a gate starts only when every gate of the earlier phases has finished somewhere."""
+    gates = item.config.stash.get(GATES_KEY, {})
+    earlier = {g for p in PHASES[: phase_index(phase)] for g in gates.get(p, [])}
+    started = time.monotonic()
+    said = started
+    while True:
+        outcomes = run.ledger.gate_outcomes(run.id)
+        if earlier <= outcomes.keys() or run.refresh().failure is not None:
+            return
+        waited = time.monotonic() - started
+        if waited > BARRIER_TIMEOUT_S:
+            pytest.fail(
+                f"waited {waited:.0f} s for {len(earlier - outcomes.keys())} earlier gates on other "
+                "workers: did a worker die? see the ledger",
+                pytrace=False,
+            )
+        if time.monotonic() - said > 30:
+            said = time.monotonic()
+            run.progress(f"{item.nodeid}: waiting for {len(earlier - outcomes.keys())} {phase}-earlier gates")
+        time.sleep(0.1)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -155,23 +313,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.user_properties.extend(("evidence", r.line()) for r in records)
         html_report.attach_evidence(report, records)
     run = item.config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
     phase = phase_of(item)
-    if run is None or phase is None:
+    if run.kind != "deploy":
+        _rollback_report(run, item, report)
+        return
+    if phase is None:
         return
     if report.failed:
-        run.pipeline.gate_failed(phase, item.nodeid, _one_line(report))
+        message = _one_line(report)
         if call.excinfo is not None and not call.excinfo.errisinstance(GateFailure):
             # A probe or action that could not even measure: no data, recorded as such.
-            run.record(
+            run.record_evidence(
                 Evidence(
                     check=_title(item),
                     value=None,
                     verdict=Verdict.FAIL,
-                    detail=_one_line(report),
+                    detail=message,
                     gate=item.nodeid,
                     phase=str(phase),
                 )
             )
+        run.gate_failed(phase, item.nodeid, message)
     spent = item.stash.get(SPENT_KEY, 0.0) + report.duration
     item.stash[SPENT_KEY] = spent
     if report.when == "call" or (report.when == "setup" and not report.passed):
@@ -179,34 +343,66 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         run.ledger.gate(run.id, item.nodeid, phase, _title(item), outcome_text, spent, _one_line(report))
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
-    run = session.config.stash.get(RUN_KEY, None)
-    if run is not None:
-        run.undo_if_needed()
+def _rollback_report(run: Run, item: pytest.Item, report: pytest.TestReport) -> None:
+    """In ``pytest rollback/`` any failed check means the rollback is not done: exit 12."""
+    if report.failed and run.pipeline.undo_ok is not False:
+        run.pipeline.undo_finished(False, f"{item.nodeid}: {_one_line(report)}")
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        outcome_text = "skipped" if report.skipped else report.outcome
+        run.ledger.gate(
+            run.id, item.nodeid, "rollback", _title(item), outcome_text, report.duration, _one_line(report)
+        )
+
+
+class _Finisher:
+    """Registered at session start, after every plugin's configure, so that its sessionfinish
+    runs after fixture teardown and after xdist's workers stopped, and before pytest-html
+    writes its report with the decision in it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.worker_lines: _WorkerLines | None = None
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        """Ctrl-C or SIGTERM: the phase that was running failed; undo follows as for any failure."""
+        run = self.config.stash.get(RUN_KEY, None)
+        if run is not None and run.kind == "deploy":
+            run.interrupted(_signal_received[0])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        config = session.config
+        if config.getoption("rg_dry_run"):
+            if session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+                session.exitstatus = pytest.ExitCode.OK
+            return
+        run = config.stash.get(RUN_KEY, None)
+        if run is None:
+            return
+        if self.worker_lines is not None:
+            self.worker_lines.close()
+        if run.kind == "deploy":
+            run.undo_if_needed()
         run.finish()
-        path = write_deployment_report(run.ledger.run(run.id), run.env, session.config.stash[REPORTS_KEY])
-        run.report_path = path
-        if session.exitstatus not in (
+        run.report_path = write_deployment_report(run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY])
+        interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED and run.pipeline.failure is not None
+        if interrupted or session.exitstatus not in (
             pytest.ExitCode.INTERRUPTED,
             pytest.ExitCode.INTERNAL_ERROR,
             pytest.ExitCode.USAGE_ERROR,
         ):
             session.exitstatus = run.pipeline.exit_code
-    yield
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
+    if run is None or is_worker(config):
         return
     pipeline = run.pipeline
     decision = pipeline.decision
     color = {"SUCCESS": {"green": True}, "ROLLED_BACK": {"yellow": True}}.get(decision, {"red": True})
-    terminalreporter.write_sep(
-        "=", f"releasegate: {decision} (exit {pipeline.exit_code})", bold=True, **color
-    )
     tw = terminalreporter
+    tw.write_sep("=", f"releasegate: {decision} (exit {pipeline.exit_code})", bold=True, **color)
     tw.write_line(
         f"release {run.release} to {run.env.name}; previous release {run.previous_release or 'unknown'}"
     )
@@ -216,11 +412,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run.rollback_duration_s is not None:
         state = "verified" if pipeline.undo_ok else "FAILED"
         tw.write_line(f"rollback {state} in {run.rollback_duration_s:.1f} s")
-        if pipeline.undo_ok is False:
-            tw.write_line(f"  left to do by hand: {pipeline.undo_detail}", red=True, bold=True)
-    reports = config.stash[REPORTS_KEY]
-    tw.write_line(f"deployment report: {_shown(run.report_path or reports)}")
-    tw.write_line(f"ledger: {_shown(run.ledger.path)} (run {run.id})")
+    if pipeline.undo_ok is False:
+        tw.write_line(f"  left to do by hand: {pipeline.undo_detail}", red=True, bold=True)
+    if run.report_path:
+        tw.write_line(f"deployment report: {_shown(run.report_path)}")
+    tw.write_line(
+        f"ledger: {run.ledger.where if run.ledger.dsn else _shown(Path(run.ledger.where))} (run {run.id})"
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -237,8 +435,26 @@ def pytest_html_report_title(report: Any) -> None:
     report.title = "releasegate gates"
 
 
+def _open_ledger(env: Environment, reports: Path) -> Ledger:
+    settings = env.ledger
+    try:
+        if settings.dsn:
+            password = settings.password.resolve() if settings.password else None
+            return Ledger(dsn=settings.dsn, password=password)
+        return Ledger(Path(settings.path) if settings.path else reports / "ledger.sqlite")
+    except ReleasegateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _sigterm_as_interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (a CI runner cancelling the job) stops the run like Ctrl-C: cleanly, then undo."""
+    _signal_received[0] = signal.Signals(signum).name
+    raise KeyboardInterrupt(f"{_signal_received[0]} received")
+
+
 def _is_suite_run(config: pytest.Config) -> bool:
-    if any(config.getoption(o) for o in ("rg_env", "rg_release", "rg_reports")):
+    options = ("rg_env", "rg_release", "rg_reports", "rg_dry_run", "rg_resume", "rg_drill")
+    if any(config.getoption(o) for o in options):
         return True
     return any(_targets(config, suite) for suite in SUITES)
 
@@ -255,21 +471,63 @@ def _targets(config: pytest.Config, suite: str) -> bool:
 
 
 def _progress(config: pytest.Config) -> Progress:
-    """Lines that reach the terminal even while pytest captures output: long waits show."""
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
+    """Progress lines: into the ledger always; on the terminal even while pytest captures output
+    (an xdist worker has no terminal: the controller shows its lines, see _WorkerLines)."""
+    source = config.workerinput["workerid"] if is_worker(config) else "main"
 
     def emit(line: str) -> None:
-        if terminal is None:
-            return
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                terminal.ensure_newline()
-                terminal.write_line(f"  releasegate | {line}", cyan=True)
-        else:
-            terminal.write_line(f"  releasegate | {line}")
+        run = config.stash.get(RUN_KEY, None)
+        if run is not None:
+            run.ledger.event(run.id, source, line)
+        if not is_worker(config):
+            _say(config, line)
 
     return emit
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.ensure_newline()
+            terminal.write_line(f"  releasegate | {line}", cyan=True)
+    else:
+        terminal.write_line(f"  releasegate | {line}")
+    terminal.flush()
+
+
+class _WorkerLines:
+    """The xdist controller's window on its workers: their progress lines, read from the ledger."""
+
+    def __init__(self, config: pytest.Config, run: Run) -> None:
+        self.config = config
+        self.run = run
+        self.seen = max((seq for seq, _s, _l in run.ledger.events(run.id)), default=0)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tail, name="releasegate-worker-lines", daemon=True)
+        self.thread.start()
+
+    def _tail(self) -> None:
+        while not self.stop.wait(0.5):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            events = self.run.ledger.events(self.run.id, self.seen)
+        except Exception:
+            return
+        for seq, source, line in events:
+            self.seen = seq
+            if source != "main":
+                _say(self.config, f"[{source}] {line}")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=2)
+        self.flush()
 
 
 def _title(item: pytest.Item) -> str:

@@ -1,33 +1,40 @@
-"""One deployment run: the environment, the release, the ledger record and the decision state.
+"""One deployment run as this process sees it, attached to its record in the ledger.
 
-The gates' fixtures hang off this object. It writes the ledger ahead of every mutation, and it
-performs the undo the decision tree asks for exactly once, whoever asks first (the fixture
-teardown, or the end of the session as a safety net).
+Everything another process needs lives in the ledger, not here: the first failure, each
+mutation's intent, each action's result. That is what lets pytest-xdist workers share one run
+(each mutation once, whichever worker needs it first), lets the controller decide and undo
+once for the whole session, and lets ``pytest rollback/`` undo a run that was killed.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from releasegate.actions.backup import Dump, restore_in_place
-from releasegate.actions.migrate import MigrationResult, migrations_directory, revert_sql_migrations
-from releasegate.config import Environment
-from releasegate.errors import ReleasegateError
+from releasegate.actions.migrate import migrations_directory, read_migrations, revert_sql_migrations
+from releasegate.config import Environment, Phase
+from releasegate.errors import ActionError, ReleasegateError
 from releasegate.evidence import Checker, Evidence, GateFailure
-from releasegate.ledger import Ledger
+from releasegate.ledger import Ledger, RunRecord
 from releasegate.pipeline import Change, Pipeline, Undo
 from releasegate.platforms import make_platform
-from releasegate.platforms.base import Platform, Progress, RolloutResult
+from releasegate.platforms.base import Platform, Progress
 from releasegate.probes.http import Http
-from releasegate.probes.postgres import Postgres
+from releasegate.probes.postgres import Postgres, version_key
 from releasegate.verification import database_as_before, every_instance_serves, health_repeatedly
 
 ROLLBACK = "rollback"
+_FAILED = "__releasegate_action_failed__"
+CHANGES = {"migrate": Change.DATABASE, "deploy": Change.APPLICATION}
+"""Which intents change what: the decision tree's inputs, read back from the ledger."""
 
 
 @dataclass
@@ -44,37 +51,46 @@ class Mutation:
 
 
 class Run:
-    def __init__(
-        self,
-        env: Environment,
-        release: str,
-        ledger: Ledger,
-        progress: Progress,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, env: Environment, ledger: Ledger, run_id: str, progress: Progress) -> None:
         self.env = env
-        self.release = release
         self.ledger = ledger
+        self.id = run_id
         self.progress = progress
-        self.id = ledger.start_run(env.name, release, meta)
+        record = ledger.header(run_id)
+        self.release = record.release
+        self.kind = record.kind
+        self.target_run = record.target_run
+        self.postgres = Postgres(env.database)
+        self.service = Http(
+            env.platform.url, timeout_s=env.verify.request_timeout_s, component=env.environment.service
+        )
         self.pipeline = Pipeline(
             database_policy=env.rollback.database,
             migrate_policy=env.migrate.on_failure if env.migrate else "restore",
         )
-        self.postgres = Postgres(env.database)
-        self.service = Http(
-            env.platform.url, timeout_s=env.verify.request_timeout_s, component=f"{env.environment.service}"
-        )
-        self._platform: Platform | None = None
-        self.previous_release: str | None = None
-        self.schema_version_before: str | None = None
-        self.dumps: dict[str, Dump] = {}
-        self.migration: MigrationResult | None = None
-        self.rollout: RolloutResult | None = None
+        self.current_phase: Phase | None = None
         self.rollback_duration_s: float | None = None
         self.report_path: Path | None = None
-        self._undo_started = False
+        self._platform: Platform | None = None
+        self._previous: str | None = record.previous_release
         self._phases_open: list[str] = []
+        self.refresh()
+
+    @classmethod
+    def start(
+        cls,
+        env: Environment,
+        release: str,
+        ledger: Ledger,
+        progress: Progress,
+        *,
+        meta: dict[str, Any] | None = None,
+        kind: str = "deploy",
+        target_run: str | None = None,
+    ) -> Run:
+        return cls(
+            env, ledger, ledger.start_run(env.name, release, meta, kind=kind, target_run=target_run), progress
+        )
 
     @property
     def platform(self) -> Platform:
@@ -82,36 +98,89 @@ class Run:
             self._platform = make_platform(self.env)
         return self._platform
 
+    @property
+    def lock_dir(self) -> Path:
+        base = self.ledger.path.parent if self.ledger.path else Path.cwd() / "reports"
+        return base / "locks"
+
+    # What the ledger says --------------------------------------------------------------
+
+    def record(self) -> RunRecord:
+        return self.ledger.run(self.id)
+
+    def refresh(self) -> Pipeline:
+        """Bring the decision state up to what every process of this run has written."""
+        header = self.ledger.header(self.id)
+        phase = _phase(header.failed_phase)
+        if phase is not None and self.pipeline.failure is None:
+            self.pipeline.gate_failed(phase, header.failed_gate or "", header.failure or "")
+        for action in self.ledger.intent_actions(self.id):
+            if action in CHANGES:
+                self.pipeline.changed(CHANGES[action])
+        if header.undo_ok is not None:
+            self.pipeline.undo_finished(header.undo_ok, header.undo_detail or "")
+        return self.pipeline
+
+    @property
+    def previous_release(self) -> str | None:
+        """The release serving before this run, as recorded by whichever process read it."""
+        if self._previous is None:
+            self._previous = self.ledger.header(self.id).previous_release
+        return self._previous
+
+    def remember_previous_release(self, release: str | None) -> None:
+        self._previous = release
+        self.ledger.set_previous_release(self.id, release)
+
+    def dumps(self) -> dict[str, Dump]:
+        saved = self.ledger.result(self.id, "backup") or {}
+        return {
+            db: Dump(**{**data, "path": Path(data["path"])}) for db, data in saved.get("dumps", {}).items()
+        }
+
     # Recording --------------------------------------------------------------------------
 
-    def record(self, evidence: Evidence) -> None:
+    def record_evidence(self, evidence: Evidence) -> None:
         self.ledger.evidence(self.id, evidence)
 
     def checker(self, gate: str, phase: str) -> Checker:
-        return Checker(self.record, gate, phase, production=self.env.is_production)
+        return Checker(self.record_evidence, gate, phase, production=self.env.is_production)
 
-    def remember_previous_release(self, release: str | None) -> None:
-        self.previous_release = release
-        self.ledger.set_previous_release(self.id, release)
+    def gate_failed(self, phase: Phase, gate: str, message: str) -> None:
+        self.pipeline.gate_failed(phase, gate, message)
+        self.ledger.record_failure(self.id, str(phase), gate, message)
+        self.refresh()
 
-    def phase_started(self, phase: str) -> None:
-        if phase not in self._phases_open:
+    def interrupted(self, signal_name: str) -> None:
+        """Ctrl-C or SIGTERM: a failure of the phase that was running, decided like any other."""
+        self.ledger.record_interruption(self.id, signal_name)
+        phase = self.current_phase or self._last_phase_started() or Phase.PREFLIGHT
+        self.gate_failed(
+            phase, f"interrupted by {signal_name}", f"interrupted by {signal_name} during {phase}"
+        )
+
+    def phase_started(self, phase: Phase) -> None:
+        self.current_phase = phase
+        if str(phase) not in self._phases_open:
             if self._phases_open:
                 self.phase_finished(self._phases_open[-1])
-            self._phases_open.append(phase)
-            self.ledger.phase_started(self.id, phase)
+            self._phases_open.append(str(phase))
+            self.ledger.phase_started(self.id, str(phase))
 
     def phase_finished(self, phase: str) -> None:
         failure = self.pipeline.failure
-        outcome = "failed" if failure and failure.phase == phase else "passed"
+        outcome = "failed" if failure and str(failure.phase) == phase else "passed"
         self.ledger.phase_finished(self.id, phase, outcome)
 
+    def _last_phase_started(self) -> Phase | None:
+        phases = [_phase(p["phase"]) for p in self.record().phases]
+        return next((p for p in reversed(phases) if p is not None), None)
+
     @contextmanager
-    def mutation(
-        self, change: Change, action: str, about_to: str, undo: dict[str, Any]
-    ) -> Iterator[Mutation]:
-        """Write the intent (and mark the change) before the mutation starts, the outcome after."""
-        self.pipeline.changed(change)
+    def mutation(self, action: str, about_to: str, undo: dict[str, Any]) -> Iterator[Mutation]:
+        """Write the intent (and so mark the change) before the mutation starts, the outcome after."""
+        if action in CHANGES:
+            self.pipeline.changed(CHANGES[action])
         handle = Mutation(self.ledger.intent(self.id, action, about_to, undo))
         try:
             yield handle
@@ -120,79 +189,105 @@ class Run:
             raise
         self.ledger.intent_done(handle.seq, "done" if handle.ok else "failed", handle.detail)
 
+    def once(self, action: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Do ``action`` once for the whole run, whichever process asks first; the rest wait and read.
+
+        A failure is remembered too, so a second worker never retries what the first one could not do.
+        """
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_dir / f"{self.id}-{action}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            saved = self.ledger.result(self.id, action)
+            if saved is None:
+                try:
+                    saved = produce()
+                except ReleasegateError as exc:
+                    saved = {_FAILED: str(exc)}
+                self.ledger.save_result(self.id, action, saved)
+        if _FAILED in saved:
+            raise ActionError(saved[_FAILED])
+        return saved
+
     # Undo -------------------------------------------------------------------------------
 
     def undo_if_needed(self) -> None:
-        """Carry out the decision tree's undo plan once; later calls do nothing."""
-        if self._undo_started:
+        """Carry out the decision tree's undo plan once for the run, whichever process gets here first."""
+        plan = self.refresh().undo_plan()
+        if not plan or not self.ledger.claim_undo(self.id, f"pid {os.getpid()} on {socket.gethostname()}"):
             return
-        plan = self.pipeline.undo_plan()
-        if not plan:
-            return
-        self._undo_started = True
         failure = self.pipeline.failure
         assert failure is not None
-        self.progress(f"{failure.phase} gate failed ({failure.gate}): " + "; ".join(plan))
+        self.progress(f"{failure.phase} failed ({failure.gate}): " + "; ".join(plan))
+        ok, detail = self.carry_out(plan, self.checker(ROLLBACK, ROLLBACK))
+        self.ledger.finish_undo(self.id, ok, detail)
+        self.pipeline.undo_finished(ok, detail)
+
+    def carry_out(
+        self, plan: tuple[Undo, ...], check: Checker, *, to_release: str | None = None
+    ) -> tuple[bool, str]:
+        """Run each undo step, verified; the rollback suite calls this for runs that died."""
         self.ledger.phase_started(self.id, ROLLBACK)
-        check = self.checker(ROLLBACK, ROLLBACK)
         started = time.monotonic()
         problems: list[str] = []
-        for step in plan:
-            try:
-                self._undo(step, check)
-            except (GateFailure, ReleasegateError) as exc:
-                problems.append(f"{step}: {exc}")
-                self.progress(f"rollback step failed: {step}: {exc}")
+        with _shielded(self.progress):
+            for step in plan:
+                try:
+                    self._undo(step, check, to_release)
+                except (GateFailure, ReleasegateError) as exc:
+                    problems.append(f"{step}: {exc}")
+                    self.progress(f"rollback step failed: {step}: {exc}")
         self.rollback_duration_s = time.monotonic() - started
         ok = not problems
+        detail = "; ".join(problems)
         check.record(
             "rollback duration",
             round(self.rollback_duration_s, 2),
             unit="s",
-            detail="all steps verified" if ok else "; ".join(problems),
+            detail="all steps verified" if ok else detail,
         )
         self.ledger.phase_finished(self.id, ROLLBACK, "passed" if ok else "failed")
-        self.pipeline.undo_finished(ok, "; ".join(problems) if problems else "")
         self.progress(
             f"rollback {'verified' if ok else 'FAILED'} in {self.rollback_duration_s:.1f} s"
-            + ("" if ok else ": " + "; ".join(problems))
+            + ("" if ok else ": " + detail)
         )
+        return ok, detail
 
-    def _undo(self, step: Undo, check: Checker) -> None:
+    def _undo(self, step: Undo, check: Checker, to_release: str | None) -> None:
         if step is Undo.ROLL_BACK_APPLICATION:
-            self._roll_back_application(check)
+            self._roll_back_application(check, to_release or self.previous_release)
         elif step is Undo.RESTORE_DATABASE:
             self._restore_database(check)
         elif step is Undo.REVERT_MIGRATIONS:
             self._revert_migrations(check)
 
-    def _roll_back_application(self, check: Checker) -> None:
-        previous = self.previous_release
-        if previous is None:
+    def _roll_back_application(self, check: Checker, target: str | None) -> None:
+        if target is None:
             check.fail("application rollback", "the previous release was never recorded: roll back by hand")
             return
-        self.progress(f"rolling back {self.env.name} to {previous}")
-        result = self.platform.rollback(previous, self.progress)
-        check.holds("application rolled back", result.ok, source="platform", detail=result.reason)
+        self.progress(f"rolling back {self.env.name} to {target}")
+        result = self.platform.rollback(target, self.progress)
+        check.holds(
+            f"application rolled back to {target}", result.ok, source="platform", detail=result.reason
+        )
         verify = self.env.verify
-        every_instance_serves(check, self.platform, previous, verify.health_path, verify.request_timeout_s)
+        every_instance_serves(check, self.platform, target, verify.health_path, verify.request_timeout_s)
         health_repeatedly(
             check,
             self.service,
             verify.health_path,
-            previous,
+            target,
             min(3, verify.health_probes),
             verify.health_interval_s,
         )
 
-    def _app_dump(self) -> Dump:
-        dump = self.dumps.get(self.postgres.dbname)
-        if dump is None:
-            raise ReleasegateError(f"no backup of {self.postgres.dbname} from this run: restore by hand")
-        return dump
+    def _schema_version_before(self) -> str | None:
+        intent = self.record().intent("migrate")
+        return intent.undo.get("schema_version_before") if intent else None
 
     def _restore_database(self, check: Checker) -> None:
-        dump = self._app_dump()
+        dump = self.dumps().get(self.postgres.dbname)
+        if dump is None:
+            raise ActionError(f"no backup of {self.postgres.dbname} from run {self.id}: restore by hand")
         self.progress(f"restoring {dump.database} from {dump.path}")
         restore = restore_in_place(
             self.postgres,
@@ -204,7 +299,6 @@ class Run:
         check.record(
             "database restored",
             str(dump.path),
-            unit="",
             detail=f"in {restore.duration_s:.1f} s, sha256 {dump.sha256[:12]}",
             source=self.postgres.source(),
         )
@@ -213,21 +307,37 @@ class Run:
             "lost",
             detail="a restore puts the database back to the backup's moment",
         )
-        database_as_before(check, self.postgres, dump.row_counts, self.schema_version_before, "after restore")
+        database_as_before(
+            check, self.postgres, dump.row_counts, self._schema_version_before(), "after restore"
+        )
 
     def _revert_migrations(self, check: Checker) -> None:
-        migration = self.migration
-        if migration is None or not migration.applied:
-            check.record("down-migrations", "none to run", detail="this run applied no migration")
-            return
         migrate = self.env.migrate
-        assert migrate is not None
+        if migrate is None or migrate.runner != "sql":
+            check.fail(
+                "down-migrations", "only the built-in SQL runner has down-migrations: restore or undo by hand"
+            )
+            return
+        before = self._schema_version_before()
         directory = migrations_directory(migrate, self.release)
-        self.progress(f"running down-migrations {', '.join(reversed(migration.applied))}")
+        current = self.postgres.schema_version()
+        shipped = [m.version for m in read_migrations(directory)]
+        # What this run applied: the release's migrations newer than the version before it.
+        versions = [
+            v
+            for v in shipped
+            if (before is None or version_key(v) > version_key(before))
+            and current is not None
+            and version_key(v) <= version_key(current)
+        ]
+        if not versions:
+            check.record("down-migrations", "none to run", detail=f"schema at {current}, as before")
+            return
+        self.progress(f"running down-migrations {', '.join(reversed(versions))}")
         result = revert_sql_migrations(
             self.postgres.conninfo(),
             directory,
-            migration.applied,
+            versions,
             lock_timeout=migrate.lock_timeout,
             statement_timeout=migrate.statement_timeout,
             password=self.env.database.password.resolve() if self.env.database.password else None,
@@ -236,7 +346,7 @@ class Run:
         check.equals(
             "schema version after down-migrations",
             result.version_after,
-            self.schema_version_before,
+            before,
             source=self.postgres.source("schema_migrations"),
         )
 
@@ -245,14 +355,47 @@ class Run:
     def finish(self) -> None:
         for phase in self._phases_open[-1:]:
             self.phase_finished(phase)
+        self.refresh()
         failure = self.pipeline.failure
+        message = failure.message if failure else None
+        if self.pipeline.undo_ok is False:
+            message = f"{message or ''} | rollback: {self.pipeline.undo_detail}"
         self.ledger.finish_run(
             self.id,
             str(self.pipeline.decision),
             self.pipeline.exit_code,
-            failure.phase if failure else None,
+            str(failure.phase) if failure else None,
             failure.gate if failure else None,
-            (failure.message if failure else None)
-            if self.pipeline.undo_ok is not False
-            else f"{failure.message if failure else ''} | rollback: {self.pipeline.undo_detail}",
+            message,
         )
+
+
+def _phase(name: str | None) -> Phase | None:
+    try:
+        return Phase(name) if name else None
+    except ValueError:
+        return None
+
+
+@contextmanager
+def _shielded(progress: Progress) -> Iterator[None]:
+    """A rollback runs to its end: Ctrl-C or SIGTERM during it is reported, not obeyed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def refuse(signum: int, _frame: object) -> None:
+        progress(
+            f"{signal.Signals(signum).name} ignored: the rollback is running and will finish "
+            "(kill -9 stops it; then run pytest rollback/)"
+        )
+
+    previous = {sig: signal.signal(sig, refuse) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

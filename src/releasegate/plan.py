@@ -1,0 +1,188 @@
+"""What a dry run prints, and whether a stopped run may be resumed.
+
+The plan is read from the same places a real run acts on: the gate modules (their docstrings
+and ``threshold`` markers), the environment (thresholds, policies) and, read-only, the target
+(the release serving now, the migrations still pending). Nothing here changes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from releasegate.actions.migrate import pending_migrations
+from releasegate.config import Environment, Phase
+from releasegate.errors import ReleasegateError
+from releasegate.ledger import RunRecord
+from releasegate.platforms import make_platform
+from releasegate.probes.postgres import Postgres
+from releasegate.redaction import redact
+from releasegate.state import phase_of
+
+
+def last_phase(record: RunRecord) -> str | None:
+    """The last deployment phase a run started (where it stopped, if it was killed)."""
+    phases = [p["phase"] for p in record.phases if p["phase"] in {str(ph) for ph in Phase}]
+    return phases[-1] if phases else None
+
+
+def resume_refusal(record: RunRecord, env: Environment) -> str | None:
+    """Why ``--resume`` must not continue this run, or None when it may."""
+    if record.failed_phase:
+        return f"it had failed ({record.failed_gate}): its undo is due, not a resume"
+    if record.undo_started_at:
+        return "its rollback had started"
+    intent = record.intent("migrate")
+    command = env.migrate is not None and env.migrate.runner == "command"
+    if intent is not None and intent.done_at is None and command:
+        # The built-in runner's files are each one transaction; a killed command left what only it knows.
+        return "it was killed while a migration command ran, and only that command knows what it left"
+    return None
+
+
+def render(env: Environment, release: str | None, items: list[pytest.Item]) -> list[str]:
+    """The plan: phases in order, each action with what it would change, each check with its
+    threshold and source, and what happens when something fails."""
+    facts = _Facts(env, release or "?")
+    lines = [
+        f"releasegate plan (dry run: nothing is changed): {release} to {env.name} ({env.environment.tier})",
+        f"  serving now: {facts.current}",
+        "",
+    ]
+    shown: set[str] = set()
+    by_phase: dict[Phase, list[pytest.Item]] = {}
+    for item in items:
+        by_phase.setdefault(phase_of(item), []).append(item)
+    for phase, phase_items in by_phase.items():
+        planned = env.planned_minutes.get(phase)
+        lines.append(f"{phase}" + (f" (runbook: {planned:g} min)" if planned else ""))
+        for item in phase_items:
+            for fixture in getattr(item, "fixturenames", []):
+                describe = _ACTIONS.get(fixture)
+                if describe and fixture not in shown:
+                    shown.add(fixture)
+                    lines.extend(f"  action  {line}" for line in describe(facts))
+            lines.append(f"  check   {_title(item)}")
+            for key in _threshold_keys(item):
+                lines.append(f"          threshold {key} = {_lookup(env, key)}")
+            sources = [s(facts) for name, s in _SOURCES.items() if name in getattr(item, "fixturenames", [])]
+            if sources:
+                lines.append(f"          source    {'; '.join(sources)}")
+        lines.append("")
+    lines.extend(_on_failure(facts))
+    return lines
+
+
+class _Facts:
+    """What the plan needs to know about the target, read once and read-only."""
+
+    def __init__(self, env: Environment, release: str) -> None:
+        self.env = env
+        self.release = release
+        self.postgres = Postgres(env.database)
+        self.current = self._read(lambda: make_platform(env).current_release() or "nothing deployed")
+        self.pending = (
+            self._read(
+                lambda: ", ".join(pending_migrations(self.postgres, env.migrate, release)) or "none pending"
+            )
+            if env.migrate
+            else "no migrations"
+        )
+
+    @staticmethod
+    def _read(question: Callable[[], str]) -> str:
+        try:
+            return question()
+        except (ReleasegateError, OSError) as exc:
+            return f"unknown ({exc})"
+
+
+def _backup(facts: _Facts) -> list[str]:
+    b = facts.env.backup
+    tables = "; ".join(f"{db}: {', '.join(t)}" for db, t in b.verify_tables.items()) or "none configured"
+    return [
+        f"pg_dump -Fc {', '.join(b.databases)} into {b.dir} (new files only; the databases are read)",
+        f"verify: pg_restore --list, restore into scratch database(s) {b.scratch_prefix}_<db>, "
+        f"compare row counts ({tables}); dropped when the run ends",
+    ]
+
+
+def _rehearsal(facts: _Facts) -> list[str]:
+    return [f"rehearse migrations on the scratch copy: {facts.pending}"]
+
+
+def _migration(facts: _Facts) -> list[str]:
+    m = facts.env.migrate
+    assert m is not None
+    how = "built-in SQL runner" if m.runner == "sql" else f"`{' '.join(m.command or [])}`"
+    undo = "restore from this run's backup" if m.on_failure == "restore" else "run the down-migrations"
+    return [
+        f"migrate {facts.postgres.dbname}: {facts.pending} ({how}; lock_timeout {m.lock_timeout}, "
+        f"statement_timeout {m.statement_timeout})",
+        f"if it fails: {undo}, then ABORTED (exit 10)",
+    ]
+
+
+def _rollout(facts: _Facts) -> list[str]:
+    env = facts.env
+    lines = [f"roll out {facts.release} replacing {facts.current} on the {env.platform.kind} platform"]
+    local = env.platform.local
+    if local is not None:
+        lines.append(
+            f"{local.instances} instances, max surge {local.max_surge}, max unavailable {local.max_unavailable}; "
+            f"each new one ready on {local.readiness_path} within {local.readiness_timeout_s:g} s and held "
+            f"{local.min_ready_s:g} s before it joins nginx"
+        )
+    v = env.verify
+    lines.append(
+        f"probe traffic meanwhile: GET {env.platform.url.rstrip('/')}{v.traffic_path} at {v.traffic_rps:g}/s"
+    )
+    return lines
+
+
+_ACTIONS: dict[str, Callable[[_Facts], list[str]]] = {
+    "backup": _backup,
+    "rehearsal": _rehearsal,
+    "migration": _migration,
+    "rollout": _rollout,
+}
+_SOURCES: dict[str, Callable[[_Facts], str]] = {
+    "postgres": lambda f: redact(f"postgresql://{f.postgres.host}:{f.postgres.port}/{f.postgres.dbname}"),
+    "redis": lambda f: redact(f.env.redis.url) if f.env.redis else "no redis",
+    "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
+    "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
+}
+
+
+def _on_failure(facts: _Facts) -> list[str]:
+    env = facts.env
+    database = {
+        "never": "kept as migrated",
+        "restore": "restored from this run's backup (writes since are lost)",
+        "down-migrations": "down-migrations run",
+    }[env.rollback.database]
+    return [
+        "if a gate fails:",
+        "  preflight, backup  ABORTED (exit 10): nothing was changed",
+        "  migrate            the database is undone (see above), ABORTED (exit 10)",
+        f"  deploy, verify     roll back to {facts.current}; database {database}; verified; ROLLED_BACK (exit 11)",
+        "  the rollback       ROLLBACK_FAILED (exit 12), with what is left to do by hand",
+    ]
+
+
+def _title(item: pytest.Item) -> str:
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    return doc.strip().splitlines()[0] if doc else item.name
+
+
+def _threshold_keys(item: pytest.Item) -> list[str]:
+    return [key for marker in item.iter_markers("threshold") for key in marker.args]
+
+
+def _lookup(env: Environment, dotted: str) -> Any:
+    value: Any = env
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, "?")
+    return value
