@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ENV    ?= sandbox
 RELEASE ?= 2.0.0
 
-.PHONY: demo test lint setup system-packages clean
+.PHONY: demo test report lint setup system-packages clean
 
 # A fresh sandbox (1.0.0), the gates deploy $(RELEASE) through it, then the sandbox is stopped
 # so that nothing keeps running behind your back (KEEP=1 leaves it up to look around).
@@ -23,6 +23,19 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest tests/ --timeout=900
+
+# The Allure report of the last run, as one HTML file that opens from disk (npm's
+# allure-commandline with the machine's Java, installed into .tools/ on first use).
+REPORTS ?= reports
+ALLURE  := .tools/node_modules/.bin/allure
+report: $(ALLURE)
+	@test -d $(REPORTS)/allure-results || { echo "no $(REPORTS)/allure-results: run the gates first (make demo)"; exit 1; }
+	ALLURE_NO_ANALYTICS=true $(ALLURE) generate --single-file $(REPORTS)/allure-results -o $(REPORTS)/allure --clean
+	@echo "Allure report: $(REPORTS)/allure/index.html"
+
+$(ALLURE):
+	@command -v java >/dev/null || { echo "Allure needs Java 11+ (apt-get install default-jre-headless)"; exit 1; }
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error allure-commandline@2
 
 lint: setup
 	$(BIN)/ruff check .
@@ -40,4 +53,4 @@ $(STAMP): pyproject.toml
 
 clean:
 	-$(BIN)/python -m sandbox down --quiet
-	rm -rf $(VENV) reports/*.xml reports/*.html reports/*.md reports/*.sqlite
+	rm -rf $(VENV) .tools reports/*.xml reports/*.html reports/*.md reports/*.sqlite reports/allure*

@@ -26,6 +26,7 @@ def test_database_primary_accepts_writes(postgres, check):
     check.present("current WAL LSN", lsn, source=postgres.source(PRIMARY_SQL))
 
 
+@pytest.mark.threshold("database.max_blocking_locks")
 def test_no_blocking_locks(postgres, env, check):
     """No session is waiting on a lock: a migration would queue behind it."""
     check.at_most(
@@ -36,6 +37,7 @@ def test_no_blocking_locks(postgres, env, check):
     )
 
 
+@pytest.mark.threshold("database.max_transaction_age_s")
 def test_no_long_running_transaction(postgres, env, check):
     """No transaction older than the limit: it would hold locks the migration needs."""
     check.at_most(
@@ -61,11 +63,13 @@ def test_current_release_is_recorded(previous_release, release, check):
     )
 
 
+@pytest.mark.threshold("verify.health_path")
 def test_current_release_is_healthy(service, env, previous_release, check):
     """Target environment health verified: we start from a healthy release, or not at all."""
     health_is(check, service, env.verify.health_path, previous_release, "current release")
 
 
+@pytest.mark.threshold("backup.free_space_factor")
 def test_free_disk_for_the_backup(postgres, env, check):
     """Room for the dump before it is taken: the databases' size times backup.free_space_factor."""
     size = sum(postgres.database_size(db) for db in env.backup.databases)

@@ -28,6 +28,7 @@ def test_each_dump_lists_cleanly(backup, postgres, env, check):
         )
 
 
+@pytest.mark.threshold("backup.verify_tables")
 def test_each_dump_restores_with_the_same_rows(backup, scratch_copies, postgres, check):
     """Restored into a scratch database, every verified table has the rows it had at the dump."""
     for dump in backup:

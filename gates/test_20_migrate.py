@@ -12,18 +12,14 @@ from releasegate.probes.postgres import BLOCKING_LOCKS_SQL
 pytestmark = pytest.mark.phase("migrate")
 
 
-def test_rehearsal_on_the_restored_copy(env, request, check):
+def test_rehearsal_on_the_restored_copy(rehearsal, check):
     """Dry run first: the release's migrations on the scratch copy restored from the backup."""
-    if env.migrate is None:
-        pytest.skip("no [migrate] section: this service has no migrations")
-    if not env.migrate.rehearse:
-        pytest.skip("migrate.rehearse = false in the environment")
-    rehearsal = request.getfixturevalue("rehearsal")
     check.record("rehearsal applied", ", ".join(rehearsal.applied) or "nothing pending")
     check.holds("rehearsal succeeded", rehearsal.ok, detail=rehearsal.error)
     check.equals("rehearsal schema version", rehearsal.version_after, rehearsal.expected_version)
 
 
+@pytest.mark.threshold("migrate.lock_timeout", "migrate.statement_timeout")
 def test_migrations_apply(migration, check):
     """Run migration: completes with exit code 0 (each file in its own transaction)."""
     check.record("schema version before", migration.version_before)
@@ -46,6 +42,7 @@ def test_schema_version_is_what_the_release_expects(migration, postgres, env, ch
     )
 
 
+@pytest.mark.threshold("database.max_blocking_locks")
 def test_no_locks_left_waiting(migration, postgres, env, check):
     """Check for locks or blocking queries after the migration."""
     check.at_most(

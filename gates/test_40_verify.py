@@ -16,6 +16,7 @@ def test_every_instance_is_healthy_on_the_release(rollout, platform, release, en
     every_instance_serves(check, platform, release, env.verify.health_path, env.verify.request_timeout_s)
 
 
+@pytest.mark.threshold("verify.health_probes", "verify.health_interval_s")
 def test_health_holds_through_the_load_balancer(rollout, service, release, env, check):
     """/health is healthy and reports the new version, N times S seconds apart."""
     verify = env.verify
@@ -24,6 +25,7 @@ def test_health_holds_through_the_load_balancer(rollout, service, release, env, 
     )
 
 
+@pytest.mark.threshold("verify.max_db_latency_ms")
 def test_database_health_latency(rollout, service, env, check):
     """/health/db: connected, latency under the threshold."""
     answer = service.get(env.verify.health_db_path)
@@ -38,6 +40,7 @@ def test_database_health_latency(rollout, service, env, check):
     )
 
 
+@pytest.mark.threshold("verify.max_failed_requests_during_rollout")
 def test_no_request_failed_during_the_rollout(rollout, env, check):
     """Zero downtime: probe traffic through the load balancer while instances were replaced."""
     traffic = rollout.traffic

@@ -68,8 +68,13 @@ def test_unknown_environment_name_lists_the_known_ones():
 
 
 def test_a_password_in_a_url_is_refused(tmp_path):
-    path = write(tmp_path, SANDBOX.replace("postgresql://postgres@127.0.0.1:25432/demo\"\nconnect",
-                                          "postgresql://postgres:hunter2@127.0.0.1:25432/demo\"\nconnect"))
+    path = write(
+        tmp_path,
+        SANDBOX.replace(
+            'postgresql://postgres@127.0.0.1:25432/demo"\nconnect',
+            'postgresql://postgres:hunter2@127.0.0.1:25432/demo"\nconnect',
+        ),
+    )
     with pytest.raises(ConfigError) as error:
         load_environment(str(path), ROOT)
     assert "database.dsn" in str(error.value) and "password" in str(error.value)
@@ -77,13 +82,18 @@ def test_a_password_in_a_url_is_refused(tmp_path):
 
 
 def test_a_secret_must_be_a_reference(tmp_path):
-    path = write(tmp_path, SANDBOX.replace("connect_timeout_s = 3", 'connect_timeout_s = 3\npassword = "hunter2"'))
+    path = write(
+        tmp_path, SANDBOX.replace("connect_timeout_s = 3", 'connect_timeout_s = 3\npassword = "hunter2"')
+    )
     with pytest.raises(ConfigError, match=r"database.password: a secret must be an \$\{ENV_VAR\} reference"):
         load_environment(str(path), ROOT)
 
 
 def test_a_secret_reference_resolves_late_and_is_redacted_after(tmp_path, monkeypatch):
-    path = write(tmp_path, SANDBOX.replace("connect_timeout_s = 3", 'connect_timeout_s = 3\npassword = "${RG_TEST_DB_PW}"'))
+    path = write(
+        tmp_path,
+        SANDBOX.replace("connect_timeout_s = 3", 'connect_timeout_s = 3\npassword = "${RG_TEST_DB_PW}"'),
+    )
     env = load_environment(str(path), ROOT)
     assert env.database.password == "${RG_TEST_DB_PW}"
     with pytest.raises(ConfigError, match="export RG_TEST_DB_PW"):
@@ -98,8 +108,21 @@ def test_broken_environment_file_exits_4_with_one_line(tmp_path):
     """What an SRE sees: one line naming the file, the key and what was expected; no traceback."""
     path = write(tmp_path, SANDBOX.replace("instances = 3", "instances = 0"), "broken.toml")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "gates/", f"--env={path}", "--release=2.0.0", "-p", "no:cacheprovider"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "gates/",
+            f"--env={path}",
+            "--release=2.0.0",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     output = (proc.stdout + proc.stderr).strip()
@@ -113,7 +136,10 @@ def test_broken_environment_file_exits_4_with_one_line(tmp_path):
 def test_gates_without_a_release_is_a_usage_error():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "gates/", "--env=sandbox", "-p", "no:cacheprovider"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 4
     assert "--release is required" in proc.stdout + proc.stderr

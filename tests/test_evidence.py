@@ -52,15 +52,21 @@ def test_no_data_fails_even_where_nothing_looks_wrong():
 def test_inconclusive_is_allowed_outside_production_only():
     Checker(lambda e: None).at_most("error ratio", None, 0.001, on_no_data="inconclusive")
     with pytest.raises(GateFailure, match="inconclusive"):
-        Checker(lambda e: None, production=True).at_most("error ratio", None, 0.001, on_no_data="inconclusive")
+        Checker(lambda e: None, production=True).at_most(
+            "error ratio", None, 0.001, on_no_data="inconclusive"
+        )
 
 
 def test_evidence_never_carries_a_secret():
     register_secret("pa55-w0rd-XYZ")
     sink: list[Evidence] = []
     check = Checker(sink.append)
-    check.record("dsn", "postgresql://app:pa55-w0rd-XYZ@db:5432/x", source="psql -W pa55-w0rd-XYZ",
-                 detail="token=abcdef123")
+    check.record(
+        "dsn",
+        "postgresql://app:pa55-w0rd-XYZ@db:5432/x",
+        source="psql -W pa55-w0rd-XYZ",
+        detail="token=abcdef123",
+    )
     text = repr(sink[0].to_dict())
     assert "pa55-w0rd-XYZ" not in text and "abcdef123" not in text
     assert "postgresql://app:***@db:5432/x" in text

@@ -7,85 +7,20 @@ serves (asked of each instance directly), the schema version and the rows in Pos
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
+from gate_runs import database, environment, instance_ports, run_gates, serving
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
-from releasegate.config import Environment, load_environment
 from releasegate.ledger import Ledger
-from releasegate.platforms import make_platform
 from sandbox import stack
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-Pa55-for-the-report-test"
-
-
-@dataclass
-class GateRun:
-    code: int
-    output: str
-    reports: Path
-
-    @property
-    def report(self) -> str:
-        return (self.reports / "deployment-report.md").read_text()
-
-
-def run_gates(env_file: Path, release: str, **env_vars: str) -> GateRun:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "gates/", f"--env={env_file}", f"--release={release}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env_vars},
-    )
-    output = proc.stdout + proc.stderr
-    return GateRun(proc.returncode, output, env_file.parent / "reports")
-
-
-def environment(env_file: Path) -> Environment:
-    return load_environment(str(env_file), ROOT)
-
-
-def serving(env_file: Path) -> list[tuple[str, str, str]]:
-    """(release, /health status, /health version) asked of every instance nginx routes to."""
-    status = make_platform(environment(env_file)).status()
-    answers = []
-    for instance in status.instances:
-        if instance.name in status.in_service:
-            body = httpx.get(f"{instance.url}/health", timeout=5).json()
-            answers.append((instance.release, body["status"], body["version"]))
-    return answers
-
-
-def database(env_file: Path) -> dict[str, object]:
-    """What an SRE would look at in psql: schema version, columns, rows."""
-    with psycopg.connect(environment(env_file).database.dsn) as conn:
-        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
-        columns = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers' ORDER BY 1"
-            )
-        ]
-        customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]
-        orders = conn.execute("SELECT count(*), sum(amount_cents) FROM orders").fetchone()
-    return {"version": version, "columns": columns, "customers": customers, "orders": tuple(orders)}
-
-
-def instance_ports(env_file: Path) -> list[str]:
-    return sorted(i.url for i in make_platform(environment(env_file)).status().instances)
 
 
 def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
@@ -228,7 +163,9 @@ def test_postgres_down_aborts_at_preflight_naming_the_database(sandbox_env: Path
 @pytest.mark.parametrize("policy", ["down-migrations", "restore"])
 def test_a_rollback_takes_the_database_back_as_the_environment_says(sandbox_dir: Path, policy: str) -> None:
     """2.0.0 migrates, deploys, then fails verify on a threshold: app and schema both go back."""
-    env_file = write_sandbox_env(sandbox_dir, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001})
+    env_file = write_sandbox_env(
+        sandbox_dir, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001}
+    )
     sandbox_up(env_file)
     try:
         before = database(env_file)

@@ -125,11 +125,17 @@ def test_rolling_update_replaces_every_instance_while_every_request_is_answered(
         assert health.status_code == 200
         assert health.json()["version"] == "2.0.0"
         assert health.json()["checks"] == {"database": "ok", "cache": "ok", "schema": "ok"}
-        assert httpx.get(instance.url + "/api/customers/1", timeout=3).json()["tier"] in {"bronze", "silver", "gold"}
+        assert httpx.get(instance.url + "/api/customers/1", timeout=3).json()["tier"] in {
+            "bronze",
+            "silver",
+            "gold",
+        }
     assert platform.current_release() == "2.0.0"
 
 
-def test_rollback_returns_every_instance_to_the_previous_release(env: Environment, platform: LocalPlatform) -> None:
+def test_rollback_returns_every_instance_to_the_previous_release(
+    env: Environment, platform: LocalPlatform
+) -> None:
     if (platform.current_release(), platform.status().previous_release) != ("2.0.0", "1.0.0"):
         serving(platform, "1.0.0", env)
         serving(platform, "2.0.0", env)
@@ -157,7 +163,9 @@ def test_deploying_what_already_serves_changes_nothing(env: Environment, platfor
     assert [i.name for i in platform.status().instances] == [i.name for i in before]
 
 
-def test_a_crash_looping_build_is_caught_during_the_rollout(env: Environment, platform: LocalPlatform) -> None:
+def test_a_crash_looping_build_is_caught_during_the_rollout(
+    env: Environment, platform: LocalPlatform
+) -> None:
     serving(platform, "1.0.0", env)
     before = [i.name for i in platform.status().instances]
 
@@ -181,7 +189,9 @@ def test_a_crash_looping_build_is_caught_during_the_rollout(env: Environment, pl
     assert "nothing to do" in undo.events[-1]
 
 
-def test_a_second_rollout_while_one_runs_is_refused_at_once(env: Environment, platform: LocalPlatform) -> None:
+def test_a_second_rollout_while_one_runs_is_refused_at_once(
+    env: Environment, platform: LocalPlatform
+) -> None:
     serving(platform, "1.0.0", env)
     rolling = threading.Event()
     results = []
@@ -204,7 +214,9 @@ def test_a_second_rollout_while_one_runs_is_refused_at_once(env: Environment, pl
     assert platform.current_release() == "1.0.0"
 
 
-def test_an_unknown_release_fails_fast_with_the_services_message(env: Environment, platform: LocalPlatform) -> None:
+def test_an_unknown_release_fails_fast_with_the_services_message(
+    env: Environment, platform: LocalPlatform
+) -> None:
     serving(platform, "1.0.0", env)
 
     result = platform.deploy("9.9.9")
@@ -239,7 +251,9 @@ def test_a_rollout_killed_half_way_is_undone_by_rollback(env: Environment, platf
     before = sorted(i.name for i in platform.status().instances)
     deploying = subprocess.Popen(
         [sys.executable, "-c", KILLED_DEPLOY, str(env.source), str(ROOT)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert deploying.stdout is not None
     for line in deploying.stdout:

@@ -42,8 +42,9 @@ def test_failed_rehearsal_changed_nothing_so_nothing_is_restored():
     assert (pipeline.decision, pipeline.undo_plan()) == (Decision.ABORTED, ())
 
 
-@pytest.mark.parametrize(("policy", "undo"), [("restore", Undo.RESTORE_DATABASE),
-                                              ("down-migrations", Undo.REVERT_MIGRATIONS)])
+@pytest.mark.parametrize(
+    ("policy", "undo"), [("restore", Undo.RESTORE_DATABASE), ("down-migrations", Undo.REVERT_MIGRATIONS)]
+)
 def test_failed_migration_on_the_target_is_undone_then_aborted(policy, undo):
     pipeline = failed_in(Phase.MIGRATE, Change.DATABASE, migrate_policy=policy)
     assert (pipeline.decision, pipeline.exit_code, pipeline.undo_plan()) == (Decision.ABORTED, 10, (undo,))
@@ -58,8 +59,9 @@ def test_failure_after_the_change_rolls_back(phase):
     assert pipeline.skip_reason(phase) is not None, "no further gate runs, not even in the same phase"
 
 
-@pytest.mark.parametrize(("policy", "undo"), [("restore", Undo.RESTORE_DATABASE),
-                                              ("down-migrations", Undo.REVERT_MIGRATIONS)])
+@pytest.mark.parametrize(
+    ("policy", "undo"), [("restore", Undo.RESTORE_DATABASE), ("down-migrations", Undo.REVERT_MIGRATIONS)]
+)
 def test_database_follows_the_rollback_policy(policy, undo):
     pipeline = failed_in(Phase.VERIFY, Change.DATABASE, Change.APPLICATION, database_policy=policy)
     assert pipeline.undo_plan() == (Undo.ROLL_BACK_APPLICATION, undo)

@@ -30,7 +30,11 @@ pytestmark = pytest.mark.timeout(180)
 def cli(command: str, env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbox", command, "--env", str(env_file), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -55,7 +59,9 @@ def test_status_of_a_sandbox_never_started_is_down(env_file: Path) -> None:
     assert result.stdout.strip().splitlines()[-1] == "sandbox is down"
 
 
-def test_up_starts_each_component_in_order_and_says_how_long_it_took(env_file: Path, env: Environment) -> None:
+def test_up_starts_each_component_in_order_and_says_how_long_it_took(
+    env_file: Path, env: Environment
+) -> None:
     result = cli("up", env_file)
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -115,12 +121,18 @@ def test_the_demo_service_answers_through_nginx(env: Environment) -> None:
         assert client.get("/api/customers/999999").status_code == 404
 
         metrics = client.get("/metrics").text
-    for name in ("http_requests_total", "http_request_duration_seconds_bucket", "errors_total",
-                 "db_connections_in_use"):
+    for name in (
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "errors_total",
+        "db_connections_in_use",
+    ):
         assert f"\n{name}" in metrics
     assert 'demo_build_info{release="1.0.0",schema="0001"} 1.0' in metrics
-    assert re.search(r'http_requests_total\{method="GET",route="/api/customers/\{customer_id:int\}",status="200"\}',
-                     metrics)
+    assert re.search(
+        r'http_requests_total\{method="GET",route="/api/customers/\{customer_id:int\}",status="200"\}',
+        metrics,
+    )
 
 
 def test_a_component_stopped_behind_its_back_is_reported_not_repaired_by_ensure_up(
@@ -165,8 +177,10 @@ def test_the_releases_migrations_do_what_the_releases_promise(env: Environment) 
     assert upgraded.ok and upgraded.version_after == "0002"
     with psycopg.connect(good) as conn:
         tiers = dict(conn.execute("SELECT tier, count(*) FROM customers GROUP BY tier").fetchall())
-        nullable = conn.execute("SELECT is_nullable FROM information_schema.columns "
-                                "WHERE table_name = 'customers' AND column_name = 'tier'").fetchone()
+        nullable = conn.execute(
+            "SELECT is_nullable FROM information_schema.columns "
+            "WHERE table_name = 'customers' AND column_name = 'tier'"
+        ).fetchone()
     assert sum(tiers.values()) == 200 and len(tiers) >= 2  # backfilled from real totals
     assert nullable == ("NO",)
     reverted = revert_sql_migrations(good, migrations_dir("2.0.0"), ["0002"])
@@ -209,7 +223,11 @@ def test_an_unknown_release_of_the_service_exits_2_like_a_missing_image() -> Non
     port = free_port_block(1)
     result = subprocess.run(
         [sys.executable, "-m", "sandbox.service", "--release", "9.9.9", "--port", str(port)],
-        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
 
     assert result.returncode == 2

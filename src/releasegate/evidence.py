@@ -34,6 +34,8 @@ class Evidence:
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     gate: str = ""
     phase: str = ""
+    data: dict[str, Any] | None = None
+    """What else a reader needs to follow the measurement: an HTTP exchange, rows of a query."""
 
     def line(self) -> str:
         """``db latency: 3.1 ms <= 100 ms: pass [postgresql://…]`` in one line."""
@@ -105,12 +107,13 @@ class Checker:
         source: str = "",
         detail: str = "",
         on_no_data: str = "fail",
+        data: dict[str, Any] | None = None,
     ) -> Any:
         """Record ``value <comparator> threshold`` and fail the gate unless it holds."""
         verdict = judge(value, comparator, threshold)
         if verdict is Verdict.NO_DATA and on_no_data == "inconclusive":
             verdict = Verdict.INCONCLUSIVE
-        evidence = self._record(check, value, verdict, unit, comparator, threshold, source, detail)
+        evidence = self._record(check, value, verdict, unit, comparator, threshold, source, detail, data)
         if verdict is Verdict.PASS:
             return value
         if verdict is Verdict.INCONCLUSIVE and not self.production:
@@ -154,6 +157,7 @@ class Checker:
         threshold: Any,
         source: str,
         detail: str,
+        data: dict[str, Any] | None = None,
     ) -> Evidence:
         evidence = Evidence(
             check=check,
@@ -166,10 +170,18 @@ class Checker:
             detail=redact(detail),
             gate=self.gate,
             phase=self.phase,
+            data=_redact_data(data),
         )
         self.records.append(evidence)
         self._sink(evidence)
         return evidence
+
+
+def _redact_data(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Through JSON and back, so every string inside is redacted, however deep."""
+    if data is None:
+        return None
+    return json.loads(redact(json.dumps(data, default=str)))
 
 
 def _redact_value(value: Any) -> Any:

@@ -169,6 +169,8 @@ def rehearsal(
 ) -> MigrationResult:
     """The release's migrations run first on the restored copy of the application database."""
     settings = _migrate_settings(env)
+    if not settings.rehearse:
+        pytest.skip("migrate.rehearse = false in the environment")
     copy = scratch_copies.get(postgres.dbname)
     if copy is None:
         pytest.fail(f"no scratch copy of {postgres.dbname}: add it to backup.databases", pytrace=False)

@@ -153,6 +153,7 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {
     "redis": lambda f: redact(f.env.redis.url) if f.env.redis else "no redis",
     "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
     "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
+    "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
 }
 
 

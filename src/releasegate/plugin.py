@@ -13,6 +13,7 @@ has finished on whichever worker ran it.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -29,6 +30,7 @@ from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger
 from releasegate.pipeline import PHASES, phase_index
 from releasegate.platforms.base import Progress
+from releasegate.report import allure as allure_report
 from releasegate.report import html as html_report
 from releasegate.report.markdown import write_deployment_report
 from releasegate.rollback import RollbackSession
@@ -48,6 +50,8 @@ SUITES = ("gates", "smoke", "e2e", "rollback")
 REPORTS_KEY = pytest.StashKey[Path]()
 LEDGER_KEY = pytest.StashKey[Ledger]()
 GATES_KEY = pytest.StashKey[dict[Phase, list[str]]]()
+ALLURE_KEY = pytest.StashKey[Path]()
+RESUMED_KEY = pytest.StashKey[bool]()
 SPENT_KEY = pytest.StashKey[float]()
 """Seconds a gate took, its fixtures' setup included (a backup happens in setup)."""
 BARRIER_TIMEOUT_S = 6 * 3600
@@ -125,13 +129,16 @@ def pytest_configure(config: pytest.Config) -> None:
     reports = reports if reports.is_absolute() else Path.cwd() / reports
     reports.mkdir(parents=True, exist_ok=True)
     config.stash[REPORTS_KEY] = reports
+    if config.getoption("rg_dry_run"):
+        return  # a dry run prints its plan and leaves the last run's reports alone
     if not config.option.xmlpath:
         config.option.xmlpath = str(reports / "junit.xml")
     if not getattr(config.option, "htmlpath", None):
         config.option.htmlpath = str(reports / "report.html")
         config.option.self_contained_html = True
-    if config.getoption("rg_dry_run"):
-        return
+    results = allure_report.configure(config, reports, worker=is_worker(config))
+    if results is not None:
+        config.stash[ALLURE_KEY] = results
     ledger = _open_ledger(env, reports)
     config.stash[LEDGER_KEY] = ledger
     progress = _progress(config)
@@ -275,6 +282,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if reason:
         pytest.skip(reason)
     if run.ledger.gate_outcomes(run.id).get(item.nodeid) == "passed":
+        item.stash[RESUMED_KEY] = True  # its ledger entry stays "passed"
         pytest.skip(f"passed before the interruption (run {run.id}): resumed after it")
     run.phase_started(phase)
 
@@ -338,6 +346,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         run.gate_failed(phase, item.nodeid, message)
     spent = item.stash.get(SPENT_KEY, 0.0) + report.duration
     item.stash[SPENT_KEY] = spent
+    if item.stash.get(RESUMED_KEY, False):
+        return
     if report.when == "call" or (report.when == "setup" and not report.passed):
         outcome_text = "skipped" if report.skipped else report.outcome
         run.ledger.gate(run.id, item.nodeid, phase, _title(item), outcome_text, spent, _one_line(report))
@@ -385,6 +395,21 @@ class _Finisher:
             run.undo_if_needed()
         run.finish()
         run.report_path = write_deployment_report(run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY])
+        results = config.stash.get(ALLURE_KEY, None)
+        if results is not None:
+            allure_report.write_categories(results)
+            allure_report.write_environment(
+                results,
+                {
+                    "environment": f"{run.env.name} ({run.env.environment.tier})",
+                    "release": run.release,
+                    "previous.release": run.previous_release,
+                    "run": run.id,
+                    "kind": run.kind,
+                    "decision": str(run.pipeline.decision),
+                    "commit": allure_report.commit(config.rootpath),
+                },
+            )
         interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED and run.pipeline.failure is not None
         if interrupted or session.exitstatus not in (
             pytest.ExitCode.INTERRUPTED,
@@ -488,7 +513,9 @@ def _progress(config: pytest.Config) -> Progress:
 def _say(config: pytest.Config, line: str) -> None:
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
-    if terminal is None:
+    if terminal is None:  # before pytest's terminal exists (while configuring)
+        sys.stderr.write(f"  releasegate | {line}\n")
+        sys.stderr.flush()
         return
     if capture is not None:
         with capture.global_and_fixture_disabled():

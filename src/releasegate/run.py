@@ -29,6 +29,7 @@ from releasegate.platforms import make_platform
 from releasegate.platforms.base import Platform, Progress
 from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres, version_key
+from releasegate.report import allure as allure_report
 from releasegate.verification import database_as_before, every_instance_serves, health_repeatedly
 
 ROLLBACK = "rollback"
@@ -142,6 +143,7 @@ class Run:
 
     def record_evidence(self, evidence: Evidence) -> None:
         self.ledger.evidence(self.id, evidence)
+        allure_report.check_step(evidence)
 
     def checker(self, gate: str, phase: str) -> Checker:
         return Checker(self.record_evidence, gate, phase, production=self.env.is_production)
@@ -182,11 +184,12 @@ class Run:
         if action in CHANGES:
             self.pipeline.changed(CHANGES[action])
         handle = Mutation(self.ledger.intent(self.id, action, about_to, undo))
-        try:
-            yield handle
-        except BaseException as exc:
-            self.ledger.intent_done(handle.seq, "failed", f"{type(exc).__name__}: {exc}")
-            raise
+        with allure_report.action_step(action, about_to, undo):
+            try:
+                yield handle
+            except BaseException as exc:
+                self.ledger.intent_done(handle.seq, "failed", f"{type(exc).__name__}: {exc}")
+                raise
         self.ledger.intent_done(handle.seq, "done" if handle.ok else "failed", handle.detail)
 
     def once(self, action: str, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,17 @@ def health_is(check: Checker, http: Http, path: str, release: str, label: str) -
         check.fail(f"{label} {path}", str(exc), source=http.url(path))
         return
     detail = ", ".join(f"{k}: {v}" for k, v in health.failing_checks.items())
-    check.equals(f"{label} status", health.status, "healthy", source=health.source, detail=detail)
+    exchange = {
+        "http": {
+            "request": health.source,
+            "status": health.http_status,
+            "elapsed_ms": round(health.elapsed_ms, 1),
+            "body": health.body,
+        }
+    }
+    check.equals(
+        f"{label} status", health.status, "healthy", source=health.source, detail=detail, data=exchange
+    )
     check.equals(f"{label} version", health.version, release, source=health.source)
 
 

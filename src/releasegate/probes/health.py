@@ -16,6 +16,8 @@ class Health:
     http_status: int = 0
     source: str = ""
     elapsed_ms: float = 0.0
+    body: object = None
+    """The answer as it came, for the evidence record."""
 
     @property
     def failing_checks(self) -> dict[str, Any]:
@@ -44,4 +46,5 @@ def parse_health(exchange: Exchange) -> Health:
         http_status=exchange.status,
         source=exchange.source,
         elapsed_ms=exchange.elapsed_ms,
+        body=exchange.body if exchange.body is not None else exchange.text[:500],
     )

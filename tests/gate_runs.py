@@ -1,0 +1,125 @@
+"""Running the suites the way an SRE does (a subprocess, its exit code, its reports) and looking
+at the sandbox the way an SRE would afterwards (each instance's /health, psql)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from releasegate.config import Environment, load_environment
+from releasegate.ledger import Ledger, RunRecord
+from releasegate.platforms import make_platform
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class GateRun:
+    code: int
+    output: str
+    reports: Path
+
+    @property
+    def report(self) -> str:
+        return (self.reports / "deployment-report.md").read_text()
+
+
+def run_gates(env_file: Path, release: str, *extra: str, **env_vars: str) -> GateRun:
+    return run_suite("gates/", env_file, f"--release={release}", *extra, **env_vars)
+
+
+def run_suite(suite: str, env_file: Path, *extra: str, **env_vars: str) -> GateRun:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", suite, f"--env={env_file}", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env_vars},
+    )
+    output = proc.stdout + proc.stderr
+    return GateRun(proc.returncode, output, env_file.parent / "reports")
+
+
+def environment(env_file: Path) -> Environment:
+    return load_environment(str(env_file), ROOT)
+
+
+def serving(env_file: Path) -> list[tuple[str, str, str]]:
+    """(release, /health status, /health version) asked of every instance nginx routes to."""
+    status = make_platform(environment(env_file)).status()
+    answers = []
+    for instance in status.instances:
+        if instance.name in status.in_service:
+            body = httpx.get(f"{instance.url}/health", timeout=5).json()
+            answers.append((instance.release, body["status"], body["version"]))
+    return answers
+
+
+def database(env_file: Path) -> dict[str, object]:
+    """What an SRE would look at in psql: schema version, columns, rows."""
+    with psycopg.connect(environment(env_file).database.dsn) as conn:
+        version = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers' ORDER BY 1"
+            )
+        ]
+        customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]
+        orders = conn.execute("SELECT count(*), sum(amount_cents) FROM orders").fetchone()
+    return {"version": version, "columns": columns, "customers": customers, "orders": tuple(orders)}
+
+
+def instance_ports(env_file: Path) -> list[str]:
+    return sorted(i.url for i in make_platform(environment(env_file)).status().instances)
+
+
+def ledger(env_file: Path) -> Ledger:
+    return Ledger(env_file.parent / "reports" / "ledger.sqlite")
+
+
+def runs(env_file: Path) -> list[RunRecord]:
+    """Every run in the sandbox's ledger, newest first."""
+    book = ledger(env_file)
+    return [book.run(run_id) for run_id in book.runs(environment(env_file).name, limit=100)]
+
+
+def start_gates(env_file: Path, release: str, *extra: str) -> subprocess.Popen[str]:
+    """The gates in the background, their output line by line, for killing or interrupting them."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "gates/", f"--env={env_file}", f"--release={release}", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def interrupt_when(
+    proc: subprocess.Popen[str], ready: Callable[[str], bool], sig: signal.Signals, timeout_s: float = 120
+) -> str:
+    """Read the run's output until ``ready(line)``, then send ``sig``; returns all the output."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    for line in proc.stdout:
+        seen.append(line)
+        if ready(line):
+            proc.send_signal(sig)
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the moment to interrupt never came:\n" + "".join(seen))
+    rest, _ = proc.communicate(timeout=timeout_s)
+    return "".join(seen) + (rest or "")
