@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 
+
+@pytest.hookimpl(optionalhook=True)  # optional: `pytest -p no:releasegate` still collects
 def pytest_releasegate_prepare(config, env, progress):
     if env.sandbox is None or not env.sandbox.autostart:
         return
@@ -10,7 +13,4 @@ def pytest_releasegate_prepare(config, env, progress):
 
     down = ensure_up(env, progress)
     if down:
-        progress(
-            f"sandbox is partly up, not repairing it: {', '.join(down)} down "
-            "(python -m sandbox up repairs it)"
-        )
+        progress(f"sandbox is partly up, not repairing it: {', '.join(down)} down (python -m sandbox up repairs it)")

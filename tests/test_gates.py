@@ -7,12 +7,13 @@ serves (asked of each instance directly), the schema version and the rows in Pos
 
 from __future__ import annotations
 
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import psycopg
 import pytest
-from gate_runs import database, environment, instance_ports, run_gates, serving
+from gate_runs import ROOT, database, environment, instance_ports, run_gates, serving
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
 from releasegate.ledger import Ledger
@@ -55,6 +56,15 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
+
+        results = list((run.reports / "allure-results").glob("*-result.json"))
+        assert len(results) == 24
+        made = subprocess.run(
+            ["make", "report", f"REPORTS={run.reports}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        allure_html = run.reports / "allure" / "index.html"
+        assert allure_html.stat().st_size > 100_000, "one self-contained file"
 
         # The secret was resolved and used, and appears nowhere a person or an auditor can read.
         for path in run.reports.rglob("*"):

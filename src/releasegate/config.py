@@ -127,11 +127,14 @@ class LocalPlatformSettings(Model):
     stop_timeout_s: float = Field(10.0, gt=0)
     max_surge: int = Field(1, ge=1)
     max_unavailable: int = Field(0, ge=0)
+    rollback_max_surge: int | None = Field(
+        None, ge=1, description="instances a rollback starts at once; default all of them: back fast"
+    )
 
     @model_validator(mode="after")
     def _ports_fit(self) -> LocalPlatformSettings:
         low, high = self.ports
-        needed = self.instances + self.max_surge
+        needed = self.instances + max(self.max_surge, self.rollback_max_surge or self.instances)
         if high - low + 1 < needed:
             raise ValueError(
                 f"ports {low}-{high} hold {high - low + 1} instances; "

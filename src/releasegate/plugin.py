@@ -12,6 +12,7 @@ has finished on whichever worker ran it.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -119,7 +120,10 @@ def pytest_configure(config: pytest.Config) -> None:
         env = load_environment(config.getoption("rg_env") or "sandbox", config.rootpath)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    deploying = _targets(config, "gates")
+    # A deployment: gates/, or any other gate modules run with --release (not the other suites).
+    deploying = _targets(config, "gates") or (
+        bool(config.getoption("rg_release")) and not any(_targets(config, s) for s in SUITES if s != "gates")
+    )
     if deploying and not config.getoption("rg_release"):
         raise pytest.UsageError(
             "--release is required to run the gates: the release to deploy, e.g. --release=2.0.0"
@@ -129,8 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
     reports = reports if reports.is_absolute() else Path.cwd() / reports
     reports.mkdir(parents=True, exist_ok=True)
     config.stash[REPORTS_KEY] = reports
-    if config.getoption("rg_dry_run"):
-        return  # a dry run prints its plan and leaves the last run's reports alone
+    if config.getoption("rg_dry_run") or config.option.collectonly:
+        return  # a plan or a listing: nothing runs, the last run's reports and the ledger stay as they are
     if not config.option.xmlpath:
         config.option.xmlpath = str(reports / "junit.xml")
     if not getattr(config.option, "htmlpath", None):
@@ -204,6 +208,15 @@ def _unfinished_run(env: Environment, ledger: Ledger) -> Any:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` for gates: their checks wait on networks and services, not on CPUs, so four
+    workers per core, up to 16 (each is one Python process of about 50 MB)."""
+    if config.stash.get(ENV_KEY, None) is None:
+        return None
+    return min(16, 4 * (os.cpu_count() or 1))
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: every worker attaches to the controller's run."""
     run = node.config.stash.get(RUN_KEY, None)
@@ -222,7 +235,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None and is_controller(config):
         finisher.worker_lines = _WorkerLines(config, run)
-    if config.getoption("rg_dry_run"):
+    if config.getoption("rg_dry_run") or config.option.collectonly:
         return
     progress = _progress(config)
     try:

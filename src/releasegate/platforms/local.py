@@ -130,7 +130,7 @@ class LocalPlatform:
 
     def deploy(self, release: str, progress: Progress = no_progress) -> RolloutResult:
         """Replace every instance with ``release``, one at a time; a no-op when it already serves."""
-        return self._roll_out("deploy", lambda _state: release, progress)
+        return self._roll_out("deploy", lambda _state: release, progress, self.settings.max_surge)
 
     def rollback(self, to_release: str | None = None, progress: Progress = no_progress) -> RolloutResult:
         """Undo the last rollout with the same routine as a deploy.
@@ -146,7 +146,8 @@ class LocalPlatform:
                 raise ActionError(f"nothing to roll back to: {self.state_file} records no previous release")
             return chosen
 
-        return self._roll_out("rollback", target, progress)
+        surge = self.settings.rollback_max_surge or self.settings.instances
+        return self._roll_out("rollback", target, progress, surge)
 
     # -- beyond the protocol ----------------------------------------------------------------
 
@@ -170,7 +171,9 @@ class LocalPlatform:
 
     # -- the rollout --------------------------------------------------------------------------
 
-    def _roll_out(self, action: str, choose: Callable[[_State], str], progress: Progress) -> RolloutResult:
+    def _roll_out(
+        self, action: str, choose: Callable[[_State], str], progress: Progress, surge: int
+    ) -> RolloutResult:
         started = time.monotonic()
         events: list[str] = []
 
@@ -194,12 +197,12 @@ class LocalPlatform:
             s = self.settings
             say(
                 f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
-                f"max surge {s.max_surge}, max unavailable {s.max_unavailable}"
+                f"max surge {surge}, max unavailable {s.max_unavailable}"
             )
             state.pending = target
             self._save(state)
             try:
-                failure = self._replace(state, target, say)
+                failure = self._replace(state, target, say, surge)
             except ActionError as exc:
                 self._record(
                     state,
@@ -231,7 +234,7 @@ class LocalPlatform:
                 events=events,
             )
 
-    def _replace(self, state: _State, target: str, say: Progress) -> str | None:
+    def _replace(self, state: _State, target: str, say: Progress, surge: int) -> str | None:
         """Surge new instances, route to them, retire old ones; the failure line or None."""
         s = self.settings
         routed = set(read_upstream_ports(self.upstream_file)) & {e.port for e in state.instances}
@@ -250,7 +253,7 @@ class LocalPlatform:
             if serving and s.max_unavailable:
                 early = old[: min(s.max_unavailable, len(old), len(serving) - 1)]
                 self._retire(state, routed, early, say)
-            batch = min(s.max_surge + len(early), missing) if serving else missing
+            batch = min(surge + len(early), missing) if serving else missing
             launched = [self._launch(state, target, say) for _ in range(batch)]
             failure = self._await_ready(launched, len(new), say)
             if failure:

@@ -36,6 +36,14 @@ class Http:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.component = component
+        self._client: httpx.Client | None = None
+
+    @property
+    def client(self) -> httpx.Client:
+        """One client per probe: building one loads TLS settings and costs about 20 ms of CPU."""
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+        return self._client
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -44,7 +52,7 @@ class Http:
         url = self.url(path)
         started = time.perf_counter()
         try:
-            response = httpx.get(url, timeout=self.timeout_s, follow_redirects=False)
+            response = self.client.get(url)
         except httpx.TimeoutException:
             raise ProbeError(
                 f"{self.component} at {redact(url)}", f"no answer within {self.timeout_s:g} s"
