@@ -24,7 +24,9 @@ def sandbox(**overrides: object) -> Iterator[Path]:
     """A sandbox on free ports in its own directory; yields its environment file."""
     with tempfile.TemporaryDirectory(prefix="releasegate-bench-") as directory:
         Path(directory).chmod(0o755)
-        with running_sandbox(write_sandbox_env(Path(directory), **overrides), progress=lambda _line: None) as env:
+        with running_sandbox(
+            write_sandbox_env(Path(directory), **overrides), progress=lambda _line: None
+        ) as env:
             yield env
 
 

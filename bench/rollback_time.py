@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import sqlite3
 from datetime import datetime
-from pathlib import Path
 
-from common import PYTHON, ROOT, median, sandbox, timed
+from common import PYTHON, median, sandbox, timed
 
 
 def stamp(text: str) -> datetime:
@@ -27,12 +26,25 @@ def stamp(text: str) -> datetime:
 def one_run() -> dict[str, float]:
     with sandbox() as env_file:
         reports = env_file.parent / "reports"
-        _seconds, code, out = timed([PYTHON, "-m", "pytest", "gates/", f"--env={env_file}",
-                                     "--release=2.0.0-bad-health", f"--reports={reports}"])
+        _seconds, code, out = timed(
+            [
+                PYTHON,
+                "-m",
+                "pytest",
+                "gates/",
+                f"--env={env_file}",
+                "--release=2.0.0-bad-health",
+                f"--reports={reports}",
+            ]
+        )
         assert code == 11, out[-3000:]
         db = sqlite3.connect(reports / "ledger.sqlite")
-        run_id, undo_started = db.execute("SELECT id, undo_started_at FROM runs ORDER BY started_at DESC").fetchone()
-        failed = db.execute("SELECT at FROM gates WHERE run_id = ? AND outcome = 'failed'", (run_id,)).fetchone()[0]
+        run_id, undo_started = db.execute(
+            "SELECT id, undo_started_at FROM runs ORDER BY started_at DESC"
+        ).fetchone()
+        failed = db.execute(
+            "SELECT at FROM gates WHERE run_id = ? AND outcome = 'failed'", (run_id,)
+        ).fetchone()[0]
         events = db.execute("SELECT at, line FROM events WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
         after = [(stamp(at), line) for at, line in events if stamp(at) >= stamp(undo_started)]
         first_start = next(at for at, line in after if line.startswith("started 1.0.0"))
@@ -50,9 +62,11 @@ def main() -> None:
     args = parser.parse_args()
     runs = [one_run() for _ in range(args.runs)]
     total, own, decide = (median([r[key] for r in runs]) for key in ("total", "own", "decide"))
-    print(f"failed verify gate -> 1.0.0 serving on every instance: {total:.2f} s "
-          f"(releasegate's own part {own:.2f} s, of which deciding to roll back {decide:.3f} s; "
-          f"median of {args.runs})")
+    print(
+        f"failed verify gate -> 1.0.0 serving on every instance: {total:.2f} s "
+        f"(releasegate's own part {own:.2f} s, of which deciding to roll back {decide:.3f} s; "
+        f"median of {args.runs})"
+    )
 
 
 if __name__ == "__main__":

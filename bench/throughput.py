@@ -88,23 +88,45 @@ def main() -> None:
         redis_port = env.redis.url.rsplit(":", 1)[1].split("/")[0]
 
         def releasegate() -> float:
-            seconds, code, out = timed([PYTHON, "-m", "pytest", str(suite), f"--env={env_file}", "--release=bench",
-                                        f"--reports={tmp}/reports", "-n", "auto", "-q", f"--rootdir={ROOT}"])
+            seconds, code, out = timed(
+                [
+                    PYTHON,
+                    "-m",
+                    "pytest",
+                    str(suite),
+                    f"--env={env_file}",
+                    "--release=bench",
+                    f"--reports={tmp}/reports",
+                    "-n",
+                    "auto",
+                    "-q",
+                    f"--rootdir={ROOT}",
+                ]
+            )
             assert code == 0, out[-3000:]
             return seconds
 
         def shell() -> float:
-            seconds, code, out = timed([str(ROOT / "bench" / "runbook_checks.sh"), env.platform.url,
-                                        env.database.dsn, redis_port, "1.0.0"],
-                                       env={**os.environ, "INTERVAL": str(args.interval)})
+            seconds, code, out = timed(
+                [
+                    str(ROOT / "bench" / "runbook_checks.sh"),
+                    env.platform.url,
+                    env.database.dsn,
+                    redis_port,
+                    "1.0.0",
+                ],
+                env={**os.environ, "INTERVAL": str(args.interval)},
+            )
             assert code == 0, out
             return seconds
 
         samples = alternate(args.runs, releasegate=releasegate, shell=shell)
     rg, sh = median(samples["releasegate"]), median(samples["shell"])
-    print(f"60 read-only checks, 3 samples {args.interval:g} s apart: releasegate -n auto {rg:.1f} s, "
-          f"runbook shell script {sh:.1f} s: releasegate {sh / rg:.1f}x faster "
-          f"(median of {args.runs}, {os.cpu_count()} cores)")
+    print(
+        f"60 read-only checks, 3 samples {args.interval:g} s apart: releasegate -n auto {rg:.1f} s, "
+        f"runbook shell script {sh:.1f} s: releasegate {sh / rg:.1f}x faster "
+        f"(median of {args.runs}, {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":
