@@ -12,4 +12,13 @@ def make_platform(env: Environment) -> Platform:
 
         assert env.platform.local is not None
         return LocalPlatform(env.platform.local, env.platform.url)
+    if env.platform.kind == "kubernetes":
+        from releasegate.platforms.kubernetes import KubernetesPlatform
+
+        assert env.platform.kubernetes is not None
+        if env.platform.kubernetes.helm is not None:
+            from releasegate.platforms.helm import HelmPlatform
+
+            return HelmPlatform(KubernetesPlatform(env.platform.kubernetes, env.platform.url))
+        return KubernetesPlatform(env.platform.kubernetes, env.platform.url)
     raise NotImplementedError(f"platform.kind = {env.platform.kind!r}")
