@@ -322,3 +322,32 @@ def test_maintenance_by_environment_variable_and_back(cluster):
     env = {e.name: e.value for e in cluster.deployment("backend-core").spec.template.spec.containers[1].env}
     assert env == {"APP_ENV": "production", "MAINTENANCE_MODE": "false"}
     assert cluster.image("backend-core") == "granter/backend-core:v1.9.0"
+
+
+def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(cluster):
+    cluster.add_deployment("release-manager-prod", "release-manager:prod-aaa")
+    settings = cluster.settings(
+        [
+            {
+                "name": "release-manager-prod",
+                "container": "release-manager-prod",
+                "image": "release-manager:prod-{release}",
+            }
+        ]
+    )
+    platform = KubernetesPlatform(settings, "http://rm.example")
+    assert platform.deploy("bbb").ok
+    assert platform.rollback().ok  # revision 1 comes back as revision 3
+
+    again = platform.rollback()
+
+    assert again.ok, again.reason
+    assert "its template is already that revision's" in "\n".join(again.events)
+    assert platform.current_release() == "aaa"
+    assert platform.deploy("bbb").ok
+    assert platform.undo_records()[0].revision == 3, (
+        "the record names the revision that serves, not the gone one"
+    )
+    back = platform.rollback()
+    assert back.ok, back.reason
+    assert platform.current_release() == "aaa"

@@ -59,8 +59,20 @@ class Helm:
         return sorted(entries, key=lambda e: int(e.get("revision", 0)))
 
     def deployed_revision(self) -> int | None:
+        """The revision serving now (``deployed``); None for a release never installed."""
         deployed = [e for e in self.history() if e.get("status") == "deployed"]
         return int(deployed[-1]["revision"]) if deployed else None
+
+    def previous_revision(self) -> int | None:
+        """Where a rollback goes without a record: after a failed upgrade, the revision still
+        deployed; after a good one, the last superseded revision before it."""
+        entries = self.history()
+        if not entries:
+            return None
+        if entries[-1].get("status") != "deployed":
+            return self.deployed_revision()
+        older = [e for e in entries[:-1] if e.get("status") in ("superseded", "deployed")]
+        return int(older[-1]["revision"]) if older else None
 
     def upgrade(self, release: str) -> str:
         """``helm upgrade --install RELEASE CHART --wait --timeout Ns -f ... --set image.tag=...``."""
@@ -137,6 +149,13 @@ class HelmPlatform:
         self.recorded_revision: int | None = None
         """The Helm revision that served before this process's last upgrade: the rollback's target."""
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything beyond the protocol (maintenance, promote, abort, restart counts ...) is
+        the Kubernetes platform's: Helm only changes how the release gets there."""
+        if name == "kubernetes":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.kubernetes, name)
+
     def current_release(self) -> str | None:
         return self.kubernetes.current_release()
 
@@ -173,10 +192,9 @@ class HelmPlatform:
         return self._check(say, since, release)
 
     def _rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
-        revision = self.recorded_revision
-        if revision is None:
-            entries = self.helm.history()
-            revision = int(entries[-2]["revision"]) if len(entries) >= 2 else None
+        revision = (
+            self.recorded_revision if self.recorded_revision is not None else self.helm.previous_revision()
+        )
         if revision is None:
             return self.current_release(), f"helm release {self.helm.settings.release}: no earlier revision"
         since = now()
@@ -200,7 +218,7 @@ class HelmPlatform:
         if isinstance(strategy, Rolling):
             for spec in self.settings.deployments:
                 failure = strategy.ops.wait(spec, say) or strategy.ops.verify(
-                    spec, since, say, logs=release is not None
+                    spec, since, say, deep=release is not None
                 )
                 if failure:
                     return failure

@@ -329,7 +329,12 @@ class Rolling:
     def roll(self, spec: KubernetesDeploymentSettings, release: str, say: Progress) -> str | None:
         """One deployment: record, (strategy), set image, rollout status, checks."""
         deployment = self.ops.get(spec.name)
-        if self.ops.release(spec, deployment) == release and rollout_state(deployment).done:
+        replicas = _replicas_after_maintenance(deployment)
+        if (
+            self.ops.release(spec, deployment) == release
+            and rollout_state(deployment).done
+            and replicas is None
+        ):
             say(f"deployment {spec.name} already runs {release}: nothing to do")
             return None
         record = self.ops.record_undo(spec, release, deployment)
@@ -343,7 +348,6 @@ class Rolling:
                 f"maxUnavailable {spec.max_unavailable}"
             )
         since = now()
-        replicas = _replicas_after_maintenance(deployment)
         image = self.ops.set_image(spec, release, deployment, replicas=replicas)
         say(
             f"kubectl set image deployment/{spec.name} {spec.container}={image}"
@@ -401,9 +405,11 @@ class Rolling:
                 say(f"kubectl set image deployment/{spec.name} {spec.container}={image}")
             else:
                 say(f"deployment {spec.name} already runs {target}")
-        failure = self.ops.wait(spec, say) or self.ops.verify(spec, now(), say, logs=False)
-        if failure is None and replicas is not None:
-            self.ops.annotate(spec.name, {MAINTENANCE_REPLICAS: None})
+        failure = self.ops.wait(spec, say) or self.ops.verify(spec, now(), say, deep=False)
+        if failure is None:
+            self.ops.settle_undo(spec)
+            if replicas is not None:
+                self.ops.annotate(spec.name, {MAINTENANCE_REPLICAS: None})
         return failure
 
 

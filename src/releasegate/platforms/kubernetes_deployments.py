@@ -101,6 +101,20 @@ class Deployments:
         )
         return UndoRecord(spec.name, revision, release, target)
 
+    def settle_undo(self, spec: KubernetesDeploymentSettings) -> None:
+        """After a rollback: the record names what runs now (a second rollback changes nothing)
+        and no rollout is under way (the next deploy writes a fresh record)."""
+        deployment = self.get(spec.name)
+        revision = revision_of(deployment)
+        self.annotate(
+            spec.name,
+            {
+                UNDO_REVISION: str(revision) if revision is not None else None,
+                UNDO_RELEASE: self.release(spec, deployment),
+                ROLLING_TO: None,
+            },
+        )
+
     def annotate(self, name: str, annotations: dict[str, str | None]) -> None:
         """Set (or, with None, remove) annotations on the Deployment: metadata only, no rollout."""
         self.kube.write(
@@ -277,14 +291,17 @@ class Deployments:
             time.sleep(self.settings.poll_interval_s)
 
     def verify(
-        self, spec: KubernetesDeploymentSettings, since: datetime, say: Progress, *, logs: bool = True
+        self, spec: KubernetesDeploymentSettings, since: datetime, say: Progress, *, deep: bool = True
     ) -> str | None:
-        """After a rollout: the health URL answers 200, no new pod restarted more than allowed,
-        the new pods logged no ERROR line since the change (Granter 3.3, 4.2)."""
+        """After a rollout: the health URL answers 200; with ``deep`` (a new release, not a
+        rollback to pods that may have restarted long ago) no new pod restarted more than
+        allowed and none logged an ERROR line since the change (Granter 3.3, 4.2)."""
         if spec.health_url:
             failure = self.health(spec, say)
             if failure:
                 return failure
+        if not deep:
+            return None
         counts = restart_counts(self.kube, spec)
         worst = max(counts.items(), key=lambda item: item[1], default=None)
         if worst and worst[1] > self.settings.max_restarts:
@@ -292,23 +309,22 @@ class Deployments:
                 f"deployment {spec.name}: pod {worst[0]} restarted {worst[1]} time(s) "
                 f"(at most {self.settings.max_restarts} allowed)"
             )
-        if logs:
-            lines = error_log_lines(
-                self.kube,
-                spec,
-                since=since,
-                pattern=self.settings.log_error_pattern,
-                tail_lines=self.settings.log_tail_lines,
+        lines = error_log_lines(
+            self.kube,
+            spec,
+            since=since,
+            pattern=self.settings.log_error_pattern,
+            tail_lines=self.settings.log_tail_lines,
+        )
+        if len(lines) > self.settings.max_error_log_lines:
+            return (
+                f"deployment {spec.name}: {len(lines)} log line(s) match {self.settings.log_error_pattern} "
+                f"since {since:%H:%M:%S} (at most {self.settings.max_error_log_lines}); first: {lines[0]}"
             )
-            if len(lines) > self.settings.max_error_log_lines:
-                return (
-                    f"deployment {spec.name}: {len(lines)} log line(s) match {self.settings.log_error_pattern} "
-                    f"since {since:%H:%M:%S} (at most {self.settings.max_error_log_lines}); first: {lines[0]}"
-                )
-            say(
-                f"deployment {spec.name}: restarts {sum(counts.values())}, {len(lines)} ERROR line(s) in "
-                f"{len(counts)} new pod(s)"
-            )
+        say(
+            f"deployment {spec.name}: restarts {sum(counts.values())}, {len(lines)} ERROR line(s) in "
+            f"{len(counts)} new pod(s)"
+        )
         return None
 
     def health(self, spec: KubernetesDeploymentSettings, say: Progress) -> str | None:
