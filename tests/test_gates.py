@@ -116,7 +116,8 @@ def test_a_good_release_goes_through_every_gate(tmp_path: Path) -> None:
         assert "requests failed during the rollout | 0 | <= 0 | pass" in report
 
         suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
-        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (24, 0, 0)
+        # 31 gates: 24, and the 7 of gates/test_05_kubernetes.py, skipped on the sandbox
+        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (31, 0, 0)
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html

@@ -31,7 +31,9 @@ LIMITS (what it does not model):
   phases are status fields only; blue-green Rollouts, experiments, promoteFull and
   background analysis are not modelled;
 - the controllers write the emulator's store directly, not through the API: their changes
-  appear in the next read, not in watches.
+  appear in the next read, not in watches;
+- kmock applies a write to its store even when a test's reaction answers it with an error
+  (a 403 on a PATCH still patches): tests that refuse a write assert on what happened after it.
 """
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ class KubernetesPlatform:
             raise ActionError(f"strategy {self.settings.strategy!r} has nothing to abort")
         abort(progress)
 
-    # -- helpers ----------------------------------------------------------------------------------
+    # -- shared with HelmPlatform ---------------------------------------------------------------
 
     def run_change(
         self,
@@ -239,6 +239,8 @@ class KubernetesPlatform:
         work: Callable[[Progress], tuple[str | None, str | None]],
         progress: Progress,
     ) -> RolloutResult:
+        """Time a change and collect its progress lines into a RolloutResult (Helm uses it too).
+        ``work`` returns the release reached and the failure line, None when it worked."""
         started = time.monotonic()
         events: list[str] = []
 
@@ -265,6 +267,8 @@ class KubernetesPlatform:
             reason=failure or "",
             events=events,
         )
+
+    # -- helpers ----------------------------------------------------------------------------------
 
     def _strategy_as(self, kind: type[Any]) -> Any:
         strategy = self.strategy

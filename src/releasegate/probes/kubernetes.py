@@ -32,11 +32,9 @@ from urllib3.util.retry import Retry
 from releasegate.config import KubernetesDeploymentSettings, KubernetesPlatformSettings
 from releasegate.errors import ActionError, ProbeError
 from releasegate.probes.kubernetes_objects import (
-    REVISION,
     TEMPLATE_HASH,
     container_image,
     pod_failure,
-    pod_ready,
     quantity,
     resolve_count,
     restarts,
@@ -51,7 +49,6 @@ _RETRIED_METHODS = frozenset({"GET", "HEAD", "PATCH", "PUT", "DELETE"})
 """POST (create) is never retried: it is not idempotent. Our patches are (whole values, by index)."""
 
 METRICS = ("metrics.k8s.io", "v1beta1", "nodes")
-ARGO = "argoproj.io"
 
 
 class Kubernetes:
@@ -476,14 +473,6 @@ def error_log_lines(
             f"{pod.metadata.name}: {line.strip()}" for line in text.splitlines() if matcher.search(line)
         ]
     return found
-
-
-def ready_pods(kube: Kubernetes, selector: Any) -> list[Any]:
-    return [p for p in kube.pods(selector) if pod_ready(p) and not (p.metadata.deletion_timestamp)]
-
-
-def revision_annotation(obj: Any) -> str | None:
-    return ((obj.metadata.annotations or {}) if obj.metadata else {}).get(REVISION)
 
 
 # -- helpers --------------------------------------------------------------------------------
