@@ -1,6 +1,6 @@
 """A small stand-in for the controllers of a cluster, acting on the kmock emulator.
 
-A thread ticks every ``tick_s`` (20 ms); each tick runs inside the emulator's event loop, between
+A thread ticks every ``tick_s`` (10 ms); each tick runs inside the emulator's event loop, between
 two requests, so the world it writes is always consistent. It does what a cluster would:
 
 - the Deployment controller: one ReplicaSet per pod template (named by a template hash, with a
@@ -24,7 +24,7 @@ LIMITS (what it does not model):
 - no scheduler, resources or node capacity: pods land round-robin on the nodes; node metrics,
   PodDisruptionBudget status and Services are whatever the test wrote (no endpoints);
 - no graceful termination: a deleted pod is gone at once; minReadySeconds is 0 (available
-  means ready); progress is measured in real seconds at 20 ms resolution;
+  means ready); progress is measured in real seconds at 10 ms resolution;
 - pod logs ignore ``sinceSeconds``/``tailLines`` (every line of the image's behaviour is
   returned); ``labelSelector`` is ignored by kmock, as the client is told;
 - the Argo controller keeps no pods or ReplicaSets of its own: weights, replica counts and
@@ -68,7 +68,7 @@ _LOG_PATH = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log")
 class Behaviour:
     """What the pods of one image do."""
 
-    ready_after_s: float = 0.1
+    ready_after_s: float = 0.05
     fault: str | None = None
     """CrashLoopBackOff, ImagePullBackOff, ErrImagePull, OOMKilled, CreateContainerConfigError, NeverReady."""
     fault_after_s: float = 0.15
@@ -81,7 +81,7 @@ class Behaviour:
 class Simulation:
     """The controllers (see the module docstring), started and stopped by the tests."""
 
-    def __init__(self, emulator: EmulatorThread, tick_s: float = 0.02) -> None:
+    def __init__(self, emulator: EmulatorThread, tick_s: float = 0.01) -> None:
         self.emulator = emulator
         self.server = emulator.server
         self.tick_s = tick_s
@@ -91,6 +91,7 @@ class Simulation:
         self._argo: dict[tuple[str, str], dict[str, Any]] = {}
         self._names = itertools.count(1)
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name="k8s-simulation", daemon=True)
         self.errors: list[BaseException] = []
 
@@ -102,6 +103,11 @@ class Simulation:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+    def pause(self, seconds: float) -> None:
+        """Let the controllers lag for ``seconds``, as a busy cluster does."""
+        self._paused.set()
+        threading.Timer(seconds, self._paused.clear).start()
 
     def settle(self, condition: Callable[[], bool], timeout_s: float = 10) -> None:
         """Wait until ``condition`` holds (checked between ticks); fail the test otherwise."""
@@ -117,6 +123,9 @@ class Simulation:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._paused.is_set():
+                time.sleep(self.tick_s)
+                continue
             try:
                 self.emulator.call(self._tick)
             except BaseException as exc:  # surfaced by settle() and the fixture's teardown

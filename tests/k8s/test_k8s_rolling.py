@@ -342,7 +342,7 @@ def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(cl
     again = platform.rollback()
 
     assert again.ok, again.reason
-    assert "its template is already that revision's" in "\n".join(again.events)
+    assert "deployment release-manager-prod: not changed by the last deploy, left as it is" in again.events
     assert platform.current_release() == "aaa"
     assert platform.deploy("bbb").ok
     assert platform.undo_records()[0].revision == 3, (
@@ -351,3 +351,42 @@ def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(cl
     back = platform.rollback()
     assert back.ok, back.reason
     assert platform.current_release() == "aaa"
+
+
+def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(cluster):
+    """Until the controller has seen the undo, the current pods are the crash-looping ones."""
+    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
+    cluster.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff")
+    platform = KubernetesPlatform(
+        cluster.settings(
+            [
+                {
+                    "name": "backend-core",
+                    "container": "backend-core",
+                    "image": "granter/backend-core:v{release}",
+                }
+            ]
+        ),
+        "http://granter.example",
+    )
+    assert not platform.deploy("2.0.0").ok
+
+    cluster.sim.pause(0.3)
+    result = platform.rollback()
+
+    assert result.ok, result.reason
+    assert "waiting for deployment backend-core spec update to be observed (0.0 s)" in result.events
+    assert platform.current_release() == "1.9.0"
+
+
+def test_a_rollback_leaves_alone_what_the_failed_deploy_never_reached(cluster):
+    platform = granter(cluster)
+    assert platform.deploy("1.9.1").ok  # every deployment carries a record of 1.9.0 -> 1.9.1
+    cluster.behave("granter/data-service:v2.0.0", fault="CrashLoopBackOff")
+    assert not platform.deploy("2.0.0").ok  # backend-core and data-service changed, web-frontend not
+
+    result = platform.rollback()
+
+    assert result.ok, result.reason
+    assert "deployment web-frontend: not changed by the last deploy, left as it is" in result.events
+    assert [cluster.image(n) for n in GRANTER] == [f"granter/{n}:v1.9.1" for n in GRANTER]

@@ -363,8 +363,14 @@ class Rolling:
         return failure
 
     def rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
+        """Each deployment back, last first. Without ``to_release``, only the deployments the last
+        deploy changed (their record names the same target as the first one's) are touched."""
         failures = []
+        last = self.ops.undo_record(self.settings.deployments[0]).rolling_to
         for spec in reversed(self.settings.deployments):
+            if to_release is None and (last is None or self.ops.undo_record(spec).rolling_to != last):
+                say(f"deployment {spec.name}: not changed by the last deploy, left as it is")
+                continue
             try:
                 failure = self.undo(spec, to_release, say)
             except ActionError as exc:

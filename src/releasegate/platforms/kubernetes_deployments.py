@@ -265,7 +265,7 @@ class Deployments:
             if state.message != last:
                 say(f"{state.message} ({elapsed:.1f} s)")
                 last = state.message
-            new_pods = self.kube.new_pods(deployment, spec.container)
+            new_pods = self.kube.new_pods(deployment, spec.container) if state.observed else []
             failure = next((f for p in new_pods if (f := pod_failure(p))), None)
             if failure:
                 return f"deployment {spec.name}: {failure} ({elapsed:.1f} s into the rollout)"

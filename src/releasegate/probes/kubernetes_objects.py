@@ -174,6 +174,8 @@ class RolloutState:
     done: bool
     message: str
     failed: str | None = None
+    observed: bool = True
+    """The controller has seen the latest spec: until then, its status and pods are the old ones."""
 
 
 def revision_of(obj: Any) -> int | None:
@@ -192,7 +194,9 @@ def rollout_state(deployment: Any) -> RolloutState:
     generation = deployment.metadata.generation or 0
     observed = (status.observed_generation if status else None) or 0
     if generation > observed:
-        return RolloutState(False, f"waiting for deployment {name} spec update to be observed")
+        return RolloutState(
+            False, f"waiting for deployment {name} spec update to be observed", observed=False
+        )
     for condition in (status.conditions if status else None) or []:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
             detail = f": {condition.message}" if condition.message else ""
