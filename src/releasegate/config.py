@@ -196,7 +196,7 @@ class KubernetesPreflightSettings(Model):
     )
 
 
-class MaintenanceSettings(Model):
+class KubernetesMaintenanceSettings(Model):
     """Around migrations: scale to 0 (Granter 1.3, Summit GA 3.3) or an env var (Summit runbook)."""
 
     mode: Literal["scale-to-zero", "env"] = "scale-to-zero"
@@ -210,7 +210,7 @@ class MaintenanceSettings(Model):
     drain_s: float = Field(30.0, ge=0, description="Granter 1.3: wait for graceful shutdown (30 seconds)")
 
 
-class BlueGreenSettings(Model):
+class KubernetesBlueGreenSettings(Model):
     """Two Deployments and a Service whose selector is switched (Summit GA 8.1)."""
 
     service: KubeName
@@ -223,7 +223,7 @@ class BlueGreenSettings(Model):
     scale_down_previous: bool = Field(False, description="scale the old color to 0 after the switch")
 
 
-class CanarySettings(Model):
+class KubernetesCanarySettings(Model):
     """A canary by replica ratio: stable N replicas, canary k, both behind the same Service."""
 
     stable: KubeName
@@ -293,9 +293,9 @@ class KubernetesPlatformSettings(Model):
     max_error_log_lines: int = Field(0, ge=0, description="ERROR lines allowed in new pods' logs")
     log_tail_lines: int = Field(500, gt=0)
     preflight: KubernetesPreflightSettings = KubernetesPreflightSettings()
-    maintenance: MaintenanceSettings | None = None
-    blue_green: BlueGreenSettings | None = None
-    canary: CanarySettings | None = None
+    maintenance: KubernetesMaintenanceSettings | None = None
+    blue_green: KubernetesBlueGreenSettings | None = None
+    canary: KubernetesCanarySettings | None = None
     argo_rollout: ArgoRolloutSettings | None = None
     helm: HelmSettings | None = None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from releasegate.config import BlueGreenSettings, KubernetesDeploymentSettings
+from releasegate.config import KubernetesBlueGreenSettings, KubernetesDeploymentSettings
 from releasegate.errors import ActionError
 from releasegate.platforms.base import PlatformStatus, Progress
 from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of, now
@@ -30,7 +30,7 @@ class BlueGreen:
 
     def __init__(self, platform: KubernetesPlatform) -> None:
         assert platform.settings.blue_green is not None
-        self.config: BlueGreenSettings = platform.settings.blue_green
+        self.config: KubernetesBlueGreenSettings = platform.settings.blue_green
         self.kube = platform.kube
         self.ops = platform.deployments
         self.colors = {
@@ -111,7 +111,7 @@ class BlueGreen:
         if failure:
             return failure
         self.switch(idle, say)
-        failure = self._serving(spare, release)
+        failure = self._serving(spare)
         if failure:
             return failure
         if self.config.scale_down_previous:
@@ -140,7 +140,7 @@ class BlueGreen:
                     return self.ops.release(self.colors[active]), failure
             self.switch(back, say)
         reached = self.ops.release(spec)
-        failure = self._serving(spec, reached or "")
+        failure = self._serving(spec)
         if failure is None and to_release and reached != to_release:
             failure = f"{back} ({spec.name}) runs {reached}, not {to_release}"
         return reached, failure
@@ -182,7 +182,8 @@ class BlueGreen:
         )
         return self.ops.wait(spec, say) or self.ops.verify(spec, since, say)
 
-    def _serving(self, spec: KubernetesDeploymentSettings, release: str) -> str | None:
+    def _serving(self, spec: KubernetesDeploymentSettings) -> str | None:
+        """After a switch: the Service selects ready pods, all of them this color's."""
         selector = self.service().spec.selector or {}
         pods = [p for p in self.kube.pods(selector) if pod_ready(p)]
         if not pods:

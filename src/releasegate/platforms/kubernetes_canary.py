@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from releasegate.config import CanarySettings
+from releasegate.config import KubernetesCanarySettings
 from releasegate.errors import ActionError
 from releasegate.platforms.base import PlatformStatus, Progress, no_progress
 from releasegate.platforms.kubernetes_deployments import instance_of, now
@@ -35,7 +35,7 @@ class ReplicaCanary:
 
     def __init__(self, platform: KubernetesPlatform) -> None:
         assert platform.settings.canary is not None
-        self.config: CanarySettings = platform.settings.canary
+        self.config: KubernetesCanarySettings = platform.settings.canary
         self.kube = platform.kube
         self.ops = platform.deployments
         self.stable = platform.settings.deployment(self.config.stable)
