@@ -6,6 +6,7 @@ Release Manager "API Endpoint Health": `for i in {1..10}; curl /health; sleep 2`
 
 import pytest
 
+from releasegate.platforms import instances_reachable
 from releasegate.verification import every_instance_serves, health_repeatedly
 
 pytestmark = pytest.mark.phase("verify")
@@ -13,7 +14,14 @@ pytestmark = pytest.mark.phase("verify")
 
 def test_every_instance_is_healthy_on_the_release(rollout, platform, release, env, check):
     """Pod health: every instance in service runs the release and its /health says healthy."""
-    every_instance_serves(check, platform, release, env.verify.health_path, env.verify.request_timeout_s)
+    every_instance_serves(
+        check,
+        platform,
+        release,
+        env.verify.health_path,
+        env.verify.request_timeout_s,
+        reachable=instances_reachable(env),
+    )
 
 
 @pytest.mark.threshold("verify.health_probes", "verify.health_interval_s")

@@ -143,17 +143,222 @@ class LocalPlatformSettings(Model):
         return self
 
 
+_SURGE = re.compile(r"^(\d+|\d+%)$")
+_KUBE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def _surge_value(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+    if not _SURGE.match(value):
+        raise ValueError('expected a count (1) or a percentage ("25%")')
+    return value
+
+
+def _kube_name(value: str) -> str:
+    if not _KUBE_NAME.match(value) or len(value) > 253:
+        raise ValueError("expected a Kubernetes object name (lowercase letters, digits, '-' and '.')")
+    return value
+
+
+def _release_template(value: str) -> str:
+    if value.count("{release}") != 1:
+        raise ValueError("an image template must contain {release} exactly once")
+    return value
+
+
+KubeName = Annotated[str, AfterValidator(_kube_name)]
+Surge = Annotated[int | str, AfterValidator(_surge_value)]
+ImageTemplate = Annotated[str, AfterValidator(_release_template)]
+
+
+class KubernetesDeploymentSettings(Model):
+    """One Deployment the release updates, in the order the list gives (Granter 3.1-3.5)."""
+
+    name: KubeName
+    container: str = Field(description="the container whose image carries the release")
+    image: ImageTemplate = Field(description='e.g. "granter/backend-core:v{release}"')
+    health_url: str | None = Field(None, description="GET must answer 200 before the next deployment starts")
+    health_timeout_s: float = Field(60.0, gt=0)
+    max_surge: Surge = 1
+    max_unavailable: Surge = 0
+    enforce_strategy: bool = Field(
+        False, description="patch the RollingUpdate strategy to max_surge/max_unavailable before the rollout"
+    )
+
+
+class KubernetesPreflightSettings(Model):
+    """`kubectl get nodes` / `kubectl top nodes` thresholds (Summit GA 2.2)."""
+
+    max_node_cpu_ratio: float = Field(0.7, gt=0, le=1)
+    max_node_memory_ratio: float = Field(0.8, gt=0, le=1)
+    require_node_metrics: bool = Field(
+        True, description="no metrics.k8s.io answer is a failure (False: the check is inconclusive)"
+    )
+
+
+class KubernetesMaintenanceSettings(Model):
+    """Around migrations: scale to 0 (Granter 1.3, Summit GA 3.3) or an env var (Summit runbook)."""
+
+    mode: Literal["scale-to-zero", "env"] = "scale-to-zero"
+    deployments: list[KubeName] = Field(
+        default_factory=list,
+        description="which deployments; empty means all of platform.kubernetes.deployments",
+    )
+    env_var: str = "MAINTENANCE_MODE"
+    on_value: str = "true"
+    off_value: str = "false"
+    drain_s: float = Field(30.0, ge=0, description="Granter 1.3: wait for graceful shutdown (30 seconds)")
+
+
+class KubernetesBlueGreenSettings(Model):
+    """Two Deployments and a Service whose selector is switched (Summit GA 8.1)."""
+
+    service: KubeName
+    blue: KubeName
+    green: KubeName
+    selector_key: str = "version"
+    selector_value: Literal["color", "release"] = Field(
+        "color", description="what the Service selects on: the color's name, or the release (a pod label)"
+    )
+    scale_down_previous: bool = Field(False, description="scale the old color to 0 after the switch")
+
+
+class KubernetesCanarySettings(Model):
+    """A canary by replica ratio: stable N replicas, canary k, both behind the same Service."""
+
+    stable: KubeName
+    canary: KubeName
+    steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
+    step_pause_s: float = Field(0.0, ge=0, description="how long each step is observed before the next")
+
+    @field_validator("steps")
+    @classmethod
+    def _ascending(cls, steps: list[int]) -> list[int]:
+        if not steps or steps != sorted(set(steps)):
+            raise ValueError("steps must be distinct percentages in ascending order")
+        return steps
+
+
+class ArgoRolloutSettings(Model):
+    """An Argo Rollout (argoproj.io/v1alpha1) whose steps and AnalysisRuns are followed."""
+
+    name: KubeName
+    container: str
+    image: ImageTemplate
+    promote_paused: bool = Field(
+        False, description="promote an indefinite pause step (`kubectl argo rollouts promote`)"
+    )
+    abort_on_failure: bool = Field(True, description="abort the Rollout when an AnalysisRun fails")
+
+
+class HelmSettings(Model):
+    """`helm upgrade --install --wait`, `helm history`, `helm rollback` (Summit GA 4.2, 7.1)."""
+
+    release: str = Field(description="the Helm release name")
+    chart: str
+    binary: str = "helm"
+    values_files: list[str] = Field(default_factory=list)
+    set_values: dict[str, str] = Field(
+        default_factory=lambda: {"image.tag": "{release}"}, description="--set KEY=VALUE, {release} filled in"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="--timeout (GA 4.2: 10m)")
+
+
+class KubernetesPlatformSettings(Model):
+    """A release on Kubernetes through the official client (kubeconfig context or in-cluster)."""
+
+    context: str | None = Field(None, description="kubeconfig context; default: the current context")
+    kubeconfig: str | None = Field(
+        None, description="kubeconfig path; default: $KUBECONFIG or ~/.kube/config"
+    )
+    in_cluster: bool = False
+    token: Secret | None = Field(
+        None, description="a bearer token that replaces the kubeconfig's credentials"
+    )
+    namespace: KubeName
+    request_timeout_s: float = Field(10.0, gt=0, description="every API call's timeout")
+    retries: int = Field(3, ge=0, le=10, description="retries of refused connections, timeouts and 5xx")
+    retry_backoff_s: float = Field(0.5, ge=0)
+    rollout_timeout_s: float = Field(
+        600.0, gt=0, description="`kubectl rollout status --timeout`, per deployment"
+    )
+    poll_interval_s: float = Field(2.0, gt=0)
+    strategy: Literal["rolling", "blue-green", "canary", "argo-rollout"] = "rolling"
+    deployments: list[KubernetesDeploymentSettings] = Field(default_factory=list)
+    rollback: Literal["revision", "image"] = Field(
+        "revision", description="revision: `kubectl rollout undo`; image: set the previous image tag"
+    )
+    max_restarts: int = Field(0, ge=0, description="container restarts allowed in a new pod")
+    log_error_pattern: str = r"\bERROR\b"
+    max_error_log_lines: int = Field(0, ge=0, description="ERROR lines allowed in new pods' logs")
+    log_tail_lines: int = Field(500, gt=0)
+    preflight: KubernetesPreflightSettings = KubernetesPreflightSettings()
+    maintenance: KubernetesMaintenanceSettings | None = None
+    blue_green: KubernetesBlueGreenSettings | None = None
+    canary: KubernetesCanarySettings | None = None
+    argo_rollout: ArgoRolloutSettings | None = None
+    helm: HelmSettings | None = None
+
+    @field_validator("log_error_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _strategy_is_configured(self) -> KubernetesPlatformSettings:
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError("deployments: each name once")
+        sections = {"blue-green": self.blue_green, "canary": self.canary, "argo-rollout": self.argo_rollout}
+        for strategy, section in sections.items():
+            key = strategy.replace("-", "_")
+            if strategy == self.strategy and section is None:
+                raise ValueError(f"strategy = '{strategy}' needs a [platform.kubernetes.{key}] section")
+            if strategy != self.strategy and section is not None:
+                raise ValueError(f"[platform.kubernetes.{key}] is set but strategy = '{self.strategy}'")
+        if self.strategy != "argo-rollout" and not self.deployments:
+            raise ValueError(
+                f"strategy = '{self.strategy}' needs at least one [[platform.kubernetes.deployments]]"
+            )
+        wanted = []
+        if self.blue_green:
+            wanted = [self.blue_green.blue, self.blue_green.green]
+        if self.canary:
+            wanted = [self.canary.stable, self.canary.canary]
+        if self.maintenance:
+            wanted += self.maintenance.deployments
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: not in [[platform.kubernetes.deployments]]")
+        if self.in_cluster and (self.context or self.kubeconfig):
+            raise ValueError("in_cluster = true takes no context or kubeconfig")
+        return self
+
+    def deployment(self, name: str) -> KubernetesDeploymentSettings:
+        return next(d for d in self.deployments if d.name == name)
+
+
 class PlatformSettings(Model):
-    kind: Literal["local"] = "local"
+    kind: Literal["local", "kubernetes"] = "local"
     url: Annotated[str, AfterValidator(_no_inline_password)] = Field(
         description="where users reach the service (the load balancer)"
     )
     local: LocalPlatformSettings | None = None
+    kubernetes: KubernetesPlatformSettings | None = None
 
     @model_validator(mode="after")
     def _kind_has_settings(self) -> PlatformSettings:
         if self.kind == "local" and self.local is None:
             raise ValueError("platform.kind = 'local' needs a [platform.local] section")
+        if self.kind == "kubernetes" and self.kubernetes is None:
+            raise ValueError("platform.kind = 'kubernetes' needs a [platform.kubernetes] section")
         return self
 
 

@@ -113,6 +113,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "phase(name): the deployment phase a gate belongs to")
     config.addinivalue_line("markers", "threshold(*keys): the environment keys a gate judges against")
+    config.addinivalue_line("markers", "platform(*kinds): gates that apply only to these platform kinds")
     if not _is_suite_run(config):
         return
     config.pluginmanager.register(fixtures, "releasegate-fixtures")
@@ -248,6 +249,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    env = config.stash.get(ENV_KEY, None)
+    if env is not None:
+        # Gates for a platform this environment does not use are not part of its runbook.
+        elsewhere = [
+            i for i in items if (m := i.get_closest_marker("platform")) and env.platform.kind not in m.args
+        ]
+        if elsewhere:
+            config.hook.pytest_deselected(items=elsewhere)
+            items[:] = [i for i in items if i not in elsewhere]
     gates: dict[Phase, list[str]] = {}
     for item in items:
         try:

@@ -19,6 +19,7 @@ from releasegate.evidence import Checker
 from releasegate.ledger import Ledger, RunRecord
 from releasegate.pipeline import Change, Decision, Undo, undo_plan
 from releasegate.plan import last_phase
+from releasegate.platforms import instances_reachable
 from releasegate.platforms.base import Progress
 from releasegate.run import CHANGES, Run
 from releasegate.verification import database_as_before, every_instance_serves
@@ -222,7 +223,12 @@ class RollbackSession:
                 check.holds("migrations applied again", migrated.ok, detail=migrated.error)
             verify = self.env.verify
             every_instance_serves(
-                check, self.run.platform, target.release, verify.health_path, verify.request_timeout_s
+                check,
+                self.run.platform,
+                target.release,
+                verify.health_path,
+                verify.request_timeout_s,
+                reachable=instances_reachable(self.env),
             )
             return {"ok": True}
 
@@ -235,7 +241,12 @@ class RollbackSession:
             return
         verify = self.env.verify
         every_instance_serves(
-            check, self.run.platform, self.back_to, verify.health_path, verify.request_timeout_s
+            check,
+            self.run.platform,
+            self.back_to,
+            verify.health_path,
+            verify.request_timeout_s,
+            reachable=instances_reachable(self.env),
         )
 
 

@@ -25,7 +25,7 @@ from releasegate.errors import ActionError, ReleasegateError
 from releasegate.evidence import Checker, Evidence, GateFailure
 from releasegate.ledger import Ledger, RunRecord
 from releasegate.pipeline import Change, Pipeline, Undo
-from releasegate.platforms import make_platform
+from releasegate.platforms import instances_reachable, make_platform
 from releasegate.platforms.base import Platform, Progress
 from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres, version_key
@@ -273,7 +273,14 @@ class Run:
             f"application rolled back to {target}", result.ok, source="platform", detail=result.reason
         )
         verify = self.env.verify
-        every_instance_serves(check, self.platform, target, verify.health_path, verify.request_timeout_s)
+        every_instance_serves(
+            check,
+            self.platform,
+            target,
+            verify.health_path,
+            verify.request_timeout_s,
+            reachable=instances_reachable(self.env),
+        )
         health_repeatedly(
             check,
             self.service,

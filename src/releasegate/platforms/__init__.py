@@ -12,4 +12,21 @@ def make_platform(env: Environment) -> Platform:
 
         assert env.platform.local is not None
         return LocalPlatform(env.platform.local, env.platform.url)
+    if env.platform.kind == "kubernetes":
+        from releasegate.platforms.kubernetes import KubernetesPlatform
+
+        assert env.platform.kubernetes is not None
+        if env.platform.kubernetes.helm is not None:
+            from releasegate.platforms.helm import HelmPlatform
+
+            return HelmPlatform(KubernetesPlatform(env.platform.kubernetes, env.platform.url))
+        return KubernetesPlatform(env.platform.kubernetes, env.platform.url)
     raise NotImplementedError(f"platform.kind = {env.platform.kind!r}")
+
+
+def instances_reachable(env: Environment) -> bool:
+    """Whether each instance's own address answers from where releasegate runs: local processes
+    do; pods do only from inside the cluster (otherwise they are checked through the service)."""
+    if env.platform.kind == "kubernetes":
+        return bool(env.platform.kubernetes and env.platform.kubernetes.in_cluster)
+    return True

@@ -1,0 +1,332 @@
+"""Argo Rollouts: the environment names a Rollout (``argoproj.io/v1alpha1``, canary steps such as
+Summit's 5/10/25/50/75/100 with an analysis at each step).
+
+``deploy`` sets the Rollout's image (``kubectl argo rollouts set image``, a JSON Patch on the
+container found by name) and follows the controller: each step, weight and pause as a progress
+line, each AnalysisRun's verdict. A failed AnalysisRun aborts the Rollout (``kubectl argo
+rollouts abort``: the stable ReplicaSet takes all traffic back) and fails the deploy with the
+analysis' message. An indefinite pause (``pause: {}``) is promoted when ``promote_paused``;
+otherwise ``deploy`` returns there and the gates decide with ``promote()`` or ``abort()``.
+``rollback`` aborts what is in progress and sets the image recorded before the change
+(``releasegate.dev/undo-release`` on the Rollout): Argo goes back to the stable ReplicaSet
+without walking the steps again. ``rollout_status()`` is the record of where it stands.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from releasegate.config import ArgoRolloutSettings, KubernetesPlatformSettings
+from releasegate.errors import ActionError
+from releasegate.platforms.base import PlatformStatus, Progress, no_progress
+from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of
+from releasegate.probes.kubernetes_objects import image_for, pod_ready, release_of
+
+if TYPE_CHECKING:
+    from releasegate.platforms.kubernetes import KubernetesPlatform
+
+GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
+FAILED_ANALYSIS = frozenset({"Failed", "Error", "Inconclusive"})
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """Where a Rollout stands, as ``kubectl argo rollouts get rollout`` shows it."""
+
+    phase: str
+    step: int
+    steps: int
+    canary_weight: int
+    message: str
+    aborted: bool
+    paused: bool
+    analysis_run: str | None
+    analysis_status: str | None
+    stable: bool
+    """The stable ReplicaSet runs the current template: the rollout is complete."""
+
+    def line(self, name: str) -> str:
+        text = f"rollout {name}: {self.phase}, step {self.step}/{self.steps}, canary weight {self.canary_weight} %"
+        if self.analysis_run:
+            text += f", analysis {self.analysis_run} {self.analysis_status}"
+        if self.message:
+            text += f": {self.message}"
+        return text
+
+
+class ArgoRollout:
+    """See the module docstring."""
+
+    def __init__(self, platform: KubernetesPlatform) -> None:
+        settings: KubernetesPlatformSettings = platform.settings
+        assert settings.argo_rollout is not None
+        self.config: ArgoRolloutSettings = settings.argo_rollout
+        self.settings = settings
+        self.kube = platform.kube
+        self.name = self.config.name
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self) -> dict[str, Any]:
+        return self.kube.read(
+            "get",
+            f"rollouts.argoproj.io/{self.name}",
+            self.kube.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.kube.namespace,
+            PLURAL,
+            self.name,
+        )
+
+    def rollout_status(self, rollout: dict[str, Any] | None = None) -> RolloutStatus:
+        rollout = rollout or self.get()
+        status = rollout.get("status") or {}
+        canary = status.get("canary") or {}
+        analysis = canary.get("currentStepAnalysisRunStatus") or {}
+        steps = ((rollout.get("spec") or {}).get("strategy") or {}).get("canary", {}).get("steps") or []
+        weights = canary.get("weights") or {}
+        return RolloutStatus(
+            phase=status.get("phase") or "Unknown",
+            step=int(status.get("currentStepIndex") or 0),
+            steps=len(steps),
+            canary_weight=int((weights.get("canary") or {}).get("weight") or 0),
+            message=status.get("message") or "",
+            aborted=bool(status.get("abort")),
+            paused=bool(status.get("pauseConditions")) or bool((rollout.get("spec") or {}).get("paused")),
+            analysis_run=analysis.get("name"),
+            analysis_status=analysis.get("status"),
+            stable=bool(status.get("stableRS")) and status.get("stableRS") == status.get("currentPodHash"),
+        )
+
+    def template_release(self, rollout: dict[str, Any] | None = None) -> str | None:
+        rollout = rollout or self.get()
+        containers = rollout["spec"]["template"]["spec"].get("containers", [])
+        image = next((c.get("image") for c in containers if c.get("name") == self.config.container), None)
+        return release_of(image, self.config.image)
+
+    def current_release(self) -> str | None:
+        """The template's release once it is stable; during a canary or after an abort, the stable one."""
+        rollout = self.get()
+        if self.rollout_status(rollout).stable:
+            return self.template_release(rollout)
+        return _annotations(rollout).get(UNDO_RELEASE) or self.template_release(rollout)
+
+    def previous_release(self) -> str | None:
+        return _annotations(self.get()).get(UNDO_RELEASE)
+
+    def status(self) -> PlatformStatus:
+        rollout = self.get()
+        selector = (rollout.get("spec") or {}).get("selector")
+        pods = self.kube.pods(selector) if selector else []
+        instances = tuple(instance_of(p, self.config.container, self.config.image) for p in pods)
+        return PlatformStatus(
+            self.current_release(),
+            self.previous_release(),
+            int((rollout.get("spec") or {}).get("replicas") or 1),
+            instances,
+            in_service=tuple(p.metadata.name for p in pods if pod_ready(p)),
+        )
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def deploy(self, release: str, say: Progress) -> str | None:
+        rollout = self.get()
+        current = self.template_release(rollout)
+        if current == release and self.rollout_status(rollout).stable:
+            say(f"rollout {self.name} already runs {release}: nothing to do")
+            return None
+        annotations = _annotations(rollout)
+        if annotations.get(ROLLING_TO) != release or not annotations.get(UNDO_RELEASE):
+            self._annotate({UNDO_RELEASE: self.current_release(), ROLLING_TO: release})
+        image = self._set_image(rollout, release)
+        say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
+        return self.follow(say)
+
+    def follow(self, say: Progress, timeout_s: float | None = None) -> str | None:
+        """Follow the controller until the Rollout is stable (None), fails, or waits for a promotion."""
+        timeout_s = timeout_s or self.settings.rollout_timeout_s
+        started = time.monotonic()
+        last = ""
+        while True:
+            rollout = self.get()
+            state = self.rollout_status(rollout)
+            observed = _generation((rollout.get("status") or {}).get("observedGeneration"))
+            if observed >= int(rollout["metadata"].get("generation") or 0):
+                line = state.line(self.name)
+                if line != last:
+                    say(f"{line} ({time.monotonic() - started:.1f} s)")
+                    last = line
+                if state.stable and state.phase == "Healthy":
+                    return None
+                if state.analysis_status in FAILED_ANALYSIS:
+                    return self._analysis_failed(state, say)
+                if state.aborted or state.phase == "Degraded":
+                    return f"rollout {self.name} aborted: {state.message or state.phase}"
+                if state.paused and self._indefinite_pause(rollout, state):
+                    if not self.config.promote_paused:
+                        say(
+                            f"rollout {self.name} paused at step {state.step} until promoted: the gates decide"
+                        )
+                        return None
+                    self._promote_patch(say)
+            if time.monotonic() - started > timeout_s:
+                return f"rollout {self.name} not complete within {timeout_s:g} s: {state.line(self.name)}"
+            time.sleep(self.settings.poll_interval_s)
+
+    def promote(self, say: Progress = no_progress) -> None:
+        """``kubectl argo rollouts promote``, then follow it to the next pause or the end."""
+        self._promote_patch(say)
+        failure = self.follow(say)
+        if failure:
+            raise ActionError(failure)
+
+    def abort(self, say: Progress = no_progress) -> None:
+        """``kubectl argo rollouts abort``: the stable ReplicaSet takes all traffic back."""
+        self._status_patch({"status": {"abort": True}})
+        say(f"kubectl argo rollouts abort {self.name}")
+        started = time.monotonic()
+        while time.monotonic() - started < self.settings.rollout_timeout_s:
+            state = self.rollout_status()
+            if state.canary_weight == 0 and (state.phase == "Degraded" or state.stable):
+                say(state.line(self.name))
+                return
+            time.sleep(self.settings.poll_interval_s)
+        raise ActionError(f"rollout {self.name} not aborted within {self.settings.rollout_timeout_s:g} s")
+
+    def rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
+        rollout = self.get()
+        state = self.rollout_status(rollout)
+        target = to_release or _annotations(rollout).get(UNDO_RELEASE)
+        if target is None:
+            return (
+                self.current_release(),
+                f"rollout {self.name}: no release to roll back to (none given, none recorded)",
+            )
+        try:
+            if not state.stable and not state.aborted:
+                self.abort(say)
+            if self.template_release(rollout) != target:
+                image = self._set_image(self.get(), target)
+                say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
+        except ActionError as exc:
+            return self.current_release(), str(exc)
+        failure = self.follow(say)
+        return self.current_release(), failure
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _set_image(self, rollout: dict[str, Any], release: str) -> str:
+        containers = rollout["spec"]["template"]["spec"].get("containers", [])
+        index = next((i for i, c in enumerate(containers) if c.get("name") == self.config.container), None)
+        if index is None:
+            raise ActionError(f"rollout {self.name}: no container named {self.config.container!r}")
+        image = image_for(self.config.image, release)
+        self.kube.write(
+            "patch",
+            f"rollouts.argoproj.io/{self.name}",
+            self.kube.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.kube.namespace,
+            PLURAL,
+            self.name,
+            [
+                {
+                    "op": "test",
+                    "path": f"/spec/template/spec/containers/{index}/name",
+                    "value": self.config.container,
+                },
+                {"op": "replace", "path": f"/spec/template/spec/containers/{index}/image", "value": image},
+            ],
+            _content_type=JSON_PATCH,
+        )
+        return image
+
+    def _promote_patch(self, say: Progress) -> None:
+        self._status_patch({"status": {"pauseConditions": None}})
+        rollout = self.get()
+        if (rollout.get("spec") or {}).get("paused"):
+            self.kube.write(
+                "patch",
+                f"rollouts.argoproj.io/{self.name}",
+                self.kube.custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.kube.namespace,
+                PLURAL,
+                self.name,
+                {"spec": {"paused": False}},
+            )
+        say(f"kubectl argo rollouts promote {self.name}")
+
+    def _analysis_failed(self, state: RolloutStatus, say: Progress) -> str:
+        message = ""
+        if state.analysis_run:
+            run = self.kube.read(
+                "get",
+                f"analysisruns.argoproj.io/{state.analysis_run}",
+                self.kube.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                self.kube.namespace,
+                "analysisruns",
+                state.analysis_run,
+            )
+            message = (run.get("status") or {}).get("message") or ""
+        if self.config.abort_on_failure and not state.aborted:
+            self.abort(say)
+        detail = f": {message}" if message else ""
+        return (
+            f"rollout {self.name}: AnalysisRun {state.analysis_run} {state.analysis_status} at step "
+            f"{state.step}/{state.steps}{detail}; rollout aborted"
+        )
+
+    def _indefinite_pause(self, rollout: dict[str, Any], state: RolloutStatus) -> bool:
+        if (rollout.get("spec") or {}).get("paused"):
+            return True
+        steps = ((rollout.get("spec") or {}).get("strategy") or {}).get("canary", {}).get("steps") or []
+        if state.step >= len(steps):
+            return False
+        pause = steps[state.step].get("pause")
+        return isinstance(pause, dict) and not pause.get("duration")
+
+    def _status_patch(self, body: dict[str, Any]) -> None:
+        self.kube.write(
+            "patch",
+            f"rollouts.argoproj.io/{self.name}/status",
+            self.kube.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            self.kube.namespace,
+            PLURAL,
+            self.name,
+            body,
+        )
+
+    def _annotate(self, annotations: dict[str, str | None]) -> None:
+        self.kube.write(
+            "patch",
+            f"rollouts.argoproj.io/{self.name}",
+            self.kube.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.kube.namespace,
+            PLURAL,
+            self.name,
+            {"metadata": {"annotations": annotations}},
+        )
+
+
+def _annotations(obj: dict[str, Any]) -> dict[str, str]:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _generation(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,225 @@
+"""Helm: when the environment names a chart, the release goes out with ``helm upgrade --install
+--wait --timeout`` and comes back with ``helm rollback`` to the revision recorded before
+(Summit GA 4.2 and 7.1), through the ``helm`` command.
+
+``HelmPlatform`` wraps a KubernetesPlatform: Helm changes the cluster, the Kubernetes platform
+reads it (current release, status) and checks it after Helm is done (each deployment's rollout,
+health URL, restarts and logs; or, with an Argo Rollout in the chart, the Rollout's steps and
+analyses). Which revision a rollback returns to is taken from ``helm history`` before the
+upgrade (the last ``deployed`` one); without that record, the revision before the newest.
+``Helm.version()`` is the preflight's question: no ``helm`` on PATH is one line saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any
+
+from releasegate.config import HelmSettings, KubernetesPlatformSettings
+from releasegate.errors import ActionError, ProbeError
+from releasegate.platforms.base import PlatformStatus, Progress, RolloutResult, no_progress
+from releasegate.platforms.kubernetes import KubernetesPlatform, Rolling
+from releasegate.platforms.kubernetes_deployments import now
+
+_GRACE_S = 30.0
+"""How much longer than helm's own --timeout the command may run before it is stopped."""
+
+
+class Helm:
+    """The helm command for one release of one chart in one namespace."""
+
+    def __init__(self, settings: HelmSettings, kubernetes: KubernetesPlatformSettings) -> None:
+        self.settings = settings
+        self.kubernetes = kubernetes
+
+    def version(self) -> str:
+        """``helm version --short``; a missing binary is a one-line ProbeError."""
+        return self._run(["version", "--short"], timeout_s=30, reading=True).strip()
+
+    def history(self) -> list[dict[str, Any]]:
+        """``helm history RELEASE -o json``: revisions oldest first; none for a new release."""
+        try:
+            out = self._run(
+                ["history", self.settings.release, "--output", "json", *self._where()],
+                timeout_s=60,
+                reading=True,
+            )
+        except ProbeError as exc:
+            if "not found" in exc.problem.lower():
+                return []
+            raise
+        try:
+            entries = json.loads(out or "[]")
+        except ValueError:
+            raise ProbeError(
+                "helm", f"helm history {self.settings.release}: not JSON: {out[:120]!r}"
+            ) from None
+        return sorted(entries, key=lambda e: int(e.get("revision", 0)))
+
+    def deployed_revision(self) -> int | None:
+        """The revision serving now (``deployed``); None for a release never installed."""
+        deployed = [e for e in self.history() if e.get("status") == "deployed"]
+        return int(deployed[-1]["revision"]) if deployed else None
+
+    def previous_revision(self) -> int | None:
+        """Where a rollback goes without a record: after a failed upgrade, the revision still
+        deployed; after a good one, the last superseded revision before it."""
+        entries = self.history()
+        if not entries:
+            return None
+        if entries[-1].get("status") != "deployed":
+            return self.deployed_revision()
+        older = [e for e in entries[:-1] if e.get("status") in ("superseded", "deployed")]
+        return int(older[-1]["revision"]) if older else None
+
+    def upgrade(self, release: str) -> str:
+        """``helm upgrade --install RELEASE CHART --wait --timeout Ns -f ... --set image.tag=...``."""
+        argv = [
+            "upgrade",
+            "--install",
+            self.settings.release,
+            self.settings.chart,
+            *self._where(),
+            "--wait",
+            "--timeout",
+            f"{self.settings.timeout_s:g}s",
+        ]
+        for path in self.settings.values_files:
+            argv += ["--values", path]
+        for key, value in self.settings.set_values.items():
+            argv += ["--set", f"{key}={value.replace('{release}', release)}"]
+        return self._run(argv, timeout_s=self.settings.timeout_s + _GRACE_S)
+
+    def rollback(self, revision: int) -> str:
+        """``helm rollback RELEASE REVISION --wait --timeout Ns``."""
+        argv = [
+            "rollback",
+            self.settings.release,
+            str(revision),
+            *self._where(),
+            "--wait",
+            "--timeout",
+            f"{self.settings.timeout_s:g}s",
+        ]
+        return self._run(argv, timeout_s=self.settings.timeout_s + _GRACE_S)
+
+    def _where(self) -> list[str]:
+        argv = ["--namespace", self.kubernetes.namespace]
+        if self.kubernetes.context:
+            argv += ["--kube-context", self.kubernetes.context]
+        if self.kubernetes.kubeconfig:
+            argv += ["--kubeconfig", self.kubernetes.kubeconfig]
+        return argv
+
+    def _run(self, argv: list[str], *, timeout_s: float, reading: bool = False) -> str:
+        binary = shutil.which(self.settings.binary)
+        shown = f"helm {' '.join(argv[:2])}"
+        if binary is None:
+            raise ProbeError(
+                "helm",
+                f"{self.settings.binary!r} not found on PATH",
+                "install Helm 3 or set platform.kubernetes.helm.binary",
+            )
+        try:
+            proc = subprocess.run(
+                [binary, *argv], capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            problem = f"{shown}: no answer within {timeout_s:g} s"
+            raise (ProbeError("helm", problem) if reading else ActionError(f"helm: {problem}")) from None
+        except OSError as exc:
+            raise ProbeError("helm", f"cannot run {binary}: {exc.strerror}") from None
+        if proc.returncode != 0:
+            lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+            problem = f"{shown} failed (exit {proc.returncode}): {lines[-1] if lines else 'no output'}"
+            raise ProbeError("helm", problem) if reading else ActionError(f"helm: {problem}")
+        return proc.stdout
+
+
+class HelmPlatform:
+    """A release through Helm, checked through Kubernetes (see the module docstring)."""
+
+    def __init__(self, kubernetes: KubernetesPlatform) -> None:
+        assert kubernetes.settings.helm is not None
+        self.kubernetes = kubernetes
+        self.settings = kubernetes.settings
+        self.helm = Helm(kubernetes.settings.helm, kubernetes.settings)
+        self.recorded_revision: int | None = None
+        """The Helm revision that served before this process's last upgrade: the rollback's target."""
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything beyond the protocol (maintenance, promote, abort, restart counts ...) is
+        the Kubernetes platform's: Helm only changes how the release gets there."""
+        if name == "kubernetes":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.kubernetes, name)
+
+    def current_release(self) -> str | None:
+        return self.kubernetes.current_release()
+
+    def status(self) -> PlatformStatus:
+        return self.kubernetes.status()
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.helm.history()
+
+    def deploy(self, release: str, progress: Progress = no_progress) -> RolloutResult:
+        """Record the deployed revision, ``helm upgrade --install --wait``, then check the workloads."""
+        return self.kubernetes.run_change(
+            "deploy", release, lambda say: (release, self._upgrade(release, say)), progress
+        )
+
+    def rollback(self, to_release: str | None = None, progress: Progress = no_progress) -> RolloutResult:
+        """``helm rollback`` to the recorded revision (or the one before the newest), then check."""
+        return self.kubernetes.run_change(
+            "rollback", to_release, lambda say: self._rollback(to_release, say), progress
+        )
+
+    def _upgrade(self, release: str, say: Progress) -> str | None:
+        self.recorded_revision = self.helm.deployed_revision()
+        say(
+            f"helm history {self.helm.settings.release}: revision {self.recorded_revision} is deployed "
+            "(recorded for the rollback)"
+        )
+        since = now()
+        try:
+            self.helm.upgrade(release)
+        except ActionError as exc:  # e.g. UPGRADE FAILED: timed out waiting for the condition
+            return str(exc)
+        say(f"helm upgrade --install {self.helm.settings.release} {self.helm.settings.chart} --wait: done")
+        return self._check(say, since, release)
+
+    def _rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
+        revision = (
+            self.recorded_revision if self.recorded_revision is not None else self.helm.previous_revision()
+        )
+        if revision is None:
+            return self.current_release(), f"helm release {self.helm.settings.release}: no earlier revision"
+        since = now()
+        try:
+            self.helm.rollback(revision)
+        except ActionError as exc:
+            return self.current_release(), str(exc)
+        say(f"helm rollback {self.helm.settings.release} {revision} --wait: done")
+        failure = self._check(say, since, None)
+        reached = self.current_release()
+        if failure is None and to_release and reached != to_release:
+            failure = f"after helm rollback to revision {revision}, {reached} serves, not {to_release}"
+        return reached, failure
+
+    def _check(self, say: Progress, since: Any, release: str | None) -> str | None:
+        """After Helm: the Argo Rollout's steps, or each deployment's rollout and checks."""
+        strategy = self.kubernetes.strategy
+        follow = getattr(strategy, "follow", None)
+        if follow is not None:
+            return follow(say)
+        if isinstance(strategy, Rolling):
+            for spec in self.settings.deployments:
+                failure = strategy.ops.wait(spec, say) or strategy.ops.verify(
+                    spec, since, say, deep=release is not None
+                )
+                if failure:
+                    return failure
+        return None
