@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ENV    ?= sandbox
 RELEASE ?= 2.0.0
 
-.PHONY: demo test report lint setup system-packages clean
+.PHONY: demo test report bench lint setup system-packages clean
 
 # A fresh sandbox (1.0.0), the gates deploy $(RELEASE) through it, then the sandbox is stopped
 # so that nothing keeps running behind your back (KEEP=1 leaves it up to look around).
@@ -21,8 +21,15 @@ demo: setup
 	    echo "The sandbox is stopped (make demo KEEP=1 leaves it running)."; fi; \
 	  exit $$code
 
+# Four workers: the integration tests mostly wait on sandboxes (each on its own ports).
 test: setup
-	$(BIN)/pytest tests/ --timeout=900
+	$(BIN)/pytest tests/ --timeout=900 -n 4
+
+# The figures in BENCHMARKS.md (several minutes; not part of make test).
+bench: setup
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/rollback_time.py
 
 # The Allure report of the last run, as one HTML file that opens from disk (npm's
 # allure-commandline with the machine's Java, installed into .tools/ on first use).

@@ -9,7 +9,6 @@ import pytest
 pytestmark = pytest.mark.phase("deploy")
 
 
-@pytest.mark.threshold("platform.local.readiness_timeout_s", "platform.local.min_ready_s")
 def test_rollout_completes(rollout, release, check):
     """Monitor rollout: "successfully rolled out", with the time it took."""
     for line in rollout.result.events[-3:]:

@@ -11,6 +11,7 @@ can be overridden by its dotted path::
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import tomllib
@@ -76,12 +77,24 @@ def sandbox_down(env_file: Path, progress: stack.Progress = print) -> None:
 
 def free_port_block(count: int) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1, below the ephemeral range
-    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28101-28120)."""
+    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28101-28120).
+
+    Under pytest-xdist each worker draws from its own slice of the range, so two workers
+    starting sandboxes at the same moment cannot pick the same ports."""
+    slices = [(20000, 25000), (29000, 32700)]
+    ports = [p for low, high in slices for p in range(low, high)]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        share = len(ports) // max(workers, 1)
+        index = int(worker[2:]) % max(workers, 1)
+        ports = ports[index * share : (index + 1) * share]
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 32700 - count)
-        if base + count > 25000 and base < 29000:
-            continue
+        start = rng.randrange(0, len(ports) - count)
+        base = ports[start]
+        if ports[start + count - 1] != base + count - 1:
+            continue  # the block would straddle a gap between slices
         if all(_bindable(port) for port in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")

@@ -66,7 +66,9 @@ def render(env: Environment, release: str | None, items: list[pytest.Item]) -> l
                     lines.extend(f"  action  {line}" for line in describe(facts))
             lines.append(f"  check   {_title(item)}")
             for key in _threshold_keys(item):
-                lines.append(f"          threshold {key} = {_lookup(env, key)}")
+                value = _lookup(env, key)
+                if value is not _MISSING:
+                    lines.append(f"          threshold {key} = {value}")
             sources = [s(facts) for name, s in _SOURCES.items() if name in getattr(item, "fixturenames", [])]
             if sources:
                 lines.append(f"          source    {'; '.join(sources)}")
@@ -135,6 +137,17 @@ def _rollout(facts: _Facts) -> list[str]:
             f"each new one ready on {local.readiness_path} within {local.readiness_timeout_s:g} s and held "
             f"{local.min_ready_s:g} s before it joins nginx"
         )
+    k8s = env.platform.kubernetes
+    if k8s is not None:
+        helm = f" (Helm release {k8s.helm.release})" if k8s.helm else ""
+        lines.append(f"strategy {k8s.strategy} in namespace {k8s.namespace}{helm}")
+        for number, deployment in enumerate(k8s.deployments, 1):
+            image = deployment.image.replace("{release}", facts.release)
+            lines.append(
+                f"{number}. set image {deployment.name}/{deployment.container}={image}, max surge "
+                f"{deployment.max_surge}, max unavailable {deployment.max_unavailable}; wait for the rollout, "
+                "then health, restarts and ERROR log lines before the next"
+            )
     v = env.verify
     lines.append(
         f"probe traffic meanwhile: GET {env.platform.url.rstrip('/')}{v.traffic_path} at {v.traffic_rps:g}/s"
@@ -154,6 +167,12 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {
     "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
     "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
     "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
+    "kubernetes": lambda f: (
+        f"kubernetes API (context {f.env.platform.kubernetes.context or 'default'}, "
+        f"namespace {f.env.platform.kubernetes.namespace})"
+        if f.env.platform.kubernetes
+        else "kubernetes API"
+    ),
 }
 
 
@@ -182,8 +201,14 @@ def _threshold_keys(item: pytest.Item) -> list[str]:
     return [key for marker in item.iter_markers("threshold") for key in marker.args]
 
 
+_MISSING = object()
+
+
 def _lookup(env: Environment, dotted: str) -> Any:
+    """The value at a dotted key, or _MISSING when this environment has no such section."""
     value: Any = env
     for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, "?")
+        value = value.get(part, _MISSING) if isinstance(value, dict) else getattr(value, part, _MISSING)
+        if value is _MISSING or value is None:
+            return _MISSING
     return value

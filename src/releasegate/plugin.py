@@ -208,11 +208,11 @@ def _unfinished_run(env: Environment, ledger: Ledger) -> Any:
     return None
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` for gates: their checks wait on networks and services, not on CPUs, so four
     workers per core, up to 16 (each is one Python process of about 50 MB)."""
-    if config.stash.get(ENV_KEY, None) is None:
+    if not _is_suite_run(config):
         return None
     return min(16, 4 * (os.cpu_count() or 1))
 
