@@ -11,7 +11,9 @@ deployed them, like pods outlive ``kubectl``. What runs where is recorded in
 ``state_dir/state.json`` (written atomically, each instance recorded *before* it is started,
 so a crash never leaves a process nobody knows about); ``state_dir/lock`` lets one rollout run
 at a time. nginx sends traffic to the ``server`` lines of ``nginx_upstream_file``, which this
-module rewrites and then applies with SIGHUP to the nginx master.
+module rewrites and then applies with SIGHUP to the nginx master. With ``targets_file`` set,
+every running instance is also listed there for Prometheus's file-based service discovery,
+labelled with its release and instance name, rewritten whenever the set changes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def read_upstream_ports(path: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(m.group(1)) for m in map(_SERVER_LINE.match, text.splitlines()) if m]
+
+
+def write_targets_file(path: Path, targets: Iterable[tuple[int, str, str]]) -> bool:
+    """Write Prometheus file_sd JSON for ``(port, release, instance name)``; False if unchanged.
+
+    One group per instance, so each series carries its ``release`` and ``instance`` labels.
+    Prometheus watches the file: an instance is scraped from its start, before nginx routes to it.
+    """
+    groups = [
+        {"targets": [f"127.0.0.1:{port}"], "labels": {"release": release, "instance": name}}
+        for port, release, name in targets
+    ]
+    text = json.dumps(groups, indent=2) + "\n"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        pass
+    _atomic_write(path, text)
+    return True
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -143,9 +165,7 @@ class LocalPlatform:
         def target(state: _State) -> str:
             chosen = to_release or (state.release if state.pending else state.previous_release)
             if chosen is None:
-                raise ActionError(
-                    f"nothing to roll back to: {self.state_file} records no previous release"
-                )
+                raise ActionError(f"nothing to roll back to: {self.state_file} records no previous release")
             return chosen
 
         return self._roll_out("rollback", target, progress)
@@ -189,19 +209,29 @@ class LocalPlatform:
                 state.pending = None
                 self._save(state)
                 say(f"{target} already serves on all {self.settings.instances} instances: nothing to do")
-                return RolloutResult(True, target, state.previous_release, time.monotonic() - started,
-                                     events=events)
+                return RolloutResult(
+                    True, target, state.previous_release, time.monotonic() - started, events=events
+                )
             self._nginx_master()  # refuse before starting anything, not half way
             s = self.settings
-            say(f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
-                f"max surge {s.max_surge}, max unavailable {s.max_unavailable}")
+            say(
+                f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
+                f"max surge {s.max_surge}, max unavailable {s.max_unavailable}"
+            )
             state.pending = target
             self._save(state)
             try:
                 failure = self._replace(state, target, say)
             except ActionError as exc:
-                self._record(state, action, before, target, ok=False, reason=str(exc),
-                             duration_s=time.monotonic() - started)
+                self._record(
+                    state,
+                    action,
+                    before,
+                    target,
+                    ok=False,
+                    reason=str(exc),
+                    duration_s=time.monotonic() - started,
+                )
                 raise
             duration = time.monotonic() - started
             if failure is None:
@@ -211,10 +241,17 @@ class LocalPlatform:
                 say(f"{target} serves on all {s.instances} instance(s) after {duration:.1f} s")
             else:
                 say(f"{action} to {target} failed: {failure}")
-            self._record(state, action, before, target, ok=failure is None, reason=failure or "",
-                         duration_s=duration)
-            return RolloutResult(ok=failure is None, release=target, previous_release=before,
-                                 duration_s=duration, reason=failure or "", events=events)
+            self._record(
+                state, action, before, target, ok=failure is None, reason=failure or "", duration_s=duration
+            )
+            return RolloutResult(
+                ok=failure is None,
+                release=target,
+                previous_release=before,
+                duration_s=duration,
+                reason=failure or "",
+                events=events,
+            )
 
     def _replace(self, state: _State, target: str, say: Progress) -> str | None:
         """Surge new instances, route to them, retire old ones; the failure line or None."""
@@ -247,7 +284,7 @@ class LocalPlatform:
             excess = len(state.instances) - s.instances
             self._retire(state, routed, old[: max(excess, 0)], say)
         new = [e for e in state.instances if e.release == target]
-        leftovers = [e for e in state.instances if e.release != target] + new[s.instances:]
+        leftovers = [e for e in state.instances if e.release != target] + new[s.instances :]
         self._retire(state, routed, leftovers, say)
         return None
 
@@ -264,8 +301,13 @@ class LocalPlatform:
             self._log_offsets[entry.name] = log.tell()
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=self.settings.workdir, env=self._environment(), stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    argv,
+                    cwd=self.settings.workdir,
+                    env=self._environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 state.instances.remove(entry)
@@ -295,10 +337,15 @@ class LocalPlatform:
                     age = time.monotonic() - t0
                     code = self._exit_code(entry)
                     if code is not None:
-                        crashed = f" (ready at {was_ready[entry.name]:.1f} s, then crashed)" \
-                            if entry.name in was_ready else ""
-                        return (f"{entry.release} on :{entry.port} exited with {_describe_exit(code)} "
-                                f"{age:.1f} s after start{crashed}{self._last_log_line(entry)}")
+                        crashed = (
+                            f" (ready at {was_ready[entry.name]:.1f} s, then crashed)"
+                            if entry.name in was_ready
+                            else ""
+                        )
+                        return (
+                            f"{entry.release} on :{entry.port} exited with {_describe_exit(code)} "
+                            f"{age:.1f} s after start{crashed}{self._last_log_line(entry)}"
+                        )
                     ok, detail = _probe(client, entry.port, s.readiness_path)
                     if ok:
                         first = first_ready[entry.name]
@@ -309,15 +356,23 @@ class LocalPlatform:
                             waiting.remove(entry)
                             done += 1
                             held = f", held {s.min_ready_s:g} s" if s.min_ready_s else ""
-                            say(f"{entry.release} on :{entry.port} ready after {first:.1f} s{held} "
-                                f"({done}/{s.instances})")
+                            say(
+                                f"{entry.release} on :{entry.port} ready after {first:.1f} s{held} "
+                                f"({done}/{s.instances})"
+                            )
                         continue
                     first_ready[entry.name] = None
                     limit = s.readiness_timeout_s + (s.min_ready_s if entry.name in was_ready else 0)
                     if age > limit:
-                        lost = f" (was ready at {was_ready[entry.name]:.1f} s)" if entry.name in was_ready else ""
-                        return (f"{entry.release} on :{entry.port} not ready within {limit:g} s{lost}: "
-                                f"GET {s.readiness_path} -> {detail}{self._last_log_line(entry)}")
+                        lost = (
+                            f" (was ready at {was_ready[entry.name]:.1f} s)"
+                            if entry.name in was_ready
+                            else ""
+                        )
+                        return (
+                            f"{entry.release} on :{entry.port} not ready within {limit:g} s{lost}: "
+                            f"GET {s.readiness_path} -> {detail}{self._last_log_line(entry)}"
+                        )
                 if waiting:
                     time.sleep(_POLL_S)
         return None
@@ -378,9 +433,8 @@ class LocalPlatform:
 
     def _complete(self, state: _State, target: str) -> bool:
         routed = set(read_upstream_ports(self.upstream_file))
-        return (
-            len(state.instances) == self.settings.instances
-            and all(e.release == target and e.port in routed for e in state.instances)
+        return len(state.instances) == self.settings.instances and all(
+            e.release == target and e.port in routed for e in state.instances
         )
 
     # -- nginx --------------------------------------------------------------------------------
@@ -453,7 +507,9 @@ class LocalPlatform:
         raise ActionError(f"no free port in {low}-{high} on 127.0.0.1 for a new instance")
 
     def _argv(self, release: str, port: int) -> list[str]:
-        return [arg.replace("{release}", release).replace("{port}", str(port)) for arg in self.settings.command]
+        return [
+            arg.replace("{release}", release).replace("{port}", str(port)) for arg in self.settings.command
+        ]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -464,10 +520,17 @@ class LocalPlatform:
     def _observe(self, client: httpx.Client, entry: _Entry) -> Instance:
         url = f"http://127.0.0.1:{entry.port}"
         if not self._running(entry):
-            return Instance(entry.name, entry.release, url, ready=False, detail=f"pid {entry.pid} is not running")
+            return Instance(
+                entry.name, entry.release, url, ready=False, detail=f"pid {entry.pid} is not running"
+            )
         ok, detail = _probe(client, entry.port, self.settings.readiness_path)
-        return Instance(entry.name, entry.release, url, ready=ok,
-                        detail=f"pid {entry.pid}, GET {self.settings.readiness_path} -> {detail}")
+        return Instance(
+            entry.name,
+            entry.release,
+            url,
+            ready=ok,
+            detail=f"pid {entry.pid}, GET {self.settings.readiness_path} -> {detail}",
+        )
 
     def _log_path(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -490,11 +553,32 @@ class LocalPlatform:
 
     def _save(self, state: _State) -> None:
         _atomic_write(self.state_file, json.dumps(asdict(state), indent=2) + "\n")
+        if self.settings.targets_file:
+            running = [(e.port, e.release, e.name) for e in state.instances if e.pid is not None]
+            write_targets_file(Path(self.settings.targets_file), running)
 
-    def _record(self, state: _State, action: str, before: str | None, target: str | None, *,
-                ok: bool, reason: str, duration_s: float) -> None:
-        state.history.append({"at": _now(), "action": action, "from": before, "to": target, "ok": ok,
-                              "reason": reason, "duration_s": round(duration_s, 2)})
+    def _record(
+        self,
+        state: _State,
+        action: str,
+        before: str | None,
+        target: str | None,
+        *,
+        ok: bool,
+        reason: str,
+        duration_s: float,
+    ) -> None:
+        state.history.append(
+            {
+                "at": _now(),
+                "action": action,
+                "from": before,
+                "to": target,
+                "ok": ok,
+                "reason": reason,
+                "duration_s": round(duration_s, 2),
+            }
+        )
         state.history = state.history[-HISTORY_LENGTH:]
         self._save(state)
 
