@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
@@ -116,6 +117,7 @@ class Prometheus:
             allowed_methods=None,
             raise_on_status=True,
         )
+        self._session = session
         self._client = PrometheusConnect(url=self.url, retry=retry, session=session, timeout=timeout_s)
 
     @classmethod
@@ -136,7 +138,7 @@ class Prometheus:
         return cls.from_settings(env.metrics, env.environment.service)
 
     def close(self) -> None:
-        self._client.close()
+        self._session.close()
 
     # -- named queries from the environment -----------------------------------------------------
 
@@ -260,7 +262,7 @@ class Prometheus:
     def ready(self) -> bool:
         """Whether Prometheus answers ``/-/ready`` (it may still have no data: see wait_for_data)."""
         try:
-            response = self._client._session.get(f"{self.url}/-/ready", timeout=self.timeout_s)
+            response = self._session.get(f"{self.url}/-/ready", timeout=self.timeout_s)
         except requests.RequestException:
             return False
         return response.status_code == 200
@@ -275,11 +277,11 @@ class Prometheus:
                 self.component,
                 f"kept answering {'/'.join(map(str, _RETRY_STATUSES))} after {self.retries} retries",
             ) from None
-        except requests.exceptions.Timeout:
-            raise ProbeError(
-                self.component, f"no answer within {self.timeout_s:g} s", "metrics.timeout_s"
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+            if isinstance(exc, requests.exceptions.Timeout) or _timed_out(exc):  # retries ran out on timeouts
+                raise ProbeError(
+                    self.component, f"no answer within {self.timeout_s:g} s", "metrics.timeout_s"
+                ) from None
             reason = "connection refused" if "refused" in str(exc).lower() else _first_line(exc)
             raise ProbeError(self.component, reason, "is it running? check metrics.prometheus_url") from None
         except PrometheusApiClientException as exc:
@@ -322,6 +324,13 @@ def _api_error(exc: PrometheusApiClientException) -> str:
         detail = body[:200]
     code = f"HTTP {status.group(1)}" if status else "an error"
     return f"{code}: {detail}" if detail else code
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether retries ran out on timeouts: requests then raises ConnectionError, not Timeout."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    refused = isinstance(reason, urllib3.exceptions.NewConnectionError)  # a ConnectTimeoutError, oddly
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not refused
 
 
 def _first_line(exc: BaseException) -> str:
