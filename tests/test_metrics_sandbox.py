@@ -19,10 +19,12 @@ from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.actions.load import LoadGenerator
 from releasegate.actions.migrate import apply_sql_migrations
+from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, load_environment
 from releasegate.errors import ProbeError
 from releasegate.platforms.local import LocalPlatform
 from releasegate.probes.prometheus import Prometheus, Sample
+from releasegate.sampling import sample_check
 from sandbox import stack
 from sandbox.releases import migrations_dir
 from sandbox.stack import ROOT
@@ -167,6 +169,19 @@ def test_bad_errors_shows_an_error_ratio_of_about_2_percent_under_load(
     seen = load.stats
 
     assert 0.012 <= ratio <= 0.03, f"error ratio {ratio:.4f}"
+    assert env.metrics is not None
+    check = env.metrics.slo["error_ratio"]
+    recorded: list[str] = []
+    verdict = sample_check(
+        prometheus,
+        "error_ratio",
+        check,
+        release="2.0.0-bad-errors",
+        on_sample=lambda _name, sample, judged: recorded.append(f"{sample.value:.3f} {judged.verdict}"),
+    )
+    assert verdict.verdict is Verdict.FAIL, verdict.reason  # the SLO gate's loop catches it
+    assert verdict.reason == "3 consecutive failed samples (limit 3): samples 1-3"
+    assert len(recorded) == 3 and all(line.endswith(" fail") for line in recorded)
     assert seen.server_errors > before.server_errors
     assert value(prometheus, "latency_p95", "2.0.0-bad-errors") < 200
     assert value(prometheus, "memory_growth", "2.0.0-bad-errors") < 1 << 20, "no leak in this build"

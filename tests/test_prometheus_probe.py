@@ -161,3 +161,11 @@ def test_a_named_query_is_filled_from_the_environment(double: Double) -> None:
     assert (sample.query, sample.release, sample.value) == ("request_rate", "2.0.0", None)
     assert sample.source == f"PromQL {sample.promql} @ {double.url}"
     assert prometheus.promql("cpu", release="1.0.0", window="1m").endswith("[1m]))")
+
+
+def test_a_release_name_that_cannot_be_a_label_value_is_refused_before_asking(double: Double) -> None:
+    prometheus = Prometheus(double.url, service="demo")
+
+    with pytest.raises(ProbeError, match=r"cannot ask about cpu: release 'x\"y' cannot be put in a PromQL"):
+        prometheus.query("cpu", release='x"y')
+    assert double.requests == 0

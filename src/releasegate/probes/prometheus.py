@@ -148,7 +148,10 @@ class Prometheus:
             template = self.queries.get(name)
         except KeyError as exc:
             raise ConfigError(f"metrics.queries: {exc.args[0]}") from None
-        return fill(template, service=self.service, release=release, window=window or self.window)
+        try:
+            return fill(template, service=self.service, release=release, window=window or self.window)
+        except ValueError as exc:
+            raise ProbeError(self.component, f"cannot ask about {name}: {exc}") from None
 
     def query(
         self, name: str, *, release: str, window: str | None = None, at: datetime | None = None
