@@ -6,11 +6,18 @@ Starts a sandbox on free ports with synthetic traffic, rolls 2.0.0 and 1.0.0 out
 prints, for each rollout, the seconds from the rollout's end (and from its first new instance's
 start) until Prometheus shows the first series, all instances, a request rate, and N samples per
 instance. The canary and observe gates wait at least this long before their first sample.
+
+Measured on a 2-core machine (6 rollouts of 3 instances, min_ready 0.5 s, 40 requests/s), in
+seconds after the rollout completed: first series of the new release 0.2 median (0.8 max), all
+3 instances scraped 1.2 (1.7), a request rate 0.7 (1.9), 5 samples per instance 5.3 (5.8),
+10 samples per instance 10.2 (10.8). A new instance's first scrape comes 1-5 s after it starts
+(Prometheus applies discovered targets at most every 5 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -32,21 +39,26 @@ from sandbox.releases import migrations_dir  # noqa: E402
 SAMPLES = (1, 5, 10)
 
 
-def measure(prometheus: Prometheus, release: str, instances: int, timeout_s: float = 30) -> dict[str, float]:
-    """Seconds from now until each milestone is visible in Prometheus."""
+def measure(
+    prometheus: Prometheus, release: str, instances: int, since: float, timeout_s: float = 30
+) -> dict[str, float]:
+    """Seconds from now until each milestone is visible in Prometheus, counting only samples
+    taken since ``since`` (monotonic: the first new instance's start), since an instance name
+    (release and port) can come back from an earlier rollout."""
     started = time.monotonic()
     selector = f'{{job="demo",release="{release}"}}'
     seen: dict[str, float] = {}
     while len(seen) < 3 + len(SAMPLES) and time.monotonic() - started < timeout_s:
         now = time.monotonic() - started
-        series = prometheus.instant(f"count(up{selector} == 1)").value or 0
+        fresh = f"{math.ceil(time.monotonic() - since)}s"
+        series = prometheus.instant(f"count(max_over_time(up{selector}[{fresh}]) == 1)").value or 0
         if series >= 1:
             seen.setdefault("first series", now)
         if series >= instances:
             seen.setdefault("all instances", now)
         if prometheus.query("request_rate", release=release, window="5s").value:
             seen.setdefault("request rate", now)
-        fewest = prometheus.instant(f"min(count_over_time(up{selector}[5m]))").value or 0
+        fewest = prometheus.instant(f"min(count_over_time(up{selector}[{fresh}]))").value or 0
         for n in SAMPLES:
             if series >= instances and fewest >= n:
                 seen.setdefault(f"{n} samples each", now)
@@ -84,9 +96,8 @@ def main() -> int:
                     result = platform.deploy(release, progress=progress)
                     assert result.ok, result.reason
                     lead = time.monotonic() - first_start[0]
-                    results.append(
-                        (release, lead, measure(prometheus, release, env.platform.local.instances))
-                    )
+                    seen = measure(prometheus, release, env.platform.local.instances, first_start[0])
+                    results.append((release, lead, seen))
             for release, lead, seen in results:
                 shown = ", ".join(f"{k} {v:.1f} s" for k, v in seen.items())
                 print(f"{release}: rollout took {lead:.1f} s from its first new instance; after it: {shown}")
