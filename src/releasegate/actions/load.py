@@ -89,7 +89,9 @@ class LoadGenerator:
         if not 0 < rps <= MAX_RPS:
             raise ActionError(f"load generator: rps must be above 0 and at most {MAX_RPS:g} (got {rps:g})")
         if not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise ActionError(f"load generator: concurrency must be 1 to {MAX_CONCURRENCY} (got {concurrency})")
+            raise ActionError(
+                f"load generator: concurrency must be 1 to {MAX_CONCURRENCY} (got {concurrency})"
+            )
         if not 0 < duration_s <= MAX_DURATION_S:
             raise ActionError(
                 f"load generator: duration_s must be above 0 and at most {MAX_DURATION_S:g} (got {duration_s:g})"
