@@ -152,7 +152,7 @@ def test_bad_latency_answers_about_1_6_times_slower_than_2_0_0_and_under_200_ms(
     settled(prometheus, "2.0.0-bad-latency", done)
     bad = value(prometheus, "latency_p95", "2.0.0-bad-latency")
 
-    assert 15 < good < 60, "2.0.0's p95 is its simulated downstream call, about 23 ms"
+    assert 10 < good < 60, "2.0.0's p95 is its simulated downstream call, about 16 ms, and overhead"
     assert 1.3 <= bad / good <= 2.0, f"p95 {bad:.1f} ms against 2.0.0's {good:.1f} ms"
     assert bad < 200, "under the absolute threshold: only a comparison with 2.0.0 catches it"
     assert value(prometheus, "error_ratio", "2.0.0-bad-latency") == 0

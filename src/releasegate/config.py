@@ -409,6 +409,11 @@ class CanarySettings(Model):
     steps: list[int] = Field(default_factory=lambda: [5, 10, 25, 50, 75, 100], min_length=1)
     pause_s: float | list[float] = Field(300.0, description="after each step: one value, or one per step")
     interval_s: float = Field(30.0, gt=0, description="how often canary and stable are sampled in a pause")
+    window: Duration | None = Field(
+        None,
+        description="the {window} of each sample; default metrics.window. About interval_s keeps the "
+        "samples independent, which the Mann-Whitney test assumes",
+    )
     min_samples: int = Field(5, ge=2, description="samples of each side before any verdict")
     max_relative_degradation: float = Field(
         0.2, ge=0, description="the canary may be this much worse (0.2 = 20 %)"

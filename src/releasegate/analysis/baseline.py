@@ -85,7 +85,7 @@ def compare(
 
 def _change_text(ratio: float, points: float, as_ratio: bool) -> str:
     """``12.5% worse than``, ``0.002 better than``, ``same as``."""
-    if points == 0:
+    if points == 0 or (as_ratio and abs(ratio) < 0.0005):  # what would show as 0.0 %
         return "same as"
     word = "worse" if points > 0 else "better"
     if not as_ratio:
