@@ -1,5 +1,5 @@
 # releasegate: the two commands in the README. Each one sets itself up on a fresh machine:
-# the system packages (PostgreSQL, Redis, nginx) when missing, then .venv with releasegate.
+# the system packages (PostgreSQL, Redis, nginx, Prometheus) when missing, then .venv with releasegate.
 
 PYTHON ?= python3
 VENV   := .venv

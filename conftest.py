@@ -13,4 +13,6 @@ def pytest_releasegate_prepare(config, env, progress):
 
     down = ensure_up(env, progress)
     if down:
-        progress(f"sandbox is partly up, not repairing it: {', '.join(down)} down (python -m sandbox up repairs it)")
+        progress(
+            f"sandbox is partly up, not repairing it: {', '.join(down)} down (python -m sandbox up repairs it)"
+        )

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs the system packages the sandbox runs (PostgreSQL, Redis, nginx) when missing.
+# Installs the system packages the sandbox runs (PostgreSQL, Redis, nginx, Prometheus) when missing.
 # apt never starts them here: the sandbox starts its own copies on loopback.
 set -eu
 missing=""
@@ -7,6 +7,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgre
 command -v pg_dump >/dev/null 2>&1 || missing="$missing postgresql-client"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 [ -z "$missing" ] && exit 0
 echo "installing system packages:$missing"
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else

@@ -16,7 +16,9 @@ from sandbox import stack
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description="the embedded sandbox")
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--env", default="sandbox", help="environment name or path to its TOML (default: sandbox)")
+    parser.add_argument(
+        "--env", default="sandbox", help="environment name or path to its TOML (default: sandbox)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     args = parser.parse_args(argv)
 

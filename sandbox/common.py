@@ -41,7 +41,9 @@ def run(argv: list[str], what: str, timeout_s: float = 60.0) -> str:
         raise SandboxError(f"{what}: `{' '.join(argv)}` did not finish within {timeout_s:g} s") from None
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
-        raise SandboxError(f"{what}: `{Path(argv[0]).name}` exited with {proc.returncode}: {last_lines(output)}")
+        raise SandboxError(
+            f"{what}: `{Path(argv[0]).name}` exited with {proc.returncode}: {last_lines(output)}"
+        )
     return output
 
 

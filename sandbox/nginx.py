@@ -99,10 +99,20 @@ class Nginx:
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         if not self.upstream_file.exists():  # no instance yet: nginx needs one server line to start
             write_upstream_file(self.upstream_file, [], self.placeholder_port)
-        self.conf.write_text(CONF.format(address=self.address, prefix=self.prefix, pid_file=self.pid_file,
-                                         upstream_file=self.upstream_file, user=_user_line()))
+        self.conf.write_text(
+            CONF.format(
+                address=self.address,
+                prefix=self.prefix,
+                pid_file=self.pid_file,
+                upstream_file=self.upstream_file,
+                user=_user_line(),
+            )
+        )
         try:
-            run([_nginx_binary(), "-e", str(self.error_log), "-p", str(self.prefix), "-c", str(self.conf)], "nginx")
+            run(
+                [_nginx_binary(), "-e", str(self.error_log), "-p", str(self.prefix), "-c", str(self.conf)],
+                "nginx",
+            )
         except SandboxError as exc:
             raise SandboxError(f"nginx did not start on {self.address}: {exc}") from None
         if not wait_for(lambda: self.pid() is not None and accepts(self.port), 5.0):

@@ -66,14 +66,44 @@ class Postgres:
         self._prepare_dirs()
         created = ""
         if not (self.data / "PG_VERSION").exists():
-            run(self._as_postgres([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", self.user,
-                                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
-                "PostgreSQL initdb")
+            run(
+                self._as_postgres(
+                    [
+                        str(self.bin_dir / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                        "--no-sync",
+                    ]
+                ),
+                "PostgreSQL initdb",
+            )
             created = "new cluster, "
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} {SERVER_OPTIONS}"
         try:
-            run(self._as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-                                   "-w", "-t", "30", "-o", options, "start"]), "PostgreSQL")
+            run(
+                self._as_postgres(
+                    [
+                        str(self.bin_dir / "pg_ctl"),
+                        "-D",
+                        str(self.data),
+                        "-l",
+                        str(self.log),
+                        "-w",
+                        "-t",
+                        "30",
+                        "-o",
+                        options,
+                        "start",
+                    ]
+                ),
+                "PostgreSQL",
+            )
         except SandboxError as exc:
             raise SandboxError(f"PostgreSQL did not start on {self.address}: {tail_file(self.log)}") from exc
         return f"{created}started on {self.address} (pid {self.pid()})"
@@ -81,8 +111,12 @@ class Postgres:
     def stop(self) -> str:
         if self.pid() is None:
             return "not running"
-        run(self._as_postgres([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
-            "PostgreSQL stop")
+        run(
+            self._as_postgres(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+            ),
+            "PostgreSQL stop",
+        )
         return "stopped"
 
     def ensure_database(self) -> bool:
@@ -99,8 +133,12 @@ class Postgres:
         if pid is None:
             return ComponentStatus(self.name, False, self.address, None, "not running")
         if not self.accepting():
-            return ComponentStatus(self.name, False, self.address, pid, "running but not accepting connections")
-        return ComponentStatus(self.name, True, self.address, pid, f"database {self.dbname}, {self._schema()}")
+            return ComponentStatus(
+                self.name, False, self.address, pid, "running but not accepting connections"
+            )
+        return ComponentStatus(
+            self.name, True, self.address, pid, f"database {self.dbname}, {self._schema()}"
+        )
 
     def _schema(self) -> str:
         try:
@@ -132,6 +170,7 @@ def _find_bin_dir() -> Path:
     """The newest installed PostgreSQL's bin directory (Debian: /usr/lib/postgresql/N/bin)."""
     candidates = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
     if not candidates:
-        raise SandboxError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make setup`")
+        raise SandboxError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run `make setup`"
+        )
     return max(candidates, key=lambda p: int(re.sub(r"\D", "", p.parent.name) or 0))
-

@@ -30,17 +30,37 @@ class Redis:
 
     def answers(self) -> bool:
         try:
-            with redis_client.Redis(host="127.0.0.1", port=self.port, socket_timeout=1,
-                                    socket_connect_timeout=1) as client:
+            with redis_client.Redis(
+                host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1
+            ) as client:
                 return bool(client.ping())
         except (redis_client.RedisError, OSError):
             return False
 
     def start(self) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
-        run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--daemonize", "yes",
-             "--pidfile", str(self.pid_file), "--logfile", str(self.log)], "Redis")
+        run(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(self.pid_file),
+                "--logfile",
+                str(self.log),
+            ],
+            "Redis",
+        )
         if not wait_for(self.answers, 10.0):
             raise SandboxError(f"Redis did not answer PING on {self.address}: {tail_file(self.log)}")
         return f"started on {self.address} (pid {self.pid()})"
@@ -49,8 +69,12 @@ class Redis:
         pid = self.pid()
         if pid is None:
             return "not running"
-        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "shutdown", "nosave"],
-                       capture_output=True, timeout=10, check=False)
+        subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "shutdown", "nosave"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
         stop_pid(pid, "redis-server", signal.SIGTERM, 5.0)  # a no-op once it has exited
         return "stopped"
 

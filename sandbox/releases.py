@@ -1,7 +1,9 @@
 """The demo service's releases: what each build does, like the images in a registry.
 
 The migrations each release introduces live in the directory of the same name next to this
-module, ``releases/<release>/migrations/NNNN_name.sql``.
+module, ``releases/<release>/migrations/NNNN_name.sql``. The faulty 2.0.0 builds that read
+2.0.0's schema (bad-errors, bad-latency, slow-leak) bring 2.0.0's migration: their
+``migrations`` directory is a link to 2.0.0's, so the SQL exists once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ class Release:
     customer_tier: bool = False
     """Its API returns each customer's tier (the column 0002_customer_tier adds)."""
     fault: str | None = None
-    """None, "bad-health" (/health answers 503) or "crashloop" (exits 1 s after it serves)."""
+    """None, "bad-health" (/health answers 503), "crashloop" (exits 1 s after it serves),
+    "bad-errors" (2 % of API requests answer 500), "bad-latency" (every answer takes 1.6 times
+    as long) or "slow-leak" (keeps 4 MiB more memory every second). See sandbox.service."""
     description: str = ""
 
 
@@ -31,12 +35,45 @@ RELEASES: dict[str, Release] = {
     for r in (
         Release("1.0.0", "0001", description="the stable release a fresh sandbox runs"),
         Release("2.0.0", "0002", customer_tier=True, description="customer tiers (migration 0002)"),
-        Release("2.0.0-bad-migration", "0002", customer_tier=True,
-                description="2.0.0 whose migrations fail half way (never gets deployed)"),
-        Release("2.0.0-bad-health", "0001", fault="bad-health",
-                description="/health/live passes, /health is 503: the gates must catch it"),
-        Release("2.0.0-crashloop", "0001", fault="crashloop",
-                description="exits with code 1 a second after it starts serving"),
+        Release(
+            "2.0.0-bad-migration",
+            "0002",
+            customer_tier=True,
+            description="2.0.0 whose migrations fail half way (never gets deployed)",
+        ),
+        Release(
+            "2.0.0-bad-health",
+            "0001",
+            fault="bad-health",
+            description="/health/live passes, /health is 503: the gates must catch it",
+        ),
+        Release(
+            "2.0.0-crashloop",
+            "0001",
+            fault="crashloop",
+            description="exits with code 1 a second after it starts serving",
+        ),
+        Release(
+            "2.0.0-bad-errors",
+            "0002",
+            customer_tier=True,
+            fault="bad-errors",
+            description="2.0.0 whose API answers 500 to 2 % of requests: the SLO gates must catch it",
+        ),
+        Release(
+            "2.0.0-bad-latency",
+            "0002",
+            customer_tier=True,
+            fault="bad-latency",
+            description="2.0.0 that answers 60 % slower, still under 200 ms: only a comparison catches it",
+        ),
+        Release(
+            "2.0.0-slow-leak",
+            "0002",
+            customer_tier=True,
+            fault="slow-leak",
+            description="2.0.0 whose memory grows 4 MiB a second: the watch after release must catch it",
+        ),
     )
 }
 

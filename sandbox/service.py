@@ -9,6 +9,9 @@ Endpoints: ``/health/live`` (the process answers), ``/health`` (database, cache 
 checks, 503 when any fails), ``/health/db`` (a timed ``SELECT 1``), ``/metrics``, and the API:
 ``GET /api/customers?limit=N``, ``GET /api/customers/{id}`` (cached), ``POST /api/orders``.
 
+``/metrics`` has what the runbooks watch: requests by route and status, request latency, database
+query latency, connections in use, cache hits and misses, and the process's CPU and memory.
+
 Logs are one line per event with its level, so a scan for ``ERROR`` finds the failures.
 """
 
@@ -18,11 +21,13 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +40,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -53,10 +59,80 @@ disable_created_metrics()  # no *_created series: the runbooks' queries do not u
 
 CACHE_TTL_S = 60
 CHECK_TIMEOUT_S = 3.0
+POOL_MAX_SIZE = 4
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.006,
+    0.007,
+    0.008,
+    0.009,
+    0.010,
+    0.011,
+    0.012,
+    0.013,
+    0.014,
+    0.015,
+    0.0165,
+    0.018,
+    0.02,
+    0.022,
+    0.024,
+    0.026,
+    0.028,
+    0.03,
+    0.033,
+    0.036,
+    0.04,
+    0.044,
+    0.048,
+    0.052,
+    0.056,
+    0.06,
+    0.065,
+    0.07,
+    0.075,
+    0.08,
+    0.09,
+    0.1,
+    0.125,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
+"""About 10 % apart between 5 and 100 ms, where this service answers: a quantile interpolated
+inside a bucket is off by up to half its width, and the canary judges differences of 20 %."""
+
+DOWNSTREAM_MEDIAN_S, DOWNSTREAM_SIGMA = 0.010, 0.3
+"""Every API request waits on a simulated downstream call (pricing, permissions): lognormal,
+median 10 ms, p95 about 16 ms, p99 about 20 ms. Latencies are then those of a service, not of
+a loopback round trip that any busy neighbour doubles, so comparing releases means something;
+the spread is small enough that a p95 over a few seconds of traffic is steady."""
+
+# The faulty builds (sandbox.releases): what each one does wrong, and how much.
+ERROR_EVERY = 50
+"""bad-errors: every 50th API request answers 500 (2 %), counted per instance."""
+SLOWDOWN = 0.6
+"""bad-latency: every answer waits 60 % of the time it took, so each latency is 1.6 times 2.0.0's."""
+LEAK_BYTES_PER_TICK, LEAK_TICK_S, LEAK_CAP_BYTES = 1 << 20, 0.25, 384 << 20
+"""slow-leak: 4 MiB more resident memory every second, up to 384 MiB (then it stops growing)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 
 class Metrics:
@@ -64,19 +140,50 @@ class Metrics:
 
     def __init__(self, release: Release, connections_in_use: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests_total", "HTTP requests by method, route and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-                                 registry=self.registry)
-        self.errors = Counter("errors_total", "Errors by type (http_5xx, exception)", ["type"],
-                              registry=self.registry)
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.db_query = Histogram(
+            "db_query_duration_seconds",
+            "Database query latency by query",
+            ["query"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "cache_hits_total", "Cache lookups answered from Redis", registry=self.registry
+        )
+        self.cache_misses = Counter(
+            "cache_misses_total", "Cache lookups that went to the database", registry=self.registry
+        )
+        self.errors = Counter(
+            "errors_total", "Errors by type (http_5xx, exception)", ["type"], registry=self.registry
+        )
         for kind in ("http_5xx", "exception"):  # present at 0 from the start: no data is not "no errors"
             self.errors.labels(kind)
-        in_use = Gauge("db_connections_in_use", "Database connections lent out by the pool", registry=self.registry)
+        in_use = Gauge(
+            "db_connections_in_use", "Database connections lent out by the pool", registry=self.registry
+        )
         in_use.set_function(connections_in_use)
-        Gauge("demo_build_info", "The running build", ["release", "schema"],
-              registry=self.registry).labels(release.name, release.schema).set(1)
+        Gauge("db_connections_max", "The size limit of the database pool", registry=self.registry).set(
+            POOL_MAX_SIZE
+        )
+        ProcessCollector(
+            registry=self.registry
+        )  # process_cpu_seconds_total, process_resident_memory_bytes...
+        Gauge("demo_build_info", "The running build", ["release", "schema"], registry=self.registry).labels(
+            release.name, release.schema
+        ).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -109,10 +216,35 @@ class MetricsMiddleware:
             raise
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
+            # A route's 500 series exists at 0 from its first request: rate() cannot see the
+            # first error of a series that appears with it, and an error ratio would miss it.
+            self.metrics.requests.labels(scope["method"], route, "500")
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
             if status >= 500:
                 self.metrics.errors.labels("http_5xx").inc()
+
+
+class SlowMiddleware:
+    """bad-latency: every answer but /metrics waits SLOWDOWN times as long as it took."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, self._late(send, time.perf_counter()))
+
+    @staticmethod
+    def _late(send: Any, started: float) -> Callable[[Message], Awaitable[None]]:
+        async def late_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(SLOWDOWN * (time.perf_counter() - started))
+            await send(message)
+
+        return late_send
 
 
 class Service:
@@ -120,7 +252,12 @@ class Service:
         self.release = release
         self.port = port
         self.pool = AsyncConnectionPool(
-            database_url, open=False, min_size=1, max_size=4, timeout=2.0, name=f"demo-{port}",
+            database_url,
+            open=False,
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            timeout=2.0,
+            name=f"demo-{port}",
             check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": 2, "application_name": f"demo-{release.name}"},
         )
@@ -128,6 +265,11 @@ class Service:
         self.metrics = Metrics(release, self._connections_in_use)
         self.server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._api_requests = 0
+        self._downstream = random.Random(port)  # the same latencies on every run
+        middleware = [Middleware(MetricsMiddleware, metrics=self.metrics)]
+        if release.fault == "bad-latency":
+            middleware.append(Middleware(SlowMiddleware))
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -135,11 +277,11 @@ class Service:
                 Route("/health", self.health),
                 Route("/health/db", self.health_db),
                 Route("/metrics", self.metrics_endpoint),
-                Route("/api/customers", self.list_customers),
-                Route("/api/customers/{customer_id:int}", self.get_customer),
-                Route("/api/orders", self.create_order, methods=["POST"]),
+                Route("/api/customers", self._api(self.list_customers)),
+                Route("/api/customers/{customer_id:int}", self._api(self.get_customer)),
+                Route("/api/orders", self._api(self.create_order), methods=["POST"]),
             ],
-            middleware=[Middleware(MetricsMiddleware, metrics=self.metrics)],
+            middleware=middleware,
             lifespan=self.lifespan,
         )
 
@@ -147,6 +289,8 @@ class Service:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         await self.pool.open(wait=False)  # the database may be down: /health says so, live stays up
         self._tasks.append(asyncio.create_task(self._when_serving()))
+        if self.release.fault == "slow-leak":
+            self._tasks.append(asyncio.create_task(self._leak()))
         yield
         log.info("shutting down: in-flight requests finished")
         for task in self._tasks:
@@ -157,13 +301,49 @@ class Service:
     async def _when_serving(self) -> None:
         while self.server is None or not self.server.started:
             await asyncio.sleep(0.05)
-        log.info("release %s serving on 127.0.0.1:%d (needs schema %s)",
-                 self.release.name, self.port, self.release.schema)
+        log.info(
+            "release %s serving on 127.0.0.1:%d (needs schema %s)",
+            self.release.name,
+            self.port,
+            self.release.schema,
+        )
         if self.release.fault == "crashloop":
             await asyncio.sleep(1.0)
             log.error("fatal: cache warm-up failed: KeyError 'customer_tiers'; exiting with code 1")
             logging.shutdown()
             os._exit(1)
+
+    async def _leak(self) -> None:
+        """Keep a little more memory every tick, as a cache that is never evicted would."""
+        kept: list[bytes] = []
+        while len(kept) * LEAK_BYTES_PER_TICK < LEAK_CAP_BYTES:
+            kept.append(b"\xa5" * LEAK_BYTES_PER_TICK)  # written, so resident: not just reserved
+            await asyncio.sleep(LEAK_TICK_S)
+        log.warning("leaked %d MiB; not growing further", LEAK_CAP_BYTES >> 20)
+        await asyncio.Event().wait()  # keep what was leaked until shutdown
+
+    def _api(
+        self, endpoint: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """An API endpoint; in bad-errors, every ERROR_EVERY-th API request answers 500 instead."""
+
+        async def api(request: Request) -> Response:
+            await asyncio.sleep(
+                self._downstream.lognormvariate(math.log(DOWNSTREAM_MEDIAN_S), DOWNSTREAM_SIGMA)
+            )
+            if self.release.fault == "bad-errors":
+                self._api_requests += 1
+                if self._api_requests % ERROR_EVERY == 0:
+                    log.error(
+                        "internal error: %s %s: tier cache out of sync", request.method, request.url.path
+                    )
+                    return JSONResponse({"error": "internal error"}, status_code=500)
+            return await endpoint(request)
+
+        return api
+
+    def _query(self, name: str) -> AbstractAsyncContextManager[None]:
+        return _timed(self.metrics.db_query.labels(name))
 
     # -- health -------------------------------------------------------------------------------
 
@@ -181,7 +361,9 @@ class Service:
         checks = {"database": database, "cache": await self._check_cache(), "schema": schema}
         healthy = all(value == "ok" for value in checks.values())
         if not healthy:
-            log.warning("health check failed: %s", ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok"))
+            log.warning(
+                "health check failed: %s", ", ".join(f"{k}={v}" for k, v in checks.items() if v != "ok")
+            )
         body = {
             "status": "healthy" if healthy else "unhealthy",
             "version": self.release.name,
@@ -242,7 +424,7 @@ class Service:
             limit = min(max(int(request.query_params.get("limit", "20")), 1), 100)
         except ValueError:
             return JSONResponse({"error": "limit must be an integer"}, status_code=422)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, self._query("list_customers"):
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(f"SELECT {self._customer_columns} FROM customers ORDER BY id LIMIT %s", [limit])
             customers = [_jsonable(row) for row in await cur.fetchall()]
@@ -253,13 +435,16 @@ class Service:
         key = f"demo:{self.release.name}:customer:{customer_id}"
         cached = await self._cache_get(key)
         if cached is not None:
+            self.metrics.cache_hits.inc()
             return JSONResponse(json.loads(cached), headers={"X-Cache": "hit"})
-        async with self.pool.connection() as conn:
+        self.metrics.cache_misses.inc()
+        async with self.pool.connection() as conn, self._query("get_customer"):
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"SELECT {self._customer_columns}, "
                 "(SELECT count(*) FROM orders WHERE customer_id = customers.id) AS order_count "
-                "FROM customers WHERE id = %s", [customer_id],
+                "FROM customers WHERE id = %s",
+                [customer_id],
             )
             row = await cur.fetchone()
         if row is None:
@@ -275,14 +460,16 @@ class Service:
             if amount_cents <= 0:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": "expected {\"customer_id\": int, \"amount_cents\": int > 0}"},
-                                status_code=422)
+            return JSONResponse(
+                {"error": 'expected {"customer_id": int, "amount_cents": int > 0}'}, status_code=422
+            )
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, self._query("create_order"):
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     "INSERT INTO orders (customer_id, amount_cents) VALUES (%s, %s) "
-                    "RETURNING id, customer_id, amount_cents, created_at", [customer_id, amount_cents],
+                    "RETURNING id, customer_id, amount_cents, created_at",
+                    [customer_id, amount_cents],
                 )
                 order = _jsonable(await cur.fetchone() or {})
         except psycopg.errors.ForeignKeyViolation:
@@ -311,6 +498,15 @@ class Service:
             log.warning("cache unavailable, %s may be stale for %d s: %s", key, CACHE_TTL_S, _first_line(exc))
 
 
+@asynccontextmanager
+async def _timed(histogram: Any) -> AsyncIterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        histogram.observe(time.perf_counter() - started)
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
@@ -327,14 +523,16 @@ def _first_line(exc: BaseException) -> str:
 
 def _configure_logging(release: str, port: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)s demo[{release}:{port}] %(name)s: %(message)s"
-    ))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s demo[{release}:{port}] %(name)s: %(message)s")
+    )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.service", description="the sandbox's demo service")
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.service", description="the sandbox's demo service"
+    )
     parser.add_argument("--release", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
@@ -349,8 +547,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"])
     config = uvicorn.Config(
-        service.app, host="127.0.0.1", port=args.port, log_config=None, log_level="warning",
-        access_log=False, lifespan="on", loop="asyncio", timeout_graceful_shutdown=5,
+        service.app,
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
     )
     service.server = uvicorn.Server(config)
     service.server.run()

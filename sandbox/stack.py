@@ -6,7 +6,9 @@ from ``platform.local``, the directory from ``sandbox.dir``. Several sandboxes (
 other ports, other directories) can run side by side.
 
 ``up`` starts what is not running, in order: PostgreSQL, schema and seed data, Redis, nginx,
-then three instances of 1.0.0. ``down`` stops everything and removes the directory.
+then three instances of 1.0.0, then (with a ``[metrics]`` section) Prometheus, which scrapes
+the instances listed in ``platform.local.targets_file``. ``down`` stops everything and removes
+the directory.
 The sandbox's PostgreSQL trusts local connections, so a ``database.password`` in the file (to
 exercise secret handling in the gates) is never needed, nor resolved, here.
 """
@@ -28,6 +30,7 @@ from releasegate.platforms.local import LocalPlatform
 from sandbox.common import ComponentStatus, SandboxError
 from sandbox.nginx import Nginx
 from sandbox.postgres import Postgres
+from sandbox.prometheus import Prometheus
 from sandbox.redis import Redis
 from sandbox.releases import BASELINE, migrations_dir
 
@@ -76,7 +79,9 @@ class Sandbox:
 
     def __init__(self, env: Environment) -> None:
         if env.sandbox is None:
-            raise SandboxError(f"{env.source}: no [sandbox] section: python -m sandbox only runs the embedded sandbox")
+            raise SandboxError(
+                f"{env.source}: no [sandbox] section: python -m sandbox only runs the embedded sandbox"
+            )
         if env.redis is None or env.platform.local is None:
             raise SandboxError(f"{env.source}: the sandbox needs [redis] and [platform.local]")
         self.env = env
@@ -86,6 +91,15 @@ class Sandbox:
         self.redis = Redis(self.dir, env.redis.url)
         self.nginx = Nginx(self.dir, env.platform.url, self.local)
         self.platform = LocalPlatform(self.local, env.platform.url)
+        self.prometheus: Prometheus | None = None
+        if env.metrics is not None:
+            if not self.local.targets_file:
+                raise SandboxError(
+                    f"{env.source}: [metrics] needs platform.local.targets_file for Prometheus"
+                )
+            self.prometheus = Prometheus(
+                self.dir, env.metrics, self.local.targets_file, env.environment.service
+            )
 
     def up(self, progress: Progress = print) -> None:
         """Start whatever is not running; a no-op, saying so, when everything is up."""
@@ -98,6 +112,11 @@ class Sandbox:
             ("nginx", lambda: "already up" if self.nginx.status().up else self.nginx.start()),
             ("instances", lambda: self._start_instances(progress)),
         ]
+        if self.prometheus is not None:
+            prometheus = self.prometheus
+            steps.append(
+                ("prometheus", lambda: "already up" if prometheus.status().up else prometheus.start())
+            )
         changed = False
         for name, step in steps:
             t0 = time.monotonic()
@@ -106,13 +125,20 @@ class Sandbox:
             progress(f"{name:<11} {message} ({time.monotonic() - t0:.1f} s)")
         where = f"{self.env.platform.url} serves {self.platform.current_release()}"
         if changed:
-            progress(f"sandbox up in {time.monotonic() - started:.1f} s: {where} (python -m sandbox down removes it)")
+            progress(
+                f"sandbox up in {time.monotonic() - started:.1f} s: {where} (python -m sandbox down removes it)"
+            )
         else:
             progress(f"sandbox is already up: {where}")
 
     def down(self, progress: Progress = print) -> None:
         """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory."""
         problems = []
+        if self.prometheus is not None:
+            try:
+                progress(f"{self.prometheus.name:<11} {self.prometheus.stop()}")
+            except ReleasegateError as exc:
+                problems.append(f"prometheus: {exc}")
         if self.platform.state_dir.exists():
             try:
                 self.platform.stop_all(lambda line: progress(f"{'instances':<11} {line}"))
@@ -131,7 +157,14 @@ class Sandbox:
         progress("sandbox is down")
 
     def status(self) -> SandboxStatus:
-        components = (self.postgres.status(), self.redis.status(), self.nginx.status(), self._instances_status())
+        components = (
+            self.postgres.status(),
+            self.redis.status(),
+            self.nginx.status(),
+            self._instances_status(),
+        )
+        if self.prometheus is not None:
+            components += (self.prometheus.status(),)
         return SandboxStatus(components, self.platform.current_release(), self.env.platform.url)
 
     def ensure_up(self, progress: Progress = print) -> list[str]:

@@ -1,7 +1,7 @@
 """Sandboxes for tests: environment files on free ports, brought up and down like the CLI does.
 
 ``write_sandbox_env(dir)`` derives a file from environments/sandbox.toml with free ports for
-PostgreSQL, Redis, nginx and the instances, and ``sandbox.dir`` (and the reports) under
+PostgreSQL, Redis, nginx, Prometheus and the instances, and ``sandbox.dir`` (and the reports) under
 ``dir``, so several sandboxes can run side by side and none touches the default one. Any key
 can be overridden by its dotted path::
 
@@ -33,13 +33,15 @@ INSTANCE_PORTS = 8
 def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     """Write ``dir/sandbox-env.toml``: the sandbox environment on free ports, living under ``dir``."""
     raw = tomllib.loads(BASE_ENV.read_text(encoding="utf-8"))
-    base = free_port_block(3 + INSTANCE_PORTS)
-    pg, redis, nginx, first = base, base + 1, base + 2, base + 3
+    base = free_port_block(4 + INSTANCE_PORTS)
+    pg, redis, nginx, prometheus, first = base, base + 1, base + 2, base + 3, base + 4
     old = {
         _port(raw["database"]["dsn"]): pg,
         _port(raw["redis"]["url"]): redis,
         _port(raw["platform"]["url"]): nginx,
     }
+    if "metrics" in raw:
+        old[_port(raw["metrics"]["prometheus_url"])] = prometheus
     raw = _replace_ports(raw, old)
     raw["platform"]["local"]["ports"] = [first, first + INSTANCE_PORTS - 1]
     raw["sandbox"]["dir"] = str(dir / "sandbox")
@@ -77,7 +79,7 @@ def sandbox_down(env_file: Path, progress: stack.Progress = print) -> None:
 
 def free_port_block(count: int) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1, below the ephemeral range
-    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28101-28120).
+    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28090, 28101-28120).
 
     Under pytest-xdist each worker draws from its own slice of the range, so two workers
     starting sandboxes at the same moment cannot pick the same ports."""

@@ -21,7 +21,7 @@ from sandbox_env import free_port_block, write_sandbox_env
 from releasegate.actions.migrate import apply_sql_migrations, revert_sql_migrations
 from releasegate.config import Environment, load_environment
 from sandbox import stack
-from sandbox.releases import migrations_dir
+from sandbox.releases import RELEASES, migrations_dir
 from sandbox.stack import ROOT
 
 pytestmark = pytest.mark.timeout(180)
@@ -66,7 +66,7 @@ def test_up_starts_each_component_in_order_and_says_how_long_it_took(
 
     assert result.returncode == 0, result.stdout + result.stderr
     steps = [line.split()[0] for line in result.stdout.splitlines() if re.search(r"\(\d+\.\d s\)$", line)]
-    assert steps == ["postgresql", "schema", "seed", "redis", "nginx", "instances"]
+    assert steps == ["postgresql", "schema", "seed", "redis", "nginx", "instances", "prometheus"]
     assert "loaded 200 customers and 1000 orders" in result.stdout
     assert "serves 1.0.0" in result.stdout.splitlines()[-1]
     assert Path(env.sandbox.dir).is_dir()  # type: ignore[union-attr]
@@ -89,6 +89,7 @@ def test_status_of_a_running_sandbox_names_each_component(env_file: Path, env: E
     assert " up " in lines["redis"] and re.search(r"pid \d+", lines["redis"])
     assert f"127.0.0.1:{env.platform.url.rsplit(':', 1)[1]}" in lines["nginx"]
     assert "1.0.0 ×3/3 ready" in lines["instances"]
+    assert " up " in lines["prometheus"] and "job demo, scrape every 1s" in lines["prometheus"]
 
 
 def test_the_demo_service_answers_through_nginx(env: Environment) -> None:
@@ -126,6 +127,12 @@ def test_the_demo_service_answers_through_nginx(env: Environment) -> None:
         "http_request_duration_seconds_bucket",
         "errors_total",
         "db_connections_in_use",
+        "db_connections_max",
+        "db_query_duration_seconds_bucket",
+        "cache_hits_total",
+        "cache_misses_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ):
         assert f"\n{name}" in metrics
     assert 'demo_build_info{release="1.0.0",schema="0001"} 1.0' in metrics
@@ -193,11 +200,20 @@ def test_the_releases_migrations_do_what_the_releases_promise(env: Environment) 
     assert failed.version_after == "0002"
 
 
+def test_the_faulty_2_0_0_builds_bring_2_0_0s_migration_without_a_copy_of_it() -> None:
+    for build in ("2.0.0-bad-errors", "2.0.0-bad-latency", "2.0.0-slow-leak"):
+        release = RELEASES[build]
+        assert (release.schema, release.customer_tier) == ("0002", True)
+        assert migrations_dir(build).resolve() == migrations_dir("2.0.0").resolve()
+        assert migrations_dir(build).is_symlink()
+
+
 def test_down_stops_everything_and_removes_the_directory(env_file: Path, env: Environment) -> None:
     result = cli("down", env_file)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("stopped 1.0.0 on :") == 3
+    assert "prometheus  stopped" in result.stdout
     assert not Path(env.sandbox.dir).exists()  # type: ignore[union-attr]
     assert cli("status", env_file).returncode == 3
     with pytest.raises(httpx.HTTPError):

@@ -120,6 +120,9 @@ class LocalPlatformSettings(Model):
     state_dir: str
     nginx_upstream_file: str
     nginx_pid_file: str
+    targets_file: str | None = Field(
+        None, description="Prometheus file_sd JSON of the running instances, rewritten on every change"
+    )
     readiness_path: str = "/health/live"
     readiness_timeout_s: float = Field(30.0, gt=0)
     min_ready_s: float = Field(0.0, ge=0)
@@ -429,6 +432,343 @@ class RollbackSettings(Model):
     timeout_s: float = Field(300.0, gt=0)
 
 
+# -- metrics: Prometheus, SLO checks, canary analysis, the watch after release ----------------
+#
+# PromQL templates may use three placeholders, filled in when a query runs: {service}
+# (environment.service, the scrape job), {release} and {window} (a range such as 30s or 5m).
+# Only those exact tokens are replaced, so label matchers such as {job="a"} stay as written.
+
+PROMQL_PLACEHOLDERS = ("service", "release", "window")
+_PROMQL_TOKEN = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(text: str) -> float:
+    """``90s`` -> 90.0, ``1h30m`` -> 5400.0: a Prometheus duration in seconds."""
+    if not _DURATION.match(text):
+        raise ValueError(f"{text!r} is not a Prometheus duration (e.g. 30s, 5m, 1h30m)")
+    return float(sum(int(n) * _DURATION_UNIT_S[unit] for n, unit in _DURATION_PART.findall(text)))
+
+
+def _duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+def _promql_template(value: str) -> str:
+    unknown = sorted({m.group(1) for m in _PROMQL_TOKEN.finditer(value)} - set(PROMQL_PLACEHOLDERS))
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}}: PromQL templates may use only "
+            + ", ".join(f"{{{name}}}" for name in PROMQL_PLACEHOLDERS)
+        )
+    if not value.strip():
+        raise ValueError("an empty query")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+PromQL = Annotated[str, AfterValidator(_promql_template)]
+
+_SELECTOR = 'job="{service}",release="{release}"'
+_USER_ROUTES = 'route!~"/metrics|/health.*"'  # what users request, not scrapes and probes
+_REQUESTS = f"http_requests_total{{{_SELECTOR},{_USER_ROUTES}}}"
+_LATENCY_BUCKETS = f"http_request_duration_seconds_bucket{{{_SELECTOR},{_USER_ROUTES}}}"
+
+
+def _quantile_ms(q: float, buckets: str) -> str:
+    return f"1000 * histogram_quantile({q}, sum by (le) (rate({buckets}[{{window}}])))"
+
+
+class MetricQueries(Model):
+    """The PromQL behind each SLO, by name. Defaults fit the sandbox's demo service.
+
+    Every query answers for one release of one service: a single number, or nothing (no
+    traffic, no target) which the checks treat as no data, never as zero.
+    """
+
+    error_ratio: PromQL = (
+        f'(sum(rate({_REQUESTS[:-1]},status=~"5.."}}[{{window}}])) or vector(0))'
+        f" / sum(rate({_REQUESTS}[{{window}}]))"
+    )
+    latency_p95: PromQL = _quantile_ms(0.95, _LATENCY_BUCKETS)
+    """Milliseconds."""
+    latency_p99: PromQL = _quantile_ms(0.99, _LATENCY_BUCKETS)
+    db_query_p99: PromQL = _quantile_ms(0.99, f"db_query_duration_seconds_bucket{{{_SELECTOR}}}")
+    cpu: PromQL = f"max(rate(process_cpu_seconds_total{{{_SELECTOR}}}[{{window}}]))"
+    """The busiest instance's CPU, as a fraction of one core."""
+    memory: PromQL = f"max(process_resident_memory_bytes{{{_SELECTOR}}}) / (256 * 1024 * 1024)"
+    """The largest instance's resident memory as a fraction of what it is allocated (256 MiB)."""
+    memory_growth: PromQL = f"max(deriv(process_resident_memory_bytes{{{_SELECTOR}}}[{{window}}]))"
+    """Bytes per second: a leak shows as steady growth long before a limit is reached."""
+    restarts: PromQL = f"sum(changes(process_start_time_seconds{{{_SELECTOR}}}[{{window}}]))"
+    db_connections: PromQL = f"sum(db_connections_in_use{{{_SELECTOR}}})"
+    cache_hit_ratio: PromQL = (
+        f"sum(rate(cache_hits_total{{{_SELECTOR}}}[{{window}}])) / (sum(rate(cache_hits_total{{{_SELECTOR}}}"
+        f"[{{window}}])) + sum(rate(cache_misses_total{{{_SELECTOR}}}[{{window}}])))"
+    )
+    request_rate: PromQL = f"sum(rate({_REQUESTS}[{{window}}]))"
+    """Requests per second: whether the release gets traffic at all (and its share in a canary)."""
+    targets_up: PromQL = f"count(up{{{_SELECTOR}}} == 1)"
+    """How many of the release's instances Prometheus scrapes successfully."""
+    custom: dict[str, PromQL] = Field(default_factory=dict, description="more named queries")
+
+    @model_validator(mode="after")
+    def _custom_names_are_new(self) -> MetricQueries:
+        clash = sorted(set(self.custom) & set(type(self).model_fields))
+        if clash:
+            raise ValueError(f"custom query {clash[0]!r} has the name of a built-in query: set it directly")
+        return self
+
+    def names(self) -> list[str]:
+        return [name for name in type(self).model_fields if name != "custom"] + list(self.custom)
+
+    def get(self, name: str) -> str:
+        """The template of the query called ``name``."""
+        if name in self.custom:
+            return self.custom[name]
+        if name == "custom" or name not in type(self).model_fields:
+            raise KeyError(f"no query named {name!r} (known: {', '.join(self.names())})")
+        return str(getattr(self, name))
+
+
+class SloCheck(Model):
+    """One SLO: a query, an absolute threshold, maybe a limit relative to a baseline, and how
+    often to sample it before deciding (Argo Rollouts' interval, count and failure limit)."""
+
+    query: str = Field(description="the name of a query in [metrics.queries]; default: the check's name")
+    description: str = Field("", description="the runbook line this check implements")
+    max: float | None = Field(None, description="the value must stay at or below this")
+    min: float | None = Field(None, description="the value must stay at or above this")
+    unit: str = ""
+    max_increase_ratio: float | None = Field(
+        None, ge=0, description="at most this much worse than the baseline, as a fraction of it"
+    )
+    max_increase_points: float | None = Field(
+        None, ge=0, description="at most this much above the baseline, in the value's units"
+    )
+    max_decrease_ratio: float | None = Field(None, ge=0, le=1)
+    max_decrease_points: float | None = Field(None, ge=0)
+    window: Duration | None = Field(
+        None, description="the {window} of this check's query; default metrics.window"
+    )
+    interval_s: float = Field(30.0, gt=0)
+    count: int = Field(10, ge=1, description="samples taken when nothing fails")
+    failure_limit: int = Field(3, ge=1, description="this many consecutive failed samples fail the check")
+    on_no_data: Literal["fail", "inconclusive"] = "fail"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SloCheck:
+        if (self.max is None) == (self.min is None):
+            raise ValueError("set exactly one of `max` or `min`")
+        increase = (self.max_increase_ratio, self.max_increase_points)
+        decrease = (self.max_decrease_ratio, self.max_decrease_points)
+        if self.max is not None and any(v is not None for v in decrease):
+            raise ValueError("a `max` check gets worse by increasing: use max_increase_ratio or _points")
+        if self.min is not None and any(v is not None for v in increase):
+            raise ValueError("a `min` check gets worse by decreasing: use max_decrease_ratio or _points")
+        if all(v is not None for v in increase) or all(v is not None for v in decrease):
+            raise ValueError("set a relative limit as a ratio or in points, not both")
+        if self.failure_limit > self.count:
+            raise ValueError(
+                f"failure_limit {self.failure_limit} can never be reached in {self.count} samples"
+            )
+        return self
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        """``max``: higher is worse (latency, errors); ``min``: lower is worse (cache hits)."""
+        return "max" if self.max is not None else "min"
+
+    @property
+    def threshold(self) -> float:
+        value = self.max if self.max is not None else self.min
+        assert value is not None
+        return value
+
+    @property
+    def comparator(self) -> str:
+        return "<=" if self.direction == "max" else ">="
+
+    @property
+    def relative_ratio(self) -> float | None:
+        return self.max_increase_ratio if self.direction == "max" else self.max_decrease_ratio
+
+    @property
+    def relative_points(self) -> float | None:
+        return self.max_increase_points if self.direction == "max" else self.max_decrease_points
+
+
+class MannWhitneySettings(Model):
+    alpha: float = Field(0.05, gt=0, lt=1, description="one-sided p-value below which the canary is worse")
+    min_effect_size: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Cliff's delta below which a significant difference is too small to act on",
+    )
+
+
+class CanarySettings(Model):
+    """Progressive traffic to the new release, judged against the stable one at every step."""
+
+    steps: list[int] = Field(default_factory=lambda: [5, 10, 25, 50, 75, 100], min_length=1)
+    pause_s: float | list[float] = Field(300.0, description="after each step: one value, or one per step")
+    interval_s: float = Field(30.0, gt=0, description="how often canary and stable are sampled in a pause")
+    window: Duration | None = Field(
+        None,
+        description="the {window} of each sample; default metrics.window. About interval_s keeps the "
+        "samples independent, which the Mann-Whitney test assumes",
+    )
+    min_samples: int = Field(5, ge=2, description="samples of each side before any verdict")
+    max_relative_degradation: float = Field(
+        0.2, ge=0, description="the canary may be this much worse (0.2 = 20 %)"
+    )
+    checks: list[str] = Field(default_factory=list, description="SLO checks compared; default: all")
+    mann_whitney: MannWhitneySettings = MannWhitneySettings()
+
+    @model_validator(mode="after")
+    def _steps_climb_to_100(self) -> CanarySettings:
+        if any(not 0 < s <= 100 for s in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError("steps must be increasing percentages between 1 and 100")
+        if self.steps[-1] != 100:
+            raise ValueError("the last step must be 100")
+        if isinstance(self.pause_s, list):
+            if len(self.pause_s) != len(self.steps):
+                raise ValueError(f"pause_s has {len(self.pause_s)} values for {len(self.steps)} steps")
+            if any(p < 0 for p in self.pause_s):
+                raise ValueError("a pause cannot be negative")
+        elif self.pause_s < 0:
+            raise ValueError("a pause cannot be negative")
+        return self
+
+    def pause_for(self, step_index: int) -> float:
+        """The pause after step ``step_index`` (0-based)."""
+        return self.pause_s[step_index] if isinstance(self.pause_s, list) else self.pause_s
+
+
+class ObserveStep(Model):
+    every_s: float = Field(gt=0)
+    until_s: float = Field(gt=0, description="seconds since the watch started")
+
+
+class ObserveSettings(Model):
+    """The watch after release: sample often at first, then less (Granter: every 5 min for
+    30 min, every 10 min to 1 h, every 30 min to 4 h)."""
+
+    schedule: list[ObserveStep] = Field(
+        default_factory=lambda: [
+            ObserveStep(every_s=300, until_s=1800),
+            ObserveStep(every_s=600, until_s=3600),
+            ObserveStep(every_s=1800, until_s=14400),
+        ],
+        min_length=1,
+    )
+    consecutive_failures: int = Field(3, ge=1)
+    checks: list[str] = Field(default_factory=list, description="SLO checks watched; default: all")
+
+    @model_validator(mode="after")
+    def _schedule_moves_forward(self) -> ObserveSettings:
+        ends = [step.until_s for step in self.schedule]
+        if ends != sorted(set(ends)):
+            raise ValueError("schedule: each until_s must be later than the one before")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        return self.schedule[-1].until_s
+
+
+def _burn_window(value: tuple[str, str, float]) -> tuple[str, str, float]:
+    long, short, factor = value
+    if duration_seconds(long) <= duration_seconds(short):
+        raise ValueError(f"the long window {long} must be longer than the short one {short}")
+    if factor <= 0:
+        raise ValueError("a burn-rate factor must be positive")
+    return value
+
+
+class BurnRateSettings(Model):
+    """The SRE workbook's multi-window, multi-burn-rate alert: page when both windows of a
+    pair burn the error budget faster than the pair's factor."""
+
+    objective: float = Field(0.999, gt=0, lt=1, description="the SLO, e.g. 0.999 = 99.9 % good requests")
+    query: str = Field("error_ratio", description="the query giving the bad-request ratio over {window}")
+    windows: list[Annotated[tuple[Duration, Duration, float], AfterValidator(_burn_window)]] = Field(
+        default_factory=lambda: [("1h", "5m", 14.4), ("6h", "30m", 6.0)],
+        min_length=1,
+        description="[long window, short window, burn-rate factor]",
+    )
+
+
+def _loopback_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("a path starts with /")
+    return value
+
+
+class LoadSettings(Model):
+    """Synthetic traffic the canary and observe phases can switch on (loopback targets only)."""
+
+    paths: list[Annotated[str, AfterValidator(_loopback_path)]] = Field(min_length=1)
+    rps: float = Field(20.0, gt=0, le=500)
+    concurrency: int = Field(4, ge=1, le=32)
+    duration_s: float = Field(600.0, gt=0, le=3600, description="it stops by itself after this")
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class MetricsSettings(Model):
+    """Where Prometheus is, what to ask it, and what the answers must be."""
+
+    prometheus_url: Annotated[str, AfterValidator(_no_inline_password)]
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0, le=10, description="retries of a query that could not connect or got a 5xx")
+    scrape_interval_s: float = Field(15.0, gt=0, description="how often Prometheus scrapes the service")
+    window: Duration = Field("5m", description="the default {window} of every query")
+    queries: MetricQueries = MetricQueries()
+    slo: dict[str, SloCheck] = Field(default_factory=dict)
+    canary: CanarySettings = CanarySettings()
+    observe: ObserveSettings = ObserveSettings()
+    burn_rate: BurnRateSettings = BurnRateSettings()
+    load: LoadSettings | None = None
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host:port of the Prometheus server")
+        return value.rstrip("/")
+
+    @field_validator("slo", mode="before")
+    @classmethod
+    def _query_defaults_to_the_check_name(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"query": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> MetricsSettings:
+        known = self.queries.names()
+        for name, check in self.slo.items():
+            if check.query not in known:
+                raise ValueError(f"slo.{name}: no query named {check.query!r} in [metrics.queries]")
+        for section, names in (("canary", self.canary.checks), ("observe", self.observe.checks)):
+            missing = [n for n in names if n not in self.slo]
+            if missing:
+                raise ValueError(f"{section}.checks: {missing[0]!r} is not a [metrics.slo] check")
+        if self.burn_rate.query not in known:
+            raise ValueError(f"burn_rate.query: no query named {self.burn_rate.query!r}")
+        return self
+
+    def check_names(self, section: Literal["canary", "observe"]) -> list[str]:
+        """The SLO checks a phase uses: its own list, or every check."""
+        names = self.canary.checks if section == "canary" else self.observe.checks
+        return list(names) or list(self.slo)
+
+
 class VerifySettings(Model):
     health_path: str = "/health"
     health_db_path: str = "/health/db"
@@ -471,6 +811,7 @@ class Environment(Model):
     platform: PlatformSettings
     database: DatabaseSettings
     redis: RedisSettings | None = None
+    metrics: MetricsSettings | None = None
     backup: BackupSettings
     migrate: MigrateSettings | None = None
     rollback: RollbackSettings = RollbackSettings()

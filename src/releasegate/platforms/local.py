@@ -11,7 +11,9 @@ deployed them, like pods outlive ``kubectl``. What runs where is recorded in
 ``state_dir/state.json`` (written atomically, each instance recorded *before* it is started,
 so a crash never leaves a process nobody knows about); ``state_dir/lock`` lets one rollout run
 at a time. nginx sends traffic to the ``server`` lines of ``nginx_upstream_file``, which this
-module rewrites and then applies with SIGHUP to the nginx master.
+module rewrites and then applies with SIGHUP to the nginx master. With ``targets_file`` set,
+every running instance is also listed there for Prometheus's file-based service discovery,
+labelled with its release and instance name, rewritten whenever the set changes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,26 @@ def read_upstream_ports(path: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(m.group(1)) for m in map(_SERVER_LINE.match, text.splitlines()) if m]
+
+
+def write_targets_file(path: Path, targets: Iterable[tuple[int, str, str]]) -> bool:
+    """Write Prometheus file_sd JSON for ``(port, release, instance name)``; False if unchanged.
+
+    One group per instance, so each series carries its ``release`` and ``instance`` labels.
+    Prometheus watches the file: an instance is scraped from its start, before nginx routes to it.
+    """
+    groups = [
+        {"targets": [f"127.0.0.1:{port}"], "labels": {"release": release, "instance": name}}
+        for port, release, name in targets
+    ]
+    text = json.dumps(groups, indent=2) + "\n"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except FileNotFoundError:
+        pass
+    _atomic_write(path, text)
+    return True
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -534,6 +556,9 @@ class LocalPlatform:
 
     def _save(self, state: _State) -> None:
         _atomic_write(self.state_file, json.dumps(asdict(state), indent=2) + "\n")
+        if self.settings.targets_file:
+            running = [(e.port, e.release, e.name) for e in state.instances if e.pid is not None]
+            write_targets_file(Path(self.settings.targets_file), running)
 
     def _record(
         self,

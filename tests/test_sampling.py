@@ -1,0 +1,152 @@
+"""Sampling SLO checks over time: when samples are taken, when the series stops, what is recorded.
+
+Prometheus is a stand-in with scripted answers and time is a fake clock, so the schedule can be
+checked to the second without waiting; the same loop against the real sandbox Prometheus is in
+test_metrics_sandbox.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from releasegate.analysis.slo import SampleVerdict
+from releasegate.analysis.thresholds import Verdict
+from releasegate.config import SloCheck
+from releasegate.probes.prometheus import Sample
+from releasegate.sampling import Clock, sample_check, watch
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.t += seconds
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(now=self.now, sleep=self.sleep)
+
+
+class Scripted:
+    """Answers each query with the next scripted value; remembers when it was asked."""
+
+    def __init__(self, clock: FakeClock, answers: dict[str, list[float | None]]) -> None:
+        self.clock = clock
+        self.answers = {k: iter(v) for k, v in answers.items()}
+        self.asked: list[tuple[float, str, str, str | None]] = []
+
+    def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+        self.asked.append((self.clock.t - 1000.0, name, release, window))
+        return Sample(
+            f"{name}{{release={release}}}", "http://prom", next(self.answers[name]), datetime.now(UTC), name
+        )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeClock]:
+    yield FakeClock()
+
+
+P95 = SloCheck(query="latency_p95", max=200, max_increase_ratio=0.1, interval_s=30, count=5, failure_limit=3)
+
+
+def test_a_check_is_sampled_count_times_interval_apart_when_nothing_fails(fake: FakeClock) -> None:
+    prometheus = Scripted(fake, {"latency_p95": [100, 110, 120, 130, 140]})
+    seen: list[tuple[str, float | None, Verdict]] = []
+
+    def record(name: str, sample: Sample, verdict: SampleVerdict) -> None:
+        seen.append((name, sample.value, verdict.verdict))
+
+    result = sample_check(prometheus, "p95", P95, release="2.0.0", on_sample=record, clock=fake.clock)  # type: ignore[arg-type]
+
+    assert result.verdict is Verdict.PASS
+    assert [t for t, *_ in prometheus.asked] == [0, 30, 60, 90, 120]
+    assert prometheus.asked[0][1:] == ("latency_p95", "2.0.0", None)
+    assert seen == [("p95", v, Verdict.PASS) for v in (100, 110, 120, 130, 140)]
+
+
+def test_sampling_stops_at_the_third_failure_in_a_row(fake: FakeClock) -> None:
+    prometheus = Scripted(fake, {"latency_p95": [100, 250, 260, 270, 100]})
+
+    result = sample_check(prometheus, "p95", P95, release="2.0.0", clock=fake.clock)  # type: ignore[arg-type]
+
+    assert result.verdict is Verdict.FAIL
+    assert [t for t, *_ in prometheus.asked] == [0, 30, 60, 90]  # the fifth is never asked
+
+
+def test_a_baseline_turns_on_the_relative_limit(fake: FakeClock) -> None:
+    prometheus = Scripted(fake, {"latency_p95": [120, 125, 130]})
+
+    result = sample_check(prometheus, "p95", P95, release="2.0.0", baseline=100, clock=fake.clock)  # type: ignore[arg-type]
+
+    assert result.verdict is Verdict.FAIL  # within 200 ms, but 20-30 % slower than before
+    assert result.samples[0].detail == "20.0% worse than the baseline 100 (limit 10%)"
+
+
+def test_a_slow_query_does_not_push_the_schedule_back(fake: FakeClock) -> None:
+    class Slow(Scripted):
+        def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+            sample = super().query(name, release=release, window=window)
+            fake.t += 4  # each query takes 4 s
+            return sample
+
+    prometheus = Slow(fake, {"latency_p95": [100] * 5})
+
+    sample_check(prometheus, "p95", P95, release="2.0.0", clock=fake.clock)  # type: ignore[arg-type]
+
+    assert [t for t, *_ in prometheus.asked] == [0, 30, 60, 90, 120]
+    assert fake.sleeps == [26, 26, 26, 26]
+
+
+def test_the_watch_samples_every_check_on_the_schedule_and_stops_at_the_first_failure(
+    fake: FakeClock,
+) -> None:
+    checks = {
+        "errors": SloCheck(query="error_ratio", max=0.001, window="30s"),
+        "memory": SloCheck(query="memory", max=0.7),
+    }
+    prometheus = Scripted(
+        fake, {"error_ratio": [0, 0, 0, 0, 0, 0], "memory": [0.5, 0.75, None, 0.8, 0.5, 0.5]}
+    )
+    recorded: list[tuple[str, Verdict]] = []
+
+    results = watch(
+        prometheus,  # type: ignore[arg-type]
+        checks,
+        [5, 10, 15, 20, 25, 30],
+        release="2.0.0",
+        consecutive_failures=3,
+        on_sample=lambda name, _sample, verdict: recorded.append((name, verdict.verdict)),
+        clock=fake.clock,
+    )
+
+    assert results["memory"].verdict is Verdict.FAIL  # 0.75, no data, 0.8: three in a row
+    assert results["memory"].reason == "3 consecutive failed samples (limit 3): samples 2-4"
+    assert results["errors"].verdict is None  # not decided: the watch stopped at 20 s
+    assert sorted({t for t, *_ in prometheus.asked}) == [5, 10, 15, 20]
+    assert ("error_ratio", "30s") in {(name, window) for _, name, _, window in prometheus.asked}
+    assert recorded[:4] == [
+        ("errors", Verdict.PASS),
+        ("memory", Verdict.PASS),
+        ("errors", Verdict.PASS),
+        ("memory", Verdict.FAIL),
+    ]
+
+
+def test_a_watch_that_sees_nothing_wrong_passes_every_check(fake: FakeClock) -> None:
+    checks = {"errors": SloCheck(query="error_ratio", max=0.001)}
+    prometheus = Scripted(fake, {"error_ratio": [0, 0]})
+
+    results = watch(prometheus, checks, [2, 4], release="2.0.0", consecutive_failures=3, clock=fake.clock)  # type: ignore[arg-type]
+
+    assert results["errors"].verdict is Verdict.PASS
+    assert fake.t - 1000 == 4
