@@ -21,9 +21,9 @@ demo: setup
 	    echo "The sandbox is stopped (make demo KEEP=1 leaves it running)."; fi; \
 	  exit $$code
 
-# Four workers: the integration tests mostly wait on sandboxes (each on its own ports).
+# Four workers, a file each (its tests share a sandbox): the integration tests mostly wait.
 test: setup
-	$(BIN)/pytest tests/ --timeout=900 -n 4
+	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile
 
 # The figures in BENCHMARKS.md (several minutes; not part of make test).
 bench: setup

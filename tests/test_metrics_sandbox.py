@@ -37,9 +37,9 @@ SETTLE_S = 11.0
 
 
 @pytest.fixture(scope="module")
-def env_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def env_file(module_sandbox_dir: Path) -> Iterator[Path]:
     path = write_sandbox_env(
-        tmp_path_factory.mktemp("metrics"),
+        module_sandbox_dir,
         **{"platform.local.min_ready_s": 0.5, "platform.local.drain_s": 0.2},
     )
     with running_sandbox(path, progress=lambda _line: None):
