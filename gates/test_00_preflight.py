@@ -104,3 +104,23 @@ def test_migration_scripts_ready(env, release, postgres, check):
         postgres.schema_version(query=env.migrate.version_query),
         source=postgres.source(env.migrate.version_query),
     )
+
+
+def test_baseline_of_the_serving_release(baseline, previous_release, env, check):
+    """Error rate baseline established (Granter 7): every SLO metric of the release serving now,
+    the "production" a new release must stay within 10-20 % of."""
+    for name, measured in baseline.items():
+        slo = env.metrics.slo[name]
+        samples = ", ".join("none" if v is None else f"{v:.4g}" for v in measured["samples"])
+        label, detail = f"{name} of {previous_release}", f"median of {samples}"
+        if slo.relative_ratio is None and slo.relative_points is None:
+            check.record(label, measured["value"], unit=slo.unit, source=measured["source"], detail=detail)
+        else:  # the baseline of a relative limit: without it the comparison cannot be made
+            check.present(
+                label,
+                measured["value"],
+                unit=slo.unit,
+                source=measured["source"],
+                on_no_data=slo.on_no_data,
+                detail=detail,
+            )

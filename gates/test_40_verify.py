@@ -7,7 +7,8 @@ Release Manager "API Endpoint Health": `for i in {1..10}; curl /health; sleep 2`
 import pytest
 
 from releasegate.platforms import instances_reachable
-from releasegate.verification import every_instance_serves, health_repeatedly
+from releasegate.state import ENV_KEY
+from releasegate.verification import every_instance_serves, health_repeatedly, series_holds
 
 pytestmark = pytest.mark.phase("verify")
 
@@ -60,3 +61,16 @@ def test_no_request_failed_during_the_rollout(rollout, env, check):
         source=traffic.url,
         detail="; ".join(traffic.failures),
     )
+
+
+def pytest_generate_tests(metafunc):
+    """One gate per SLO of the environment's [metrics.slo]: each is its own line in the reports."""
+    if "slo_name" in metafunc.fixturenames:
+        env = metafunc.config.stash.get(ENV_KEY, None)
+        names = env.metrics.check_names("verify") if env is not None and env.metrics is not None else []
+        metafunc.parametrize("slo_name", names)
+
+
+def test_slo_holds_on_the_new_release(slo_name, slo_verdicts, env, check):
+    """Metrics acceptable (GA 6.3): the SLO sampled from Prometheus, absolute and against the baseline."""
+    series_holds(check, slo_name, slo_verdicts[slo_name], env.metrics.slo[slo_name])

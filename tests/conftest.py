@@ -37,8 +37,10 @@ def sandbox_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def sandbox_env(sandbox_dir: Path) -> Iterator[Path]:
-    """A fresh sandbox serving 1.0.0 on free ports; yields its environment file; always torn down."""
-    with running_sandbox(write_sandbox_env(sandbox_dir)) as env_file:
+    """A fresh sandbox serving 1.0.0 on free ports; yields its environment file; always torn down.
+
+    Without [metrics] (no Prometheus, no SLO gates): tests about metrics ask for them."""
+    with running_sandbox(write_sandbox_env(sandbox_dir, metrics=None)) as env_file:
         yield env_file
 
 
@@ -50,5 +52,5 @@ def module_sandbox_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def module_sandbox_env(module_sandbox_dir: Path) -> Iterator[Path]:
     """The same, shared by the tests of one module (for tests that leave it as they found it)."""
-    with running_sandbox(write_sandbox_env(module_sandbox_dir)) as env_file:
+    with running_sandbox(write_sandbox_env(module_sandbox_dir, metrics=None)) as env_file:
         yield env_file

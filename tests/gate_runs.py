@@ -110,16 +110,27 @@ def interrupt_when(
     proc: subprocess.Popen[str], ready: Callable[[str], bool], sig: signal.Signals, timeout_s: float = 120
 ) -> str:
     """Read the run's output until ``ready(line)``, then send ``sig``; returns all the output."""
+    return act_when(proc, ready, lambda: proc.send_signal(sig), timeout_s)
+
+
+def act_when(
+    proc: subprocess.Popen[str],
+    ready: Callable[[str], bool],
+    act: Callable[[], object],
+    timeout_s: float = 180,
+) -> str:
+    """Read the run's output until ``ready(line)``, then ``act()`` (stop a dependency, send a
+    signal); wait for the run to end and return all its output."""
     assert proc.stdout is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout_s
     for line in proc.stdout:
         seen.append(line)
         if ready(line):
-            proc.send_signal(sig)
+            act()
             break
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError("the moment to interrupt never came:\n" + "".join(seen))
+            raise AssertionError("the moment to act never came:\n" + "".join(seen))
     rest, _ = proc.communicate(timeout=timeout_s)
     return "".join(seen) + (rest or "")

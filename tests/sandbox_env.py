@@ -7,6 +7,7 @@ can be overridden by its dotted path::
 
     write_sandbox_env(tmp_path, **{"migrate.rehearse": False, "verify.health_probes": 2})
     write_sandbox_env(tmp_path, verify__health_probes=2)   # the same, as a keyword
+    write_sandbox_env(tmp_path, metrics=None)              # None removes a key: no Prometheus, no SLO gates
 """
 
 from __future__ import annotations
@@ -129,8 +130,12 @@ def _replace_ports(value: Any, ports: dict[int, int]) -> Any:
 
 
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set a key by its dotted path; None removes it (``metrics=None``: a sandbox without Prometheus)."""
     *parents, key = dotted.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
-    node[key] = value
+    if value is None:
+        node.pop(key, None)
+    else:
+        node[key] = value

@@ -46,20 +46,23 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         report = run.report
         assert "**Decision: SUCCESS** (exit code 0)" in report
         assert "| Previous release | 1.0.0 |" in report
-        for phase in ("preflight", "backup", "migrate", "deploy", "verify", "finalize"):
+        for phase in ("preflight", "backup", "migrate", "deploy", "verify", "observe", "finalize"):
             assert f"| {phase} | passed |" in report
+        assert "latency_p95 of 1.0.0" in report, "the baseline, measured before the change"
+        assert "error_ratio (error rate < 0.1 %" in report and "burn rate 60s/5s" in report
         assert "| migrate | apply 0002_customer_tier to demo |" in report
         assert "requests failed during the rollout | 0 | <= 0 | pass" in report
 
         suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
-        # 31 gates: 24, and the 7 of gates/test_05_kubernetes.py, skipped on the sandbox
-        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (24, 0, 0)
+        # 24 gates, a baseline, 8 SLOs in verify, 10 in observe and the burn rate; the
+        # Kubernetes gates are not collected for a local platform
+        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (44, 0, 0)
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
 
         results = list((run.reports / "allure-results").glob("*-result.json"))
-        assert len(results) == 24
+        assert len(results) == 44
         made = subprocess.run(
             ["make", "report", f"REPORTS={run.reports}"], cwd=ROOT, capture_output=True, text=True
         )
@@ -77,7 +80,7 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
 
 
 def test_an_unhealthy_release_is_rolled_back_and_the_sandbox_is_started_when_down(sandbox_dir: Path) -> None:
-    env_file = write_sandbox_env(sandbox_dir)
+    env_file = write_sandbox_env(sandbox_dir, metrics=None)
     try:
         run = run_gates(env_file, "2.0.0-bad-health")  # the sandbox is not up: the gates start it
 
@@ -129,7 +132,7 @@ def test_a_failing_migration_changes_nothing(sandbox_env: Path) -> None:
 
 
 def test_a_migration_failing_half_way_on_the_target_is_restored_from_the_backup(sandbox_dir: Path) -> None:
-    env_file = write_sandbox_env(sandbox_dir, **{"migrate.rehearse": False})
+    env_file = write_sandbox_env(sandbox_dir, metrics=None, **{"migrate.rehearse": False})
     sandbox_up(env_file)
     try:
         before, ports = database(env_file), instance_ports(env_file)
@@ -175,7 +178,7 @@ def test_postgres_down_aborts_at_preflight_naming_the_database(sandbox_env: Path
 def test_a_rollback_takes_the_database_back_as_the_environment_says(sandbox_dir: Path, policy: str) -> None:
     """2.0.0 migrates, deploys, then fails verify on a threshold: app and schema both go back."""
     env_file = write_sandbox_env(
-        sandbox_dir, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001}
+        sandbox_dir, metrics=None, **{"rollback.database": policy, "verify.max_db_latency_ms": 0.001}
     )
     sandbox_up(env_file)
     try:

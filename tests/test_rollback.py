@@ -77,6 +77,7 @@ def test_sigterm_during_the_migration_restores_the_database(sandbox_dir: Path) -
     )
     env_file = write_sandbox_env(
         sandbox_dir,
+        metrics=None,
         **{
             "migrate.directory": str(releases / "{release}" / "migrations"),
             "migrate.rehearse": False,
@@ -115,7 +116,9 @@ def test_ctrl_c_during_the_rollout_rolls_back(sandbox_env: Path) -> None:
 
 
 def test_four_workers_back_up_roll_out_and_roll_back_exactly_once(sandbox_dir: Path) -> None:
-    env_file = write_sandbox_env(sandbox_dir, **{"verify.max_db_latency_ms": 0.001})  # verify must fail
+    env_file = write_sandbox_env(
+        sandbox_dir, metrics=None, **{"verify.max_db_latency_ms": 0.001}
+    )  # verify must fail
     sandbox_up(env_file)
     try:
         before = platform_history(env_file)
@@ -161,7 +164,7 @@ def test_rollback_refuses_to_undo_a_success_unless_told_where_to_go(sandbox_env:
 
 
 def test_a_drill_goes_back_and_forward_and_is_recorded(sandbox_dir: Path) -> None:
-    env_file = write_sandbox_env(sandbox_dir, **{"rollback.database": "restore"})
+    env_file = write_sandbox_env(sandbox_dir, metrics=None, **{"rollback.database": "restore"})
     sandbox_up(env_file)
     try:
         assert run_gates(env_file, "2.0.0").code == 0

@@ -601,6 +601,13 @@ class SloCheck(Model):
         return self.max_increase_points if self.direction == "max" else self.max_decrease_points
 
 
+class VerifySloSettings(Model):
+    """Which SLOs the verify phase samples right after the rollout. A slow leak or a budget
+    that burns slowly shows only over time: leave those to the observe phase."""
+
+    checks: list[str] = Field(default_factory=list, description="SLO checks sampled in verify; default: all")
+
+
 class MannWhitneySettings(Model):
     alpha: float = Field(0.05, gt=0, lt=1, description="one-sided p-value below which the canary is worse")
     min_effect_size: float = Field(
@@ -729,6 +736,7 @@ class MetricsSettings(Model):
     window: Duration = Field("5m", description="the default {window} of every query")
     queries: MetricQueries = MetricQueries()
     slo: dict[str, SloCheck] = Field(default_factory=dict)
+    verify: VerifySloSettings = VerifySloSettings()
     canary: CanarySettings = CanarySettings()
     observe: ObserveSettings = ObserveSettings()
     burn_rate: BurnRateSettings = BurnRateSettings()
@@ -755,7 +763,12 @@ class MetricsSettings(Model):
         for name, check in self.slo.items():
             if check.query not in known:
                 raise ValueError(f"slo.{name}: no query named {check.query!r} in [metrics.queries]")
-        for section, names in (("canary", self.canary.checks), ("observe", self.observe.checks)):
+        sections = (
+            ("verify", self.verify.checks),
+            ("canary", self.canary.checks),
+            ("observe", self.observe.checks),
+        )
+        for section, names in sections:
             missing = [n for n in names if n not in self.slo]
             if missing:
                 raise ValueError(f"{section}.checks: {missing[0]!r} is not a [metrics.slo] check")
@@ -763,9 +776,11 @@ class MetricsSettings(Model):
             raise ValueError(f"burn_rate.query: no query named {self.burn_rate.query!r}")
         return self
 
-    def check_names(self, section: Literal["canary", "observe"]) -> list[str]:
+    def check_names(self, section: Literal["verify", "canary", "observe"]) -> list[str]:
         """The SLO checks a phase uses: its own list, or every check."""
-        names = self.canary.checks if section == "canary" else self.observe.checks
+        names = {"verify": self.verify.checks, "canary": self.canary.checks, "observe": self.observe.checks}[
+            section
+        ]
         return list(names) or list(self.slo)
 
 

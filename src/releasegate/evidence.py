@@ -137,6 +137,31 @@ class Checker:
         """A value that must exist (a release name, an LSN): missing or empty is no data."""
         return self.that(check, value, "present", None, **kw)
 
+    def sample(
+        self,
+        check: str,
+        value: Any,
+        verdict: Verdict,
+        *,
+        unit: str = "",
+        comparator: str = "",
+        threshold: Any = None,
+        source: str = "",
+        detail: str = "",
+        at: str = "",
+    ) -> Evidence:
+        """Record one sample of a series judged elsewhere (an SLO sampled 5 times): never raises;
+        the series' verdict is asserted once, with ``decide``."""
+        return self._record(check, value, verdict, unit, comparator, threshold, source, detail, at=at)
+
+    def decide(self, check: str, verdict: Verdict, detail: str = "", *, source: str = "") -> None:
+        """Record a series' verdict and fail the gate unless it passed (inconclusive passes
+        only outside production)."""
+        evidence = self._record(check, detail or str(verdict), verdict, "", "", None, source, "")
+        if verdict is Verdict.PASS or (verdict is Verdict.INCONCLUSIVE and not self.production):
+            return
+        raise GateFailure(evidence.line())
+
     def fail(self, check: str, problem: str, *, source: str = "") -> None:
         """Record that something could not be measured or did not happen, then fail."""
         evidence = self._record(check, None, Verdict.FAIL, "", "", None, source, problem)
@@ -158,6 +183,8 @@ class Checker:
         source: str,
         detail: str,
         data: dict[str, Any] | None = None,
+        *,
+        at: str = "",
     ) -> Evidence:
         evidence = Evidence(
             check=check,
@@ -171,6 +198,7 @@ class Checker:
             gate=self.gate,
             phase=self.phase,
             data=_redact_data(data),
+            **({"at": at} if at else {}),
         )
         self.records.append(evidence)
         self._sink(evidence)

@@ -5,6 +5,8 @@ wait and read its result from the ledger. Each mutation writes its intent first.
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,15 +15,18 @@ import pytest
 
 from releasegate.actions.backup import Dump, Restore, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
-from releasegate.config import Environment, MigrateSettings
+from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
+from releasegate.config import Environment, MigrateSettings, duration_seconds
 from releasegate.evidence import Checker
 from releasegate.platforms.base import Platform, RolloutResult
 from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres
+from releasegate.probes.prometheus import Prometheus, Sample
 from releasegate.probes.redis import Redis
 from releasegate.probes.traffic import TrafficProbe, TrafficStats
 from releasegate.rollback import RollbackSession
 from releasegate.run import Run
+from releasegate.sampling import sample_together, watch
 from releasegate.state import ENV_KEY, EVIDENCE_KEY, ROLLBACK_KEY, RUN_KEY, is_worker, phase_of
 
 
@@ -244,3 +249,141 @@ def _migrate_settings(env: Environment) -> MigrateSettings:
     if env.migrate is None:
         pytest.skip("the environment has no [migrate] section: this service has no migrations")
     return env.migrate
+
+
+# SLOs from Prometheus -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus(env: Environment) -> Iterator[Prometheus]:
+    """The environment's Prometheus ([metrics]); gates that need it skip where there is none."""
+    if env.metrics is None:
+        pytest.skip("the environment has no [metrics] section: no SLOs from Prometheus")
+    client = Prometheus.from_environment(env)
+    yield client
+    client.close()
+
+
+BASELINE_SAMPLES = 3
+"""A baseline is the median of this many samples one scrape apart: one sample is too noisy to be
+"production" for a 10 % comparison."""
+
+
+@pytest.fixture(scope="session")
+def baseline(
+    run: Run, prometheus: Prometheus, env: Environment, previous_release: str | None
+) -> dict[str, dict]:
+    """Every SLO metric of the release serving now, before anything changes: what "within 10 %
+    of production" is measured against. Waits for data as long as one window and three scrapes."""
+    metrics = env.metrics
+    assert metrics is not None
+
+    def measure() -> dict:
+        release = previous_release or ""
+        wait = duration_seconds(metrics.window) + 3 * metrics.scrape_interval_s
+        prometheus.wait_for_data("request_rate", release=release, timeout_s=wait)
+        rounds = []
+        for round_ in range(BASELINE_SAMPLES):
+            if round_:
+                time.sleep(metrics.scrape_interval_s)
+            rounds.append(
+                {
+                    name: prometheus.query(slo.query, release=release, window=slo.window)
+                    for name, slo in metrics.slo.items()
+                }
+            )
+        values = {}
+        for name in metrics.slo:
+            samples = [r[name] for r in rounds]
+            numbers = [s.value for s in samples if s.value is not None]
+            values[name] = {
+                "value": statistics.median(numbers) if numbers else None,
+                "source": samples[-1].source,
+                "at": samples[-1].at_iso,
+                "samples": [s.value for s in samples],
+            }
+        return values
+
+    return run.once("baseline", measure)
+
+
+@pytest.fixture(scope="session")
+def slo_verdicts(
+    run: Run, rollout: Rollout, prometheus: Prometheus, env: Environment, baseline: dict[str, dict]
+) -> dict[str, dict]:
+    """The new release's SLOs, every check sampled on its interval at once, until each has a
+    verdict or one fails (then the rest stop: a rollback is due)."""
+    metrics = env.metrics
+    assert metrics is not None
+
+    def sample() -> dict:
+        run.progress(f"sampling {len(metrics.check_names('verify'))} SLOs of {run.release} from Prometheus")
+        wait = duration_seconds(metrics.window) + 3 * metrics.scrape_interval_s
+        prometheus.wait_for_data("request_rate", release=run.release, timeout_s=wait)
+        sources: dict[tuple[str, int], str] = {}
+
+        def on_sample(name: str, sample: Sample, verdict: SampleVerdict) -> None:
+            sources[name, verdict.index] = sample.source
+            if verdict.counts_as_failure:
+                run.progress(f"{name} sample {verdict.index}: {verdict.detail}")
+
+        results = sample_together(
+            prometheus,
+            {name: metrics.slo[name] for name in metrics.check_names("verify")},
+            release=run.release,
+            on_sample=on_sample,
+            baselines={name: b["value"] for name, b in baseline.items()},
+        )
+        return {name: series_record(result, sources, name) for name, result in results.items()}
+
+    return run.once("slo", sample)
+
+
+@pytest.fixture(scope="session")
+def observation(
+    run: Run, rollout: Rollout, prometheus: Prometheus, env: Environment, baseline: dict[str, dict]
+) -> dict[str, dict]:
+    """The watch after release: the SLOs on the observe schedule, stopping at the first that
+    fails (Granter: every 5 min for 30 min, every 10 min to 1 h, every 30 min to 4 h)."""
+    metrics = env.metrics
+    assert metrics is not None
+    observe = metrics.observe
+    checks = {name: metrics.slo[name] for name in metrics.check_names("observe")}
+    offsets = schedule_offsets([(s.every_s, s.until_s) for s in observe.schedule])
+
+    def watch_it() -> dict:
+        run.progress(
+            f"watching {run.release} for {observe.duration_s:g} s: {len(offsets)} samples of "
+            f"{len(checks)} SLOs, {observe.consecutive_failures} failures in a row roll back"
+        )
+        sources: dict[tuple[str, int], str] = {}
+
+        def on_sample(name: str, sample: Sample, verdict: SampleVerdict) -> None:
+            sources[name, verdict.index] = sample.source
+            if verdict.counts_as_failure:
+                run.progress(f"observe {name} sample {verdict.index}: {verdict.detail}")
+
+        results = watch(
+            prometheus,
+            checks,
+            offsets,
+            release=run.release,
+            consecutive_failures=observe.consecutive_failures,
+            baselines={name: b["value"] for name, b in baseline.items()},
+            on_sample=on_sample,
+        )
+        return {name: series_record(result, sources, name) for name, result in results.items()}
+
+    return run.once("observe", watch_it)
+
+
+def series_record(result: SeriesVerdict, sources: dict[tuple[str, int], str], name: str) -> dict:
+    """A series as the ledger keeps it: every sample with its verdict and source, and the verdict."""
+    return {
+        "verdict": str(result.verdict) if result.verdict else None,
+        "reason": result.reason,
+        "samples": [
+            {**asdict(s), "verdict": str(s.verdict), "source": sources.get((name, s.index), "")}
+            for s in result.samples
+        ],
+    }

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from releasegate import fixtures, hookspecs, plan
+from releasegate.actions.load import LoadGenerator
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, Phase, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
@@ -243,6 +244,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         config.hook.pytest_releasegate_prepare(config=config, env=env, progress=progress)
     except ReleasegateError as exc:
         progress(f"could not prepare {env.name}: {exc}")
+    if (
+        env.metrics is not None
+        and env.metrics.load is not None
+        and config.stash.get(RUN_KEY, None) is not None
+    ):
+        finisher.load = _start_load(env, progress)
+
+
+def _start_load(env: Environment, progress: Progress) -> LoadGenerator | None:
+    """Synthetic traffic for environments that ask for it ([metrics.load], loopback only), so
+    that Prometheus has requests to measure: started once for the run, stopped at its end."""
+    assert env.metrics is not None and env.metrics.load is not None
+    try:
+        load = LoadGenerator.from_settings(env.platform.url, env.metrics.load).start()
+    except ReleasegateError as exc:
+        progress(f"no synthetic load: {exc}")
+        return None
+    settings = env.metrics.load
+    progress(
+        f"synthetic load: {settings.rps:g} requests/s to {env.platform.url} for at most {settings.duration_s:g} s"
+    )
+    return load
 
 
 @pytest.hookimpl(trylast=True)
@@ -395,6 +418,7 @@ class _Finisher:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.worker_lines: _WorkerLines | None = None
+        self.load: LoadGenerator | None = None
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         """Ctrl-C or SIGTERM: the phase that was running failed; undo follows as for any failure."""
@@ -414,6 +438,9 @@ class _Finisher:
             return
         if self.worker_lines is not None:
             self.worker_lines.close()
+        if self.load is not None:
+            stats = self.load.stop()
+            run.progress(f"synthetic load stopped: {stats.sent} requests, {stats.server_errors} answered 5xx")
         if run.kind == "deploy":
             run.undo_if_needed()
         run.finish()

@@ -100,3 +100,41 @@ def watch(
         if any(s.result().verdict is Verdict.FAIL for s in series.values()):
             break
     return {name: s.result() for name, s in series.items()}
+
+
+def sample_together(
+    prometheus: Prometheus,
+    checks: Mapping[str, SloCheck],
+    *,
+    release: str,
+    baselines: Mapping[str, float | None] | None = None,
+    on_sample: OnSample = _ignore,
+    clock: Clock = Clock(),
+) -> dict[str, SeriesVerdict]:
+    """Every check sampled on its own interval at the same time, until each is decided or one
+    fails: the verify phase's SLOs take as long as the slowest check, not the sum of them.
+
+    A check still undecided when another failed keeps verdict None, with the reason.
+    """
+    series = {name: SloSeries(SloRule.from_check(check)) for name, check in checks.items()}
+    started = clock.now()
+    due = dict.fromkeys(checks, started)
+    failed: str | None = None
+    while failed is None and (waiting := [n for n, s in series.items() if not s.decided]):
+        name = min(waiting, key=lambda n: due[n])
+        clock.sleep_until(due[name])
+        check = checks[name]
+        sample = prometheus.query(check.query, release=release, window=check.window)
+        on_sample(name, sample, series[name].add(sample.value, (baselines or {}).get(name), sample.at_iso))
+        due[name] += check.interval_s
+        if series[name].result().verdict is Verdict.FAIL:
+            failed = name
+    results = {}
+    for name, s in series.items():
+        result = s.result()
+        if not result.decided and failed is not None:
+            result = SeriesVerdict(
+                None, result.samples, f"not decided: sampling stopped when {failed} failed"
+            )
+        results[name] = result
+    return results

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from releasegate.analysis.thresholds import Verdict
+from releasegate.config import SloCheck
 from releasegate.errors import ProbeError
 from releasegate.evidence import Checker
 from releasegate.platforms.base import Platform
@@ -88,3 +92,25 @@ def database_as_before(
     check.equals(
         f"{label}: schema version", pg.schema_version(), schema_version, source=pg.source("schema_migrations")
     )
+
+
+def series_holds(check: Checker, name: str, series: dict, slo: SloCheck) -> None:
+    """Every sample of an SLO series as evidence, then its verdict: the runbooks' "3 consecutive
+    failures" decide, one bad sample alone does not. Undecided (sampling stopped because another
+    check failed) is not a pass either."""
+    for sample in series["samples"]:
+        check.sample(
+            f"{name} sample {sample['index']}",
+            sample["value"],
+            Verdict(sample["verdict"]),
+            unit=slo.unit,
+            comparator=slo.comparator,
+            threshold=slo.threshold,
+            source=sample["source"],
+            detail=sample["detail"],
+            at=sample["at"],
+        )
+    if series["verdict"] is None:
+        pytest.skip(series["reason"] or f"{name} was not decided")
+    label = f"{name} ({slo.description})" if slo.description else name
+    check.decide(label, Verdict(series["verdict"]), series["reason"])

@@ -1,0 +1,54 @@
+"""The watch after release and the metrics' own failure: a leak that only time shows, and a
+Prometheus that stops answering in the middle of the analysis (never a pass)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gate_runs import act_when, runs, serving, start_gates
+from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
+
+from sandbox import stack
+
+pytestmark = pytest.mark.integration
+
+ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
+
+
+@pytest.fixture
+def metrics_sandbox(sandbox_dir: Path):
+    env_file = write_sandbox_env(sandbox_dir)
+    sandbox_up(env_file)
+    try:
+        yield env_file
+    finally:
+        sandbox_down(env_file)
+
+
+def test_a_slow_leak_passes_verify_and_is_caught_in_observe(metrics_sandbox: Path) -> None:
+    gates = start_gates(metrics_sandbox, "2.0.0-slow-leak")
+    output = act_when(gates, lambda line: False, lambda: None)
+
+    assert gates.returncode == 11, output
+    assert serving(metrics_sandbox) == ONE_ZERO
+    record = runs(metrics_sandbox)[0]
+    assert record.failed_phase == "observe"
+    assert record.failed_gate.endswith("test_slo_holds_through_the_watch[memory_growth]")
+    verify = [g for g in record.gates if g["phase"] == "verify"]
+    assert verify and all(g["outcome"] == "passed" for g in verify), "the leak does not show in verify"
+
+
+def test_prometheus_stopped_mid_analysis_fails_the_gate_and_rolls_back(metrics_sandbox: Path) -> None:
+    gates = start_gates(metrics_sandbox, "2.0.0")
+    output = act_when(
+        gates,
+        lambda line: "sampling" in line and "SLOs of 2.0.0" in line,
+        lambda: stack.load(metrics_sandbox).prometheus.stop(),
+    )
+
+    assert gates.returncode == 11, output
+    assert serving(metrics_sandbox) == ONE_ZERO
+    record = runs(metrics_sandbox)[0]
+    assert record.failed_phase == "verify" and "Prometheus at http://127.0.0.1:" in record.failure
+    assert not any(e.check.startswith("error_ratio (") and e.verdict == "pass" for e in record.evidence)
