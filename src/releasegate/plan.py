@@ -69,9 +69,14 @@ def render(env: Environment, release: str | None, items: list[pytest.Item]) -> l
                 value = _lookup(env, key)
                 if value is not _MISSING:
                     lines.append(f"          threshold {key} = {value}")
-            sources = [s(facts) for name, s in _SOURCES.items() if name in getattr(item, "fixturenames", [])]
-            if sources:
-                lines.append(f"          source    {'; '.join(sources)}")
+            slo_name = _slo_of(item)
+            if slo_name and env.metrics is not None:
+                watched = "watched" in getattr(getattr(item, "callspec", None), "params", {})
+                lines.append(f"          threshold {_describe_slo(slo_name, env, observe=watched)}")
+            used = getattr(item, "fixturenames", [])
+            source = next((describe(facts) for name, describe in _SOURCES.items() if name in used), None)
+            if source:
+                lines.append(f"          source    {source}")
         lines.append("")
     lines.extend(_on_failure(facts))
     return lines
@@ -161,19 +166,28 @@ _ACTIONS: dict[str, Callable[[_Facts], list[str]]] = {
     "migration": _migration,
     "rollout": _rollout,
 }
-_SOURCES: dict[str, Callable[[_Facts], str]] = {
-    "postgres": lambda f: redact(f"postgresql://{f.postgres.host}:{f.postgres.port}/{f.postgres.dbname}"),
-    "redis": lambda f: redact(f.env.redis.url) if f.env.redis else "no redis",
-    "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
-    "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
-    "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
+_SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a check shows one source
+    "observation": lambda f: _prometheus(f) + ", on the observe schedule",
+    "slo_verdicts": lambda f: _prometheus(f) + ", by release label",
+    "baseline": lambda f: _prometheus(f) + ", the serving release before the change",
+    "prometheus": lambda f: _prometheus(f),
     "kubernetes": lambda f: (
         f"kubernetes API (context {f.env.platform.kubernetes.context or 'default'}, "
         f"namespace {f.env.platform.kubernetes.namespace})"
         if f.env.platform.kubernetes
         else "kubernetes API"
     ),
+    "postgres": lambda f: redact(f"postgresql://{f.postgres.host}:{f.postgres.port}/{f.postgres.dbname}"),
+    "redis": lambda f: redact(f.env.redis.url) if f.env.redis else "no redis",
+    "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
+    "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
+    "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
 }
+
+
+def _prometheus(facts: _Facts) -> str:
+    metrics = facts.env.metrics
+    return f"Prometheus at {metrics.prometheus_url}" if metrics else "no [metrics]"
 
 
 def _on_failure(facts: _Facts) -> list[str]:
@@ -190,6 +204,33 @@ def _on_failure(facts: _Facts) -> list[str]:
         f"  deploy, verify     roll back to {facts.current}; database {database}; verified; ROLLED_BACK (exit 11)",
         "  the rollback       ROLLBACK_FAILED (exit 12), with what is left to do by hand",
     ]
+
+
+def _slo_of(item: pytest.Item) -> str | None:
+    """The SLO a parametrized gate judges (``test_slo_holds...[latency_p95]``), if any."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("slo_name") or params.get("watched")
+
+
+def _describe_slo(name: str, env: Environment, *, observe: bool = False) -> str:
+    """``metrics.slo.latency_p95: <= 200 ms, at most +25 % of the baseline; 5 samples 2 s apart...``"""
+    metrics = env.metrics
+    assert metrics is not None
+    slo = metrics.slo[name]
+    text = f"metrics.slo.{name}: {slo.comparator} {slo.threshold:g} {slo.unit}".rstrip()
+    if slo.relative_ratio is not None:
+        text += f", within {slo.relative_ratio:.0%} of the baseline"
+    elif slo.relative_points is not None:
+        text += f", within {slo.relative_points:g} of the baseline"
+    no_data = "fails" if slo.on_no_data == "fail" else "is inconclusive"
+    if observe:
+        schedule = ", ".join(f"every {s.every_s:g} s until {s.until_s:g} s" for s in metrics.observe.schedule)
+        failures = metrics.observe.consecutive_failures
+        return f"{text}; {schedule}; {failures} failures in a row fail it; no data {no_data}"
+    return (
+        f"{text}; {slo.count} samples {slo.interval_s:g} s apart, {slo.failure_limit} failures in a row "
+        f"fail it; no data {no_data}"
+    )
 
 
 def _title(item: pytest.Item) -> str:
