@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,19 +71,47 @@ def configure(config: pytest.Config, reports: Path, *, worker: bool) -> Path | N
     return Path(config.option.allure_report_dir)
 
 
-def _in_test() -> bool:
-    """Whether allure-pytest is recording a test or fixture now (not, e.g., the xdist controller
-    rolling back after every worker has stopped: that rollback is in the ledger and reports)."""
+def _logger() -> Any | None:
+    """allure-pytest's reporter when it writes results (--alluredir), else None."""
     if not available():
-        return False
+        return None
     from allure_commons import plugin_manager
-    from allure_commons.model2 import ExecutableItem
 
     for plugin in plugin_manager.get_plugins():
         logger = getattr(plugin, "allure_logger", None)
         if logger is not None and hasattr(logger, "get_last_item"):
-            return logger.get_last_item(ExecutableItem) is not None
-    return False
+            return logger
+    return None
+
+
+def _in_test() -> bool:
+    """Whether allure-pytest is recording a test or fixture now (not, e.g., the xdist controller
+    rolling back after every worker has stopped: that rollback is in the ledger and reports)."""
+    logger = _logger()
+    if logger is None:
+        return False
+    from allure_commons.model2 import ExecutableItem
+
+    return logger.get_last_item(ExecutableItem) is not None
+
+
+def attach_charts(paths: Sequence[Path]) -> str:
+    """Attach chart PNGs: to the running test or fixture when there is one; otherwise (at
+    session finish, where the charts are drawn) as global attachments of the whole run, which
+    Allure 3 and recent Allure 2 show on their own tab and older Allure 2 ignores.
+
+    Returns where they went: "test", "global", or "" (no Allure results being written).
+    """
+    if not paths or _logger() is None:
+        return ""
+    import allure
+    from allure_commons.types import AttachmentType
+
+    where = "test" if _in_test() else "global"
+    attach = allure.attach.file if where == "test" else allure.global_attach.file
+    for path in paths:
+        attach(str(path), name=f"chart: {path.stem.replace('-', ' ')}", attachment_type=AttachmentType.PNG)
+    return where
 
 
 def check_step(evidence: Evidence) -> None:

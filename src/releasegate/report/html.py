@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
 from html import escape
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +49,19 @@ def evidence_table(records: list[Evidence]) -> str:
         "<tr><th>check</th><th>value</th><th>threshold</th><th>verdict</th><th>detail</th><th>source</th>"
         f"<th>time</th></tr>{rows}</table>"
     )
+
+
+def charts_html(paths: Sequence[Path]) -> str:
+    """The charts as <img> tags carrying their PNG data: the HTML report stays one file that
+    can be mailed or archived without the reports directory. "" without charts."""
+    if not paths:
+        return ""
+    images = "".join(
+        f"<img src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}' "
+        f"alt='{escape(path.stem.replace('-', ' '))}' style='max-width:100%;display:block;margin:6px 0'>"
+        for path in paths
+    )
+    return f"<div class='releasegate-charts'><h3>Charts</h3>{images}</div>"
 
 
 def attach_evidence(report: pytest.TestReport, records: list[Evidence]) -> None:

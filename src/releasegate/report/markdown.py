@@ -6,7 +6,8 @@ every change made with how to undo it, every gate with its evidence, and the rol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -20,19 +21,30 @@ REPORT_NAME = "deployment-report.md"
 _MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
 
 
-def write_deployment_report(record: RunRecord, env: Environment, directory: Path) -> Path:
-    """Write ``deployment-report.md`` (the latest run) and keep a copy per run under runs/."""
-    text = render(record, env)
+def write_deployment_report(
+    record: RunRecord, env: Environment, directory: Path, charts: Sequence[Path] = ()
+) -> Path:
+    """Write ``deployment-report.md`` (the latest run) and keep a copy per run under runs/.
+
+    ``charts`` (PNG files) are linked relative to each copy, so keep them where they are: a
+    directory per run (e.g. ``charts/<run id>/``) keeps older reports' links working.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / REPORT_NAME
-    path.write_text(text, encoding="utf-8")
+    path.write_text(render(record, env, charts, relative_to=directory), encoding="utf-8")
     history = directory / "runs"
     history.mkdir(exist_ok=True)
-    (history / f"{record.id}.md").write_text(text, encoding="utf-8")
+    (history / f"{record.id}.md").write_text(
+        render(record, env, charts, relative_to=history), encoding="utf-8"
+    )
     return path
 
 
-def render(record: RunRecord, env: Environment) -> str:
+def render(
+    record: RunRecord, env: Environment, charts: Sequence[Path] = (), *, relative_to: Path | None = None
+) -> str:
+    """The report's Markdown; ``charts`` are linked relative to ``relative_to`` (the directory
+    the report is written to), or as given without it."""
     lines: list[str] = []
     out = lines.append
     out(f"# Deployment report: {env.environment.service} {record.release} to {record.environment}")
@@ -55,6 +67,7 @@ def render(record: RunRecord, env: Environment) -> str:
     out("")
     _outcome(record, out)
     _phases(record, env, out)
+    _charts(charts, relative_to, out)
     _changes(record, out)
     _gates(record, out)
     rollback = [e for e in record.evidence if e.phase == "rollback"]
@@ -113,6 +126,17 @@ def _phases(record: RunRecord, env: Environment, out: Out) -> None:
             f"| {_planned(planned)} |"
         )
     out("")
+
+
+def _charts(charts: Sequence[Path], relative_to: Path | None, out: Out) -> None:
+    if not charts:
+        return
+    out("## Charts")
+    out("")
+    for chart in charts:
+        link = Path(os.path.relpath(chart, relative_to)).as_posix() if relative_to else chart.as_posix()
+        out(f"![{chart.stem.replace('-', ' ')}]({link.replace(' ', '%20')})")
+        out("")
 
 
 def _changes(record: RunRecord, out: Out) -> None:
