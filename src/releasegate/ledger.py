@@ -327,6 +327,11 @@ class Ledger:
         )
         return [(r["seq"], r["source"], r["line"]) for r in rows]
 
+    def timed_events(self, run_id: str) -> list[tuple[str, str]]:
+        """(time, line) of every progress line: when each step happened, for charts and audits."""
+        rows = self._backend.read("SELECT at, line FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [(r["at"], r["line"]) for r in rows]
+
     def save_result(self, run_id: str, action: str, result: dict[str, Any]) -> None:
         """What an action produced (a dump's path and checksum...), for every worker and for undo."""
         self._write(

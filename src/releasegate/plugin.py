@@ -53,6 +53,7 @@ REPORTS_KEY = pytest.StashKey[Path]()
 LEDGER_KEY = pytest.StashKey[Ledger]()
 GATES_KEY = pytest.StashKey[dict[Phase, list[str]]]()
 ALLURE_KEY = pytest.StashKey[Path]()
+CHARTS_KEY = pytest.StashKey[list[Path]]()
 RESUMED_KEY = pytest.StashKey[bool]()
 SPENT_KEY = pytest.StashKey[float]()
 """Seconds a gate took, its fixtures' setup included (a backup happens in setup)."""
@@ -444,7 +445,12 @@ class _Finisher:
         if run.kind == "deploy":
             run.undo_if_needed()
         run.finish()
-        run.report_path = write_deployment_report(run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY])
+        charts = _charts(run, config.stash[REPORTS_KEY])
+        config.stash[CHARTS_KEY] = charts
+        run.report_path = write_deployment_report(
+            run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY], charts
+        )
+        allure_report.attach_charts(charts)
         results = config.stash.get(ALLURE_KEY, None)
         if results is not None:
             allure_report.write_categories(results)
@@ -467,6 +473,29 @@ class _Finisher:
             pytest.ExitCode.USAGE_ERROR,
         ):
             session.exitstatus = run.pipeline.exit_code
+
+
+def _charts(run: Run, reports: Path) -> list[Path]:
+    """The run's error ratio and latencies, drawn from Prometheus once the run has ended."""
+    if run.env.metrics is None or run.kind != "deploy":
+        return []
+    from releasegate.probes.prometheus import Prometheus
+    from releasegate.report import charts  # matplotlib: only when there is something to draw
+
+    prometheus = Prometheus.from_environment(run.env)
+    try:
+        return charts.charts_for_run(
+            prometheus,
+            run.env,
+            run.ledger.run(run.id),
+            reports / "charts" / run.id,
+            events=charts.timed_events(run.ledger, run.id),
+        )
+    except ReleasegateError as exc:
+        run.progress(f"no charts: {exc}")
+        return []
+    finally:
+        prometheus.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -503,6 +532,7 @@ def pytest_html_results_summary(
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None:
         html_report.summary(prefix, run)
+        prefix.append(html_report.charts_html(session.config.stash.get(CHARTS_KEY, [])))
 
 
 @pytest.hookimpl(optionalhook=True)

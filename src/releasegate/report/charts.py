@@ -121,10 +121,8 @@ def phases_and_marks(
 
 
 def timed_events(ledger: Ledger, run_id: str) -> list[tuple[datetime, str]]:
-    """(time, line) of a run's progress lines. ``Ledger.events`` leaves the time out (the
-    controller only needs the order), so this reads the table itself."""
-    rows = ledger._backend.read("SELECT at, line FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
-    return [(_when(r["at"]), r["line"]) for r in rows]
+    """(time, line) of a run's progress lines."""
+    return [(_when(at), line) for at, line in ledger.timed_events(run_id)]
 
 
 def releases_of(record: RunRecord, events: Iterable[tuple[datetime | str, str]] = ()) -> dict[str, str]:
