@@ -109,9 +109,18 @@ class SandboxSettings(Model):
 
 
 class LocalPlatformSettings(Model):
-    """N processes of a release behind nginx, replaced one at a time."""
+    """N processes of a release behind nginx, replaced one at a time (or by canary, blue-green)."""
 
     instances: int = Field(3, ge=1)
+    strategy: Literal["rolling", "canary", "blue-green"] = Field(
+        "rolling",
+        description="rolling: deploy() replaces instances; canary, blue-green: the gates drive the "
+        "strategy's steps (start_canary ... promote; start_green, switch_traffic, retire)",
+    )
+    canary_instances: int = Field(1, ge=1, description="canary: how many processes run the canary")
+    keep_warm_s: float = Field(
+        300.0, ge=0, description="blue-green: how long the old color keeps running after the switch"
+    )
     ports: tuple[int, int] = Field(description="inclusive range of ports for instances")
     command: list[str] = Field(min_length=1, description="argv; {release} and {port} are filled in")
     workdir: str = "{root}"
@@ -136,12 +145,26 @@ class LocalPlatformSettings(Model):
 
     @model_validator(mode="after")
     def _ports_fit(self) -> LocalPlatformSettings:
+        """Enough ports for the most instances that run at once: a surge or a rollback beside the
+        N; a canary beside the N plus a surge while it is promoted; both colors of blue-green."""
+        if self.canary_instances > self.instances:
+            raise ValueError(
+                f"canary_instances {self.canary_instances}: at most the {self.instances} instances"
+            )
         low, high = self.ports
-        needed = self.instances + max(self.max_surge, self.rollback_max_surge or self.instances)
+        extra = max(self.max_surge, self.rollback_max_surge or self.instances)
+        why = f"max_surge {self.max_surge}"
+        if self.strategy == "canary":
+            extra = max(extra, self.canary_instances + self.max_surge)
+            why = f"{self.canary_instances} canary instance(s) and max_surge {self.max_surge}"
+        elif self.strategy == "blue-green":
+            extra = max(extra, self.instances)
+            why = "blue-green (two colors)"
+        needed = self.instances + extra
         if high - low + 1 < needed:
             raise ValueError(
                 f"ports {low}-{high} hold {high - low + 1} instances; "
-                f"{self.instances} instances with max_surge {self.max_surge} need {needed}"
+                f"{self.instances} instances with {why} need {needed}"
             )
         return self
 

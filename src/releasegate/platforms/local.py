@@ -14,6 +14,12 @@ at a time. nginx sends traffic to the ``server`` lines of ``nginx_upstream_file`
 module rewrites and then applies with SIGHUP to the nginx master. With ``targets_file`` set,
 every running instance is also listed there for Prometheus's file-based service discovery,
 labelled with its release and instance name, rewritten whenever the set changes.
+
+``strategy`` canary and blue-green are driven step by step by the gates, which judge between
+the steps: ``start_canary``, ``set_canary_weight`` (nginx ``weight=``), ``promote``, ``abort``
+(local_canary.py); ``start_green``, ``green_instances``, ``switch_traffic``, ``retire``
+(local_bluegreen.py). Their state is in state.json too, so ``rollback()`` from any process
+undoes them: it aborts a canary left running, and switches back to a color still warm.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,22 +48,32 @@ from releasegate.platforms.base import Instance, PlatformStatus, Progress, Rollo
 HISTORY_LENGTH = 20
 _POLL_S = 0.1
 _RELOAD_TIMEOUT_S = 5.0
-_SERVER_LINE = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*;")
+_SERVER_LINE = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)([^;#]*);")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # -- the upstream file, shared with the sandbox that starts nginx ----------------------------
 
 
-def write_upstream_file(path: Path, servers: Iterable[tuple[int, str]], placeholder_port: int) -> None:
+def write_upstream_file(
+    path: Path,
+    servers: Iterable[tuple[int, str]],
+    placeholder_port: int,
+    weights: Mapping[int, int] | None = None,
+) -> None:
     """Write the ``server`` lines nginx routes to; with none, a ``down`` placeholder.
 
     nginx refuses an upstream block without servers, so "no instance in service" is one
     server marked ``down``: nginx starts and answers 502 instead of failing its reload.
+    ``weights`` (port -> nginx ``weight=``, for a canary's share) are written only when given.
     """
     lines = ["# Written by releasegate's local platform: the instances nginx sends traffic to."]
     servers = list(servers)
-    lines += [f"server 127.0.0.1:{port};  # {label}" for port, label in servers]
+    weights = weights or {}
+    lines += [
+        f"server 127.0.0.1:{port}{f' weight={weights[port]}' if port in weights else ''};  # {label}"
+        for port, label in servers
+    ]
     if not servers:
         lines.append(f"server 127.0.0.1:{placeholder_port} down;  # no instance in service")
     _atomic_write(path, "\n".join(lines) + "\n")
@@ -65,11 +81,24 @@ def write_upstream_file(path: Path, servers: Iterable[tuple[int, str]], placehol
 
 def read_upstream_ports(path: Path) -> list[int]:
     """The ports nginx routes to (``down`` placeholders excluded); none when the file is missing."""
+    return list(read_upstream_weights(path))
+
+
+def read_upstream_weights(path: Path) -> dict[int, int]:
+    """Port -> nginx weight (1 when the line sets none) of each server nginx routes to."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
-    return [int(m.group(1)) for m in map(_SERVER_LINE.match, text.splitlines()) if m]
+        return {}
+    weights = {}
+    for match in map(_SERVER_LINE.match, text.splitlines()):
+        if match is None:
+            continue
+        params = match.group(2).split()
+        if "down" not in params:
+            given = [int(p.removeprefix("weight=")) for p in params if p.startswith("weight=")]
+            weights[int(match.group(1))] = given[0] if given else 1
+    return weights
 
 
 def write_targets_file(path: Path, targets: Iterable[tuple[int, str, str]]) -> bool:
@@ -110,8 +139,20 @@ class _State:
     """The last release that completed a rollout."""
     previous_release: str | None = None
     pending: str | None = None
-    """The target of a rollout that started and did not complete (failed or killed)."""
+    """The target of a rollout that started and did not complete (failed, killed or aborted)."""
     instances: list[_Entry] = field(default_factory=list)
+    canary: str | None = None
+    """The canary's release, from start_canary until promote or abort (see local_canary)."""
+    canary_weight: float = 0.0
+    """The share of requests nginx sends to the canary instances, in percent."""
+    blue: str | None = None
+    """Blue-green, from start_green until retire: the release that served before (see local_bluegreen)."""
+    green: str | None = None
+    """Blue-green: the release started beside it."""
+    switched_at: str | None = None
+    """Blue-green: when nginx last switched colors."""
+    warm_until: str | None = None
+    """Blue-green: the set that does not serve stays running at least until then (keep_warm_s)."""
     history: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -129,6 +170,11 @@ class LocalPlatform:
         self.nginx_pid_file = Path(settings.nginx_pid_file)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._log_offsets: dict[str, int] = {}
+        from releasegate.platforms.local_bluegreen import LocalBlueGreen  # they import this module
+        from releasegate.platforms.local_canary import LocalCanary
+
+        self._canary = LocalCanary(self)
+        self._blue_green = LocalBlueGreen(self)
 
     # -- the Platform protocol --------------------------------------------------------------
 
@@ -137,29 +183,65 @@ class LocalPlatform:
         return self._load().release
 
     def status(self) -> PlatformStatus:
-        """Each instance's release and readiness (a 1 s GET), and which ones nginx routes to."""
+        """Each instance's release and readiness (a 1 s GET), and which ones nginx routes to.
+
+        An instance's ``detail`` starts with its part in a strategy when it has one ("canary,
+        nginx weight 1", "blue, warm until ...", "green, not routed").
+        """
         state = self._load()
-        routed = set(read_upstream_ports(self.upstream_file))
+        weights = read_upstream_weights(self.upstream_file)
         with _client(timeout=1.0) as client:
-            instances = tuple(self._observe(client, entry) for entry in state.instances)
+            instances = tuple(
+                self._observe(client, entry, _role(state, entry, weights)) for entry in state.instances
+            )
         return PlatformStatus(
             release=state.release,
             previous_release=state.previous_release,
             desired=self.settings.instances,
             instances=instances,
-            in_service=tuple(e.name for e in state.instances if e.port in routed),
+            in_service=tuple(e.name for e in state.instances if weights.get(e.port, 0) > 0),
         )
 
     def deploy(self, release: str, progress: Progress = no_progress) -> RolloutResult:
-        """Replace every instance with ``release``, one at a time; a no-op when it already serves."""
+        """Replace every instance with ``release``, one at a time; a no-op when it already serves.
+
+        With ``strategy`` canary or blue-green this is only the first deployment (nothing serves
+        yet: nothing to compare with) and the no-op (which, like any rollout, stops instances
+        that take no traffic, a warm color too); any other change, or any call while a canary
+        runs, raises ActionError, because those strategies exist for the checks between their
+        steps, which the gates make: they call start_canary, set_canary_weight, promote or abort;
+        start_green, switch_traffic, retire. A deploy() that skipped the analysis would pass for
+        a canary.
+        """
+        strategy = self.settings.strategy
+        if strategy != "rolling":
+            state = self._load()
+            if state.canary is not None:
+                raise ActionError(
+                    f"a canary of {state.canary} is running: promote, abort or roll back, not deploy()"
+                )
+            if state.release is not None and state.release != release:
+                steps = (
+                    "start_canary, set_canary_weight for each step, then promote or abort"
+                    if strategy == "canary"
+                    else "start_green, switch_traffic('green'), then retire"
+                )
+                raise ActionError(
+                    f"platform.local.strategy is {strategy!r}: deploy() does not replace "
+                    f"{state.release} with {release}; the gates call the strategy's steps: {steps}"
+                )
         return self._roll_out("deploy", lambda _state: release, progress, self.settings.max_surge)
 
     def rollback(self, to_release: str | None = None, progress: Progress = no_progress) -> RolloutResult:
         """Undo the last rollout with the same routine as a deploy.
 
         Without ``to_release``: after a completed rollout, return to ``previous_release``; after
-        one that failed or was killed half way, return every instance to ``release`` (the last
-        one that completed), which is what still serves.
+        one that failed, was aborted or was killed half way, return every instance to
+        ``release`` (the last one that completed), which is what still serves.
+
+        A canary still running (its process was killed, nobody aborted it) is aborted first:
+        only the stable instances stay routed. Blue-green: while the release to go back to
+        still runs warm on every instance, the rollback is a switch of nginx, no process starts.
         """
 
         def target(state: _State) -> str:
@@ -168,8 +250,115 @@ class LocalPlatform:
                 raise ActionError(f"nothing to roll back to: {self.state_file} records no previous release")
             return chosen
 
+        def undo_strategy(state: _State, chosen: str, say: Progress) -> bool:
+            if state.canary is not None:
+                failure = self._canary.abort(state, say)
+                if failure:
+                    raise ActionError(f"aborting the canary of {state.canary}: {failure}")
+            return self._blue_green.switch_back(state, chosen, say)
+
         surge = self.settings.rollback_max_surge or self.settings.instances
-        return self._roll_out("rollback", target, progress, surge)
+        return self._roll_out("rollback", target, progress, surge, undo_strategy)
+
+    # -- canary (strategy "canary"; see local_canary) -------------------------------------------
+
+    def start_canary(self, release: str, progress: Progress = no_progress) -> RolloutResult:
+        """Start ``canary_instances`` processes of ``release`` beside the stable ones, ready (and
+        held ready for min_ready_s) but not routed: weight 0 until set_canary_weight."""
+        self._require_strategy("canary", "start_canary")
+        return self._step(
+            "start_canary", progress, lambda state, say: self._canary.start(state, release, say)
+        )
+
+    def set_canary_weight(self, percent: float, progress: Progress = no_progress) -> float:
+        """nginx sends ``percent`` % of requests to the canary instances together, the rest to the
+        stable ones (0: the canary is not in the upstream; 100: only the canary is); returns the
+        share really configured (nginx weights are integers: 0.1 % resolution)."""
+        with self._lock():
+            state = self._load()
+            self._forget_dead(state, progress)
+            return self._canary.set_weight(state, percent, progress)
+
+    def promote(self, progress: Progress = no_progress) -> RolloutResult:
+        """The canary's release replaces the stable one on every instance (the rolling routine, the
+        canary instances kept); then ``release`` is the canary's, ``previous_release`` the stable."""
+        return self._step("promote", progress, self._canary.promote)
+
+    def abort(self, progress: Progress = no_progress) -> RolloutResult:
+        """Canary weight 0 and the canary's processes stopped: only the stable release serves.
+
+        The state keeps the canary as a rollout that did not complete, so a rollback() after it
+        is a no-op that succeeds.
+        """
+
+        def abort(state: _State, say: Progress) -> tuple[str, str | None]:
+            if state.canary is None:
+                raise ActionError("no canary is running: nothing to abort")
+            if state.release is None:
+                raise ActionError("no stable release is recorded: nothing to return to")
+            return state.release, self._canary.abort(state, say)
+
+        return self._step("abort", progress, abort)
+
+    def canary_instances(self) -> list[Instance]:
+        """The instances of the running canary (none when no canary runs), with their URLs."""
+        return self._instances_of(lambda state: state.canary)
+
+    # -- blue-green (strategy "blue-green"; see local_bluegreen) ---------------------------------
+
+    def start_green(self, release: str, progress: Progress = no_progress) -> RolloutResult:
+        """Start ``instances`` processes of ``release`` beside the serving (blue) ones, not routed;
+        green_instances() gives their URLs for smoke tests before any traffic."""
+        self._require_strategy("blue-green", "start_green")
+        return self._step(
+            "start_green", progress, lambda state, say: self._blue_green.start(state, release, say)
+        )
+
+    def green_instances(self) -> list[Instance]:
+        """The instances of the green release (none outside a blue-green), each with its URL."""
+        return self._instances_of(lambda state: state.green)
+
+    def switch_traffic(self, to: str, progress: Progress = no_progress) -> RolloutResult:
+        """nginx routes only to color ``to`` ("green": the release start_green started; "blue":
+        the one that served before); the other color keeps running, warm, for keep_warm_s."""
+        if to not in ("blue", "green"):
+            raise ActionError(f"no color {to!r}: blue-green knows blue and green")
+
+        def switch(state: _State, say: Progress) -> tuple[str, str | None]:
+            release = state.green if to == "green" else state.blue
+            if release is None:
+                raise ActionError(f"no {to} release is recorded: start_green first")
+            return release, self._blue_green.switch(state, release, say)
+
+        return self._step(f"switch to {to}", progress, switch)
+
+    def switch_to(self, release: str, progress: Progress = no_progress) -> RolloutResult:
+        """switch_traffic by release: nginx routes only to the instances running ``release``."""
+        return self._step(
+            f"switch to {release}",
+            progress,
+            lambda state, say: (release, self._blue_green.switch(state, release, say)),
+        )
+
+    def warm_remaining_s(self) -> float:
+        """Seconds until the warm set may be retired (keep_warm_s after the switch); 0 when none."""
+        until = self._load().warm_until
+        if until is None:
+            return 0.0
+        return max(0.0, (datetime.fromisoformat(until) - datetime.now(UTC)).total_seconds())
+
+    def retire(self, progress: Progress = no_progress, *, wait: bool = False) -> RolloutResult:
+        """Stop the instances nginx does not route to (the warm color); blue-green is then over.
+
+        The gates decide when: at once by default, or with ``wait`` after sleeping out the rest
+        of keep_warm_s. The wait holds no lock, so a rollback from elsewhere can still switch back
+        meanwhile (then the release rolled back from is what is retired).
+        """
+        remaining = self.warm_remaining_s() if wait else 0.0
+        if remaining:
+            progress(f"the warm set stays for {remaining:.1f} s more (keep_warm_s)")
+            time.sleep(remaining)
+        return self._step("retire", progress, self._blue_green.retire)
 
     # -- beyond the protocol ----------------------------------------------------------------
 
@@ -185,6 +374,7 @@ class LocalPlatform:
             if state.release is not None:
                 state.previous_release = state.release
             state.release, state.pending = None, None
+            _end_strategies(state)
             self._record(state, "stop_all", state.previous_release, None, ok=True, reason="", duration_s=0.0)
 
     def logs(self, instance_name: str, lines: int = 50) -> list[str]:
@@ -194,8 +384,15 @@ class LocalPlatform:
     # -- the rollout --------------------------------------------------------------------------
 
     def _roll_out(
-        self, action: str, choose: Callable[[_State], str], progress: Progress, surge: int
+        self,
+        action: str,
+        choose: Callable[[_State], str],
+        progress: Progress,
+        surge: int,
+        undo_strategy: Callable[[_State, str, Progress], bool] | None = None,
     ) -> RolloutResult:
+        """The rolling routine. ``undo_strategy`` (rollback) first undoes a canary or a blue-green
+        switch; when it returns True the target already serves and nothing is replaced."""
         started = time.monotonic()
         events: list[str] = []
 
@@ -208,39 +405,59 @@ class LocalPlatform:
             target = choose(state)
             before = state.release
             self._forget_dead(state, say)
-            if self._complete(state, target):
+            switched = False
+            if undo_strategy is not None:
+                try:
+                    switched = undo_strategy(state, target, say)
+                except ActionError as exc:
+                    self._record(
+                        state,
+                        action,
+                        before,
+                        target,
+                        ok=False,
+                        reason=str(exc),
+                        duration_s=time.monotonic() - started,
+                    )
+                    raise
+            if not switched and self._complete(state, target):
                 state.pending = None
+                _end_strategies(state)
                 self._save(state)
                 say(f"{target} already serves on all {self.settings.instances} instances: nothing to do")
                 return RolloutResult(
                     True, target, state.previous_release, time.monotonic() - started, events=events
                 )
-            self._nginx_master()  # refuse before starting anything, not half way
+            failure = None
             s = self.settings
-            say(
-                f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
-                f"max surge {surge}, max unavailable {s.max_unavailable}"
-            )
-            state.pending = target
-            self._save(state)
-            try:
-                failure = self._replace(state, target, say, surge)
-            except ActionError as exc:
-                self._record(
-                    state,
-                    action,
-                    before,
-                    target,
-                    ok=False,
-                    reason=str(exc),
-                    duration_s=time.monotonic() - started,
+            if not switched:
+                self._nginx_master()  # refuse before starting anything, not half way
+                say(
+                    f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
+                    f"max surge {surge}, max unavailable {s.max_unavailable}"
                 )
-                raise
+                state.pending = target
+                self._save(state)
+                try:
+                    failure = self._replace(state, target, say, surge)
+                except ActionError as exc:
+                    self._record(
+                        state,
+                        action,
+                        before,
+                        target,
+                        ok=False,
+                        reason=str(exc),
+                        duration_s=time.monotonic() - started,
+                    )
+                    raise
             duration = time.monotonic() - started
             if failure is None:
                 if before != target:
                     state.previous_release = before
                 state.release, state.pending = target, None
+                if not switched:  # only the target runs now: no canary, no second color
+                    _end_strategies(state)
                 say(f"{target} serves on all {s.instances} instance(s) after {duration:.1f} s")
             else:
                 say(f"{action} to {target} failed: {failure}")
@@ -255,6 +472,72 @@ class LocalPlatform:
                 reason=failure or "",
                 events=events,
             )
+
+    def _step(
+        self, action: str, progress: Progress, work: Callable[[_State, Progress], tuple[str, str | None]]
+    ) -> RolloutResult:
+        """One step of a strategy under the rollout lock, timed and kept in the history.
+
+        ``work`` returns the release the step concerns and its failure line (None: it worked);
+        an ActionError (refused, or nginx gone) is recorded and raised.
+        """
+        started = time.monotonic()
+        events: list[str] = []
+
+        def say(line: str) -> None:
+            events.append(line)
+            progress(line)
+
+        with self._lock():
+            state = self._load()
+            before = state.release
+            self._forget_dead(state, say)
+            try:
+                release, failure = work(state, say)
+            except ActionError as exc:
+                self._record(
+                    state,
+                    action,
+                    before,
+                    None,
+                    ok=False,
+                    reason=str(exc),
+                    duration_s=time.monotonic() - started,
+                )
+                raise
+            duration = time.monotonic() - started
+            if failure:
+                say(f"{action} ({release}) failed after {duration:.1f} s: {failure}")
+            self._record(
+                state, action, before, release, ok=failure is None, reason=failure or "", duration_s=duration
+            )
+            return RolloutResult(
+                ok=failure is None,
+                release=release,
+                previous_release=before,
+                duration_s=duration,
+                reason=failure or "",
+                events=events,
+            )
+
+    def _require_strategy(self, strategy: str, step: str) -> None:
+        if self.settings.strategy != strategy:
+            raise ActionError(
+                f"platform.local.strategy is {self.settings.strategy!r}: {step} needs {strategy!r}"
+            )
+
+    def _instances_of(self, release_of: Callable[[_State], str | None]) -> list[Instance]:
+        state = self._load()
+        release = release_of(state)
+        if release is None:
+            return []
+        weights = read_upstream_weights(self.upstream_file)
+        with _client(timeout=1.0) as client:
+            return [
+                self._observe(client, e, _role(state, e, weights))
+                for e in state.instances
+                if e.release == release
+            ]
 
     def _replace(self, state: _State, target: str, say: Progress, surge: int) -> str | None:
         """Surge new instances, route to them, retire old ones; the failure line or None."""
@@ -322,13 +605,16 @@ class LocalPlatform:
         say(f"started {release} on :{port} (pid {proc.pid})")
         return entry
 
-    def _await_ready(self, entries: list[_Entry], ready_before: int, say: Progress) -> str | None:
+    def _await_ready(
+        self, entries: list[_Entry], ready_before: int, say: Progress, total: int | None = None
+    ) -> str | None:
         """Wait until each instance answers readiness and stays ready for min_ready_s.
 
         An exit ends the wait at once with its code and last log line: a build that starts,
         answers, then crashes is caught here rather than after it took traffic.
         """
         s = self.settings
+        total = total or s.instances
         t0 = time.monotonic()
         first_ready: dict[str, float | None] = {e.name: None for e in entries}
         was_ready: dict[str, float] = {}
@@ -361,7 +647,7 @@ class LocalPlatform:
                             held = f", held {s.min_ready_s:g} s" if s.min_ready_s else ""
                             say(
                                 f"{entry.release} on :{entry.port} ready after {first:.1f} s{held} "
-                                f"({done}/{s.instances})"
+                                f"({done}/{total})"
                             )
                         continue
                     first_ready[entry.name] = None
@@ -389,14 +675,24 @@ class LocalPlatform:
         time.sleep(self.settings.drain_s)
         self._stop(state, entries, say)
 
-    def _route(self, state: _State, routed: set[int], say: Progress) -> None:
-        self._write_upstream(state, routed)
+    def _route(
+        self,
+        state: _State,
+        routed: set[int],
+        say: Progress,
+        weights: Mapping[int, int] | None = None,
+        line: str | None = None,
+    ) -> None:
+        """nginx routes to ``routed`` (with ``weights``, else evenly) once this returns."""
+        self._write_upstream(state, routed, weights)
         self._reload_nginx()
-        counts: dict[str, int] = {}
-        for entry in state.instances:
-            if entry.port in routed:
-                counts[entry.release] = counts.get(entry.release, 0) + 1
-        say("nginx -> " + (" ".join(f"{r}×{n}" for r, n in counts.items()) or "(nothing)"))
+        if line is None:
+            counts: dict[str, int] = {}
+            for entry in state.instances:
+                if entry.port in routed:
+                    counts[entry.release] = counts.get(entry.release, 0) + 1
+            line = "nginx -> " + (" ".join(f"{r}×{n}" for r, n in counts.items()) or "(nothing)")
+        say(line)
 
     def _stop(self, state: _State, entries: list[_Entry], say: Progress) -> None:
         """SIGTERM (graceful), SIGKILL after stop_timeout_s; forget them in the state file."""
@@ -442,9 +738,11 @@ class LocalPlatform:
 
     # -- nginx --------------------------------------------------------------------------------
 
-    def _write_upstream(self, state: _State, routed: set[int]) -> None:
+    def _write_upstream(
+        self, state: _State, routed: set[int], weights: Mapping[int, int] | None = None
+    ) -> None:
         servers = [(e.port, e.name) for e in state.instances if e.port in routed]
-        write_upstream_file(self.upstream_file, servers, self.settings.ports[0])
+        write_upstream_file(self.upstream_file, servers, self.settings.ports[0], weights)
 
     def _nginx_master(self) -> int:
         shown = f"nginx (pid file {self.nginx_pid_file}) is not running"
@@ -520,11 +818,12 @@ class LocalPlatform:
         env.update({key: ref.resolve() for key, ref in self.settings.secret_env.items()})
         return env
 
-    def _observe(self, client: httpx.Client, entry: _Entry) -> Instance:
+    def _observe(self, client: httpx.Client, entry: _Entry, role: str = "") -> Instance:
         url = f"http://127.0.0.1:{entry.port}"
+        role = f"{role}; " if role else ""
         if not self._running(entry):
             return Instance(
-                entry.name, entry.release, url, ready=False, detail=f"pid {entry.pid} is not running"
+                entry.name, entry.release, url, ready=False, detail=f"{role}pid {entry.pid} is not running"
             )
         ok, detail = _probe(client, entry.port, self.settings.readiness_path)
         return Instance(
@@ -532,8 +831,19 @@ class LocalPlatform:
             entry.release,
             url,
             ready=ok,
-            detail=f"pid {entry.pid}, GET {self.settings.readiness_path} -> {detail}",
+            detail=f"{role}pid {entry.pid}, GET {self.settings.readiness_path} -> {detail}",
         )
+
+    def _not_ready(self, entries: list[_Entry]) -> str | None:
+        """One readiness GET each, now: the first that fails, or None when all answer."""
+        with _client(timeout=1.0) as client:
+            for entry in entries:
+                if not self._running(entry):
+                    return f"{entry.release} on :{entry.port} (pid {entry.pid}) is not running"
+                ok, detail = _probe(client, entry.port, self.settings.readiness_path)
+                if not ok:
+                    return f"{entry.release} on :{entry.port}: GET {self.settings.readiness_path} -> {detail}"
+        return None
 
     def _log_path(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -611,6 +921,30 @@ class LocalPlatform:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+
+def _end_strategies(state: _State) -> None:
+    """Only one release runs, on the N instances: no canary, no second color."""
+    state.canary, state.canary_weight = None, 0.0
+    state.blue = state.green = state.switched_at = state.warm_until = None
+
+
+def _role(state: _State, entry: _Entry, weights: Mapping[int, int]) -> str:
+    """An instance's part in a canary or a blue-green, for status(): "" in a plain rollout."""
+    parts = []
+    if entry.release == state.canary:
+        parts.append("canary")
+    elif state.canary is not None and entry.release == state.release:
+        parts.append("stable")
+    elif entry.release in (state.blue, state.green):
+        parts.append("green" if entry.release == state.green else "blue")
+    if entry.port in weights:
+        if len(set(weights.values())) > 1:
+            parts.append(f"nginx weight {weights[entry.port]}")
+    elif parts:
+        warm = state.warm_until and entry.release != state.release
+        parts.append(f"warm until {state.warm_until}" if warm else "not routed")
+    return ", ".join(parts)
 
 
 def _client(timeout: float) -> httpx.Client:
