@@ -1,4 +1,6 @@
-"""Deploy: the rolling update, one instance at a time, max surge 1, max unavailable 0.
+"""Deploy: the release takes the traffic, by the environment's strategy: a rolling update one
+instance at a time (max surge 1, max unavailable 0), a canary stepped up with analysis at each
+step, or blue-green (green started beside blue, tested directly, then switched).
 
 Summit GA 4.2 "Rolling update: 0 unavailable, 1 surge"; Release Manager steps 5-6 (`kubectl
 set image`, `kubectl rollout status`); Granter phase 3. A failure ROLLS BACK (exit 11).
@@ -6,7 +8,86 @@ set image`, `kubectl rollout status`); Granter phase 3. A failure ROLLS BACK (ex
 
 import pytest
 
+from releasegate.analysis.thresholds import Verdict
+from releasegate.state import ENV_KEY
+
 pytestmark = pytest.mark.phase("deploy")
+
+
+# Canary (Summit: 5 -> 10 -> 25 -> 50 -> 75 -> 100 %, analysis at each step) -------------------
+
+
+def pytest_generate_tests(metafunc):
+    """One gate per canary step of [metrics.canary]: each is its own line in the reports."""
+    if "canary_weight" in metafunc.fixturenames:
+        env = metafunc.config.stash.get(ENV_KEY, None)
+        metafunc.parametrize(
+            "canary_weight", env.metrics.canary.steps if env is not None and env.metrics else []
+        )
+
+
+@pytest.mark.strategy("canary")
+def test_canary_instances_start_beside_stable(canary_started, release, check):
+    """Deploy canary (5 % traffic next): the new release's instance(s) ready beside stable, no traffic yet."""
+    check.holds(
+        f"canary {release} started", canary_started.ok, detail=canary_started.reason, source="platform"
+    )
+
+
+@pytest.mark.strategy("canary")
+def test_canary_step(canary_weight, canary_step, release, previous_release, env, check):
+    """Progressive traffic with analysis at each step: canary and stable over the same window."""
+    result = canary_step(canary_weight)
+    check.record(
+        f"share of requests sent to {release}", result["effective"], unit="%", source="load balancer weights"
+    )
+    for metric in result["metrics"]:
+        slo = env.metrics.slo[metric["name"]]
+        for side, release_name in (("canary", release), ("stable", previous_release)):
+            values = result["samples"][side][metric["name"]]
+            check.record(
+                f"{metric['name']} {side} ({release_name}) samples",
+                ", ".join("none" if v is None else f"{v:.4g}" for v in values),
+                unit=slo.unit,
+                source=result["sources"].get(f"{metric['name']} {side}", ""),
+            )
+        check.sample(
+            f"{metric['name']}: canary against stable",
+            metric["canary_median"],
+            Verdict(metric["verdict"]),
+            unit=slo.unit,
+            detail=metric["reason"],
+        )
+    check.decide(f"canary at {canary_weight} %", Verdict(result["verdict"]), result["reason"])
+
+
+# Blue-green (green beside blue, tested directly, then the switch) ------------------------------
+
+
+@pytest.mark.strategy("blue-green")
+def test_green_starts_beside_blue(green_started, release, check):
+    """Deploy new version to "green": every instance of it ready, taking no traffic yet."""
+    check.holds(f"green {release} started", green_started.ok, detail=green_started.reason, source="platform")
+
+
+@pytest.mark.strategy("blue-green")
+def test_green_answers_before_it_takes_traffic(green_smoke, release, check):
+    """Smoke test green environment: each green instance asked directly, before the switch."""
+    for answer in green_smoke["answers"]:
+        check.equals(
+            f"{answer['instance']} /health status",
+            answer["status"],
+            "healthy",
+            source=answer["source"],
+            detail=", ".join(f"{k}: {v}" for k, v in answer["failing"].items()),
+        )
+        check.equals(
+            f"{answer['instance']} /health version", answer["version"], release, source=answer["source"]
+        )
+    check.holds("every green instance healthy", green_smoke["healthy"], detail=green_smoke["problem"])
+
+
+# Every strategy ends with the release taking all the traffic --------------------------------
 
 
 def test_rollout_completes(rollout, release, check):
@@ -22,6 +103,12 @@ def test_rollout_completes(rollout, release, check):
 def test_platform_reports_the_release(rollout, platform, release, check):
     """kubectl get deployment: the platform's current release is the new one on every replica."""
     status = platform.status()
+    routed = [i for i in status.instances if i.name in status.in_service]
     check.equals("current release", platform.current_release(), release, source="platform state")
-    check.equals("instances", len(status.instances), status.desired, source="platform state")
+    check.equals("instances taking traffic", len(routed), status.desired, source="load balancer")
     check.equals("releases in service", sorted(status.releases_serving), [release], source="load balancer")
+    warm = [i for i in status.instances if i.name not in status.in_service]
+    if warm:
+        check.record(
+            "kept warm, no traffic", ", ".join(f"{i.release} {i.name}" for i in warm), source="platform state"
+        )

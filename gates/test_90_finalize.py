@@ -24,3 +24,22 @@ def test_backups_are_kept(backup, check):
             dump.sha256,
             source=str(dump.path),
         )
+
+
+@pytest.mark.strategy("blue-green")
+def test_the_previous_color_is_retired_after_the_warm_period(
+    rollout, run, platform, previous_release, env, check
+):
+    """Decommission blue (old version): after keep_warm_s, while rolling back was still a switch."""
+
+    def retire() -> dict:
+        warm = platform.warm_remaining_s()
+        with run.mutation("retire", f"stop the warm {previous_release} after {warm:.0f} s more", {}) as step:
+            result = platform.retire(run.progress, wait=True)
+            if not result.ok:
+                step.failed(result.reason)
+        return {"ok": result.ok, "reason": result.reason, "waited_s": warm}
+
+    retired = run.once("retire", retire)
+    check.record("kept warm for", round(retired["waited_s"], 1), unit="s more", source="platform")
+    check.holds(f"{previous_release} retired", retired["ok"], detail=retired["reason"], source="platform")

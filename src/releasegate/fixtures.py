@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,10 +15,15 @@ import pytest
 
 from releasegate.actions.backup import Dump, Restore, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
+from releasegate.analysis.canary import CanaryRule
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
+from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, MigrateSettings, duration_seconds
+from releasegate.errors import ActionError
 from releasegate.evidence import Checker
+from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
+from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres
 from releasegate.probes.prometheus import Prometheus, Sample
@@ -26,7 +31,7 @@ from releasegate.probes.redis import Redis
 from releasegate.probes.traffic import TrafficProbe, TrafficStats
 from releasegate.rollback import RollbackSession
 from releasegate.run import Run
-from releasegate.sampling import sample_together, watch
+from releasegate.sampling import sample_canary_step, sample_together, watch
 from releasegate.state import ENV_KEY, EVIDENCE_KEY, ROLLBACK_KEY, RUN_KEY, is_worker, phase_of
 
 
@@ -223,26 +228,193 @@ def migration(
 
 
 @pytest.fixture(scope="session")
-def rollout(run: Run, previous_release: str | None, env: Environment) -> Rollout:
-    """The platform's rollout of the release, with probe traffic through the load balancer."""
-    verify = env.verify
+def rollout(
+    request: pytest.FixtureRequest, run: Run, previous_release: str | None, env: Environment
+) -> Rollout:
+    """The release taking all the traffic, by the environment's strategy, with probe traffic
+    through the load balancer while the last move happens: a rolling update; a canary promoted
+    after every step passed; green switched in after it answered directly."""
+    strategy = strategy_of(env)
+    if strategy == "canary":
+        steps = env.metrics.canary.steps if env.metrics else [100]
+        request.getfixturevalue("canary_step")(steps[-1])  # every step, in order, each judged
+        move, about = run.platform.promote, f"promote the canary {run.release} to every instance"
+    elif strategy == "blue-green":
+        smoke = request.getfixturevalue("green_smoke")
+        if not smoke["healthy"]:
+            pytest.fail(f"not switching: green did not answer healthy ({smoke['problem']})", pytrace=False)
+        move, about = (
+            (lambda progress: run.platform.switch_traffic("green", progress)),
+            f"switch traffic to green {run.release}",
+        )
+    else:
+        move, about = (
+            (lambda progress: run.platform.deploy(run.release, progress)),
+            f"roll out {run.release} replacing {previous_release}",
+        )
 
     def roll_out() -> dict:
-        undo = {"previous_release": previous_release, "platform": env.platform.kind}
-        with run.mutation("deploy", f"roll out {run.release} replacing {previous_release}", undo) as step:
-            with TrafficProbe(
-                f"{env.platform.url.rstrip('/')}{verify.traffic_path}",
-                rps=verify.traffic_rps,
-                timeout_s=verify.request_timeout_s,
-                max_duration_s=verify.traffic_max_s,
-            ) as traffic:
-                result = run.platform.deploy(run.release, run.progress)
+        undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": strategy}
+        with run.mutation("deploy", about, undo) as step, _traffic(env) as traffic:
+            result = move(run.progress)
             if not result.ok:
                 step.failed(result.reason)
         return {"result": asdict(result), "traffic": asdict(traffic.stats)}
 
     saved = run.once("deploy", roll_out)
     return Rollout(RolloutResult(**saved["result"]), TrafficStats(**saved["traffic"]))
+
+
+def _traffic(env: Environment) -> TrafficProbe:
+    verify = env.verify
+    return TrafficProbe(
+        f"{env.platform.url.rstrip('/')}{verify.traffic_path}",
+        rps=verify.traffic_rps,
+        timeout_s=verify.request_timeout_s,
+        max_duration_s=verify.traffic_max_s,
+    )
+
+
+# Canary ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def canary_started(run: Run, env: Environment, previous_release: str | None) -> RolloutResult:
+    """The canary instance(s) of the release beside the stable ones, taking no traffic yet."""
+
+    def start() -> dict:
+        undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": "canary"}
+        about = f"start the canary {run.release} beside {previous_release}, no traffic yet"
+        with run.mutation("deploy", about, undo) as step:
+            result = run.platform.start_canary(run.release, run.progress)
+            if not result.ok:
+                step.failed(result.reason)
+        return asdict(result)
+
+    return RolloutResult(**run.once("canary-start", start))
+
+
+@pytest.fixture(scope="session")
+def canary_step(
+    run: Run,
+    env: Environment,
+    canary_started: RolloutResult,
+    prometheus: Prometheus,
+    previous_release: str | None,
+) -> Callable[[int], dict]:
+    """Run a canary step (and every step before it, in order, once for the whole run): move the
+    weight, then judge canary against stable over the pause. A failed step takes the canary out
+    of the load balancer at once; the rollback follows as for any failed gate."""
+    metrics = env.metrics
+    assert metrics is not None
+    canary = metrics.canary
+    rules = {
+        name: (metrics.slo[name], CanaryRule.from_settings(metrics.slo[name], canary))
+        for name in metrics.check_names("canary")
+    }
+
+    def do(step: int) -> dict:
+        index = canary.steps.index(step)
+        if not canary_started.ok:
+            raise ActionError(f"the canary did not start: {canary_started.reason}")
+        if index:
+            before = do(canary.steps[index - 1])
+            if before["verdict"] != "pass":
+                raise ActionError(f"the {canary.steps[index - 1]} % step did not pass: not going to {step} %")
+
+        def act() -> dict:
+            undo = {"abort": "canary weight 0, canary stopped", "previous_release": previous_release}
+            with run.mutation("canary-weight", f"send {step} % of requests to {run.release}", undo):
+                effective = run.platform.set_canary_weight(step, run.progress)
+            if step == 100:
+                return {
+                    "step": step,
+                    "effective": effective,
+                    "verdict": "pass",
+                    "metrics": [],
+                    "samples": {},
+                    "reason": "every request on the canary: the verify phase judges it alone",
+                }
+            verdict, samples = sample_canary_step(
+                prometheus,
+                rules,
+                canary=run.release,
+                stable=previous_release or "",
+                pause_s=canary.pause_for(index),
+                interval_s=canary.interval_s,
+                window=canary.window or metrics.window,
+            )
+            if verdict.verdict is not Verdict.PASS:
+                run.progress(f"canary step {step} % failed: {verdict.reason}: taking the canary out")
+                run.platform.abort(run.progress)
+            return {
+                "step": step,
+                "effective": effective,
+                "verdict": str(verdict.verdict),
+                "reason": verdict.reason,
+                "metrics": [
+                    {k: v for k, v in asdict(m).items() if k != "comparison"} for m in verdict.metrics
+                ],
+                "samples": {"canary": samples.canary, "stable": samples.stable},
+                "sources": samples.sources,
+            }
+
+        return run.once(f"canary-{step}", act)
+
+    return do
+
+
+# Blue-green -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def green_started(run: Run, env: Environment, previous_release: str | None) -> RolloutResult:
+    """The new release on a full set of instances beside the serving ones, taking no traffic."""
+
+    def start() -> dict:
+        undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": "blue-green"}
+        with run.mutation(
+            "deploy", f"start green {run.release} beside blue {previous_release}", undo
+        ) as step:
+            result = run.platform.start_green(run.release, run.progress)
+            if not result.ok:
+                step.failed(result.reason)
+        return asdict(result)
+
+    return RolloutResult(**run.once("green-start", start))
+
+
+@pytest.fixture(scope="session")
+def green_smoke(run: Run, env: Environment, green_started: RolloutResult) -> dict:
+    """Green asked directly, instance by instance, before it takes any traffic."""
+
+    def smoke() -> dict:
+        if not green_started.ok:
+            return {"healthy": False, "problem": green_started.reason, "answers": []}
+        answers = []
+        for instance in run.platform.green_instances():
+            health = read_health(
+                Http(instance.url, timeout_s=env.verify.request_timeout_s, component=instance.name),
+                env.verify.health_path,
+            )
+            answers.append(
+                {
+                    "instance": instance.name,
+                    "status": health.status,
+                    "version": health.version,
+                    "source": health.source,
+                    "failing": health.failing_checks,
+                }
+            )
+        bad = [a for a in answers if a["status"] != "healthy" or a["version"] != run.release]
+        problem = "; ".join(f"{a['instance']}: {a['status']} {a['version']}" for a in bad)
+        return {
+            "healthy": bool(answers) and not bad,
+            "problem": problem or ("no green instance" if not answers else ""),
+            "answers": answers,
+        }
+
+    return run.once("green-smoke", smoke)
 
 
 def _migrate_settings(env: Environment) -> MigrateSettings:

@@ -31,6 +31,7 @@ from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger
 from releasegate.pipeline import PHASES, phase_index
+from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Progress
 from releasegate.report import allure as allure_report
 from releasegate.report import html as html_report
@@ -116,6 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "phase(name): the deployment phase a gate belongs to")
     config.addinivalue_line("markers", "threshold(*keys): the environment keys a gate judges against")
     config.addinivalue_line("markers", "platform(*kinds): gates that apply only to these platform kinds")
+    config.addinivalue_line("markers", "strategy(*names): gates that apply only to these rollout strategies")
     if not _is_suite_run(config):
         return
     config.pluginmanager.register(fixtures, "releasegate-fixtures")
@@ -275,9 +277,13 @@ def pytest_collection_modifyitems(
 ) -> None:
     env = config.stash.get(ENV_KEY, None)
     if env is not None:
-        # Gates for a platform this environment does not use are not part of its runbook.
+        # Gates for a platform or strategy this environment does not use are not part of its runbook.
+        strategy = strategy_of(env)
         elsewhere = [
-            i for i in items if (m := i.get_closest_marker("platform")) and env.platform.kind not in m.args
+            i
+            for i in items
+            if ((m := i.get_closest_marker("platform")) and env.platform.kind not in m.args)
+            or ((m := i.get_closest_marker("strategy")) and strategy not in m.args)
         ]
         if elsewhere:
             config.hook.pytest_deselected(items=elsewhere)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from releasegate.analysis.canary import CanaryRule, CanaryVerdict, judge_canary
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, SloRule, SloSeries
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import SloCheck
@@ -138,3 +139,67 @@ def sample_together(
             )
         results[name] = result
     return results
+
+
+@dataclass
+class StepSamples:
+    """What one canary step measured: per check, the canary's and the stable release's samples."""
+
+    canary: dict[str, list[float | None]]
+    stable: dict[str, list[float | None]]
+    sources: dict[str, str]
+
+
+def sample_canary_step(
+    prometheus: Prometheus,
+    rules: Mapping[str, tuple[SloCheck, CanaryRule]],
+    *,
+    canary: str,
+    stable: str,
+    pause_s: float,
+    interval_s: float,
+    window: str | None,
+    on_sample: Callable[[int, StepSamples], None] = lambda _i, _s: None,
+    clock: Clock = Clock(),
+) -> tuple[CanaryVerdict, StepSamples]:
+    """Canary and stable sampled over the same intervals for ``pause_s`` (longer, up to twice the
+    minimum samples' worth of intervals, while either side lacks the minimum samples with data),
+    judged after each interval once it can be: a failure ends the step at once, a pass needs the
+    whole pause. The absolute and relative limits use each
+    side's total over the step so far; the Mann-Whitney test uses the per-interval samples."""
+    samples = StepSamples({n: [] for n in rules}, {n: [] for n in rules}, {})
+    started = clock.now()
+    needed = max(rule.min_samples for _check, rule in rules.values())
+    verdict = CanaryVerdict(Verdict.NO_DATA, ())
+    index = 0
+    while True:
+        index += 1
+        clock.sleep_until(started + index * interval_s)
+        for name, (check, _rule) in rules.items():
+            for side, release in (("canary", canary), ("stable", stable)):
+                sample = prometheus.query(check.query, release=release, window=window)
+                getattr(samples, side)[name].append(sample.value)
+                samples.sources[f"{name} {side}"] = sample.source
+        on_sample(index, samples)
+        elapsed = f"{max(1, round(clock.now() - started))}s"
+        totals = {
+            name: (
+                prometheus.query(check.query, release=canary, window=elapsed).value,
+                prometheus.query(check.query, release=stable, window=elapsed).value,
+            )
+            for name, (check, _rule) in rules.items()
+        }
+        verdict = judge_canary(
+            {
+                name: (samples.canary[name], samples.stable[name], rule)
+                for name, (_check, rule) in rules.items()
+            },
+            totals,
+        )
+        if verdict.verdict is Verdict.FAIL:
+            return verdict, samples
+        elapsed_s = clock.now() - started
+        if elapsed_s >= pause_s and index >= needed and verdict.verdict is not Verdict.NO_DATA:
+            return verdict, samples
+        if elapsed_s >= pause_s + 2 * needed * interval_s:
+            return verdict, samples  # still not enough data: no data is never a pass

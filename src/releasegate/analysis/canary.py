@@ -111,9 +111,19 @@ def mann_whitney_worse(canary: Sequence[float], stable: Sequence[float], directi
 
 
 def judge_metric(
-    name: str, canary: Sequence[float | None], stable: Sequence[float | None], rule: CanaryRule
+    name: str,
+    canary: Sequence[float | None],
+    stable: Sequence[float | None],
+    rule: CanaryRule,
+    totals: tuple[float | None, float | None] | None = None,
 ) -> MetricVerdict:
-    """One metric's per-interval samples, canary against stable (missing samples are dropped)."""
+    """One metric's per-interval samples, canary against stable (missing samples are dropped).
+
+    ``totals`` (canary, stable) measured over the whole step, when given, replace the medians for
+    the absolute and relative limits: a canary at 5 % may see ten requests per interval, so a 2 %
+    error rate shows in the step's total long before it shows in a typical interval. The
+    Mann-Whitney test always uses the per-interval samples.
+    """
     c = [float(v) for v in canary if not is_missing(v)]
     s = [float(v) for v in stable if not is_missing(v)]
     if len(c) < rule.min_samples or len(s) < rule.min_samples:
@@ -123,6 +133,9 @@ def judge_metric(
         )
         return MetricVerdict(name, Verdict.NO_DATA, reason, len(c), len(s))
     c_med, s_med = statistics.median(c), statistics.median(s)
+    if totals is not None and not is_missing(totals[0]) and not is_missing(totals[1]):
+        c_med, s_med = float(totals[0]), float(totals[1])  # type: ignore[arg-type]
+    what = "over the step" if totals is not None and not is_missing(totals[0]) else "median"
     p_value = mann_whitney_worse(c, s, rule.direction)
     delta = cliffs_delta(c, s) * (1 if rule.direction == "max" else -1)
     comparison = compare(c_med, s_med, rule.direction, rule.relative)
@@ -132,28 +145,31 @@ def judge_metric(
         return MetricVerdict(name, v, reason, len(c), len(s), c_med, s_med, p_value, delta, comparison)
 
     if rule.threshold is not None and judge(c_med, rule.comparator, rule.threshold) is Verdict.FAIL:
-        return verdict(Verdict.FAIL, f"canary median {c_med:.4g} is not {rule.comparator} {rule.threshold:g}")
+        return verdict(Verdict.FAIL, f"canary {what} {c_med:.4g} is not {rule.comparator} {rule.threshold:g}")
     if comparison.verdict is Verdict.PASS:
-        return verdict(Verdict.PASS, f"canary median {c_med:.4g} {comparison.detail}")
+        return verdict(Verdict.PASS, f"canary {what} {c_med:.4g} {comparison.detail}")
     significant = p_value < rule.alpha
     large = delta >= rule.min_effect_size
     if significant and large:
         return verdict(
-            Verdict.FAIL, f"canary median {c_med:.4g} {comparison.detail}, and it is real ({stats})"
+            Verdict.FAIL, f"canary {what} {c_med:.4g} {comparison.detail}, and it is real ({stats})"
         )
     why = (
         f"not significant (p {p_value:.3g} >= {rule.alpha:g})"
         if not significant
         else f"effect {delta:+.2f} below {rule.min_effect_size:g}"
     )
-    return verdict(Verdict.PASS, f"canary median {c_med:.4g} {comparison.detail}, but {why}")
+    return verdict(Verdict.PASS, f"canary {what} {c_med:.4g} {comparison.detail}, but {why}")
 
 
 def judge_canary(
     metrics: Mapping[str, tuple[Sequence[float | None], Sequence[float | None], CanaryRule]],
+    totals: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> CanaryVerdict:
-    """Every metric: ``{name: (canary samples, stable samples, rule)}``."""
-    results = tuple(judge_metric(name, c, s, rule) for name, (c, s, rule) in metrics.items())
+    """Every metric: ``{name: (canary samples, stable samples, rule)}``, with totals over the step."""
+    results = tuple(
+        judge_metric(name, c, s, rule, (totals or {}).get(name)) for name, (c, s, rule) in metrics.items()
+    )
     verdicts = {m.verdict for m in results}
     if not results:
         return CanaryVerdict(Verdict.NO_DATA, results)

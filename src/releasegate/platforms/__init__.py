@@ -30,3 +30,13 @@ def instances_reachable(env: Environment) -> bool:
     if env.platform.kind == "kubernetes":
         return bool(env.platform.kubernetes and env.platform.kubernetes.in_cluster)
     return True
+
+
+def strategy_of(env: Environment) -> str:
+    """How this environment moves traffic to a new release: rolling, canary, blue-green (or
+    argo-rollout on Kubernetes)."""
+    if env.platform.kind == "kubernetes" and env.platform.kubernetes is not None:
+        return env.platform.kubernetes.strategy
+    if env.platform.local is not None:
+        return env.platform.local.strategy
+    return "rolling"
