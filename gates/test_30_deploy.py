@@ -41,6 +41,12 @@ def test_canary_step(canary_weight, canary_step, release, previous_release, env,
     check.record(
         f"share of requests sent to {release}", result["effective"], unit="%", source="load balancer weights"
     )
+    if result.get("canary_requests") is not None:
+        check.record(
+            "requests the canary served in this step",
+            round(result["canary_requests"]),
+            source="Prometheus request_rate over the step",
+        )
     for metric in result["metrics"]:
         slo = env.metrics.slo[metric["name"]]
         for side, release_name in (("canary", release), ("stable", previous_release)):

@@ -22,7 +22,6 @@ def canary_sandbox(sandbox_dir: Path):
         **{
             "platform.local.strategy": "canary",
             "metrics.canary.steps": STEPS,
-            "metrics.load.rps": 100,  # a 5 % canary still gets enough requests to judge in a 10 s pause
             "metrics.observe.schedule": [{"every_s": 2, "until_s": 4}],
         },
     )

@@ -41,7 +41,7 @@ def test_the_sandbox_watches_the_runbooks_thresholds_scaled_to_seconds() -> None
     assert metrics.canary.steps == [5, 10, 25, 50, 75, 100]
     assert metrics.canary.max_relative_degradation == 0.2
     assert metrics.burn_rate.windows == [("60s", "5s", 14.4), ("360s", "30s", 6.0)]
-    assert metrics.load is not None and metrics.load.rps == 40
+    assert metrics.load is not None and metrics.load.rps == 100
     assert metrics.check_names("observe") == list(slo)
     assert metrics.check_names("canary") == ["error_ratio", "latency_p95", "latency_p99"]
 

@@ -653,6 +653,12 @@ class CanarySettings(Model):
         "samples independent, which the Mann-Whitney test assumes",
     )
     min_samples: int = Field(5, ge=2, description="samples of each side before any verdict")
+    min_requests: int = Field(
+        100,
+        ge=0,
+        description="requests the canary must have served in a step before the step can pass: at 5 % "
+        "of little traffic, a 2 % error rate shows only after about 50 requests",
+    )
     max_relative_degradation: float = Field(
         0.2, ge=0, description="the canary may be this much worse (0.2 = 20 %)"
     )

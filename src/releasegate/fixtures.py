@@ -343,6 +343,7 @@ def canary_step(
                 pause_s=canary.pause_for(index),
                 interval_s=canary.interval_s,
                 window=canary.window or metrics.window,
+                min_requests=canary.min_requests,
             )
             if verdict.verdict is not Verdict.PASS:
                 run.progress(f"canary step {step} % failed: {verdict.reason}: taking the canary out")
@@ -357,6 +358,7 @@ def canary_step(
                 ],
                 "samples": {"canary": samples.canary, "stable": samples.stable},
                 "sources": samples.sources,
+                "canary_requests": samples.canary_requests,
             }
 
         return run.once(f"canary-{step}", act)

@@ -148,6 +148,8 @@ class StepSamples:
     canary: dict[str, list[float | None]]
     stable: dict[str, list[float | None]]
     sources: dict[str, str]
+    canary_requests: float | None = None
+    """Requests the canary served in the step so far (request_rate over the step)."""
 
 
 def sample_canary_step(
@@ -159,18 +161,23 @@ def sample_canary_step(
     pause_s: float,
     interval_s: float,
     window: str | None,
+    min_requests: int = 0,
     on_sample: Callable[[int, StepSamples], None] = lambda _i, _s: None,
     clock: Clock = Clock(),
 ) -> tuple[CanaryVerdict, StepSamples]:
-    """Canary and stable sampled over the same intervals for ``pause_s`` (longer, up to twice the
-    minimum samples' worth of intervals, while either side lacks the minimum samples with data),
-    judged after each interval once it can be: a failure ends the step at once, a pass needs the
-    whole pause. The absolute and relative limits use each
-    side's total over the step so far; the Mann-Whitney test uses the per-interval samples."""
+    """Canary and stable sampled over the same intervals for ``pause_s``, judged after each
+    interval once they can be: a failure ends the step at once; a pass needs the whole pause,
+    the minimum samples with data on both sides, and ``min_requests`` served by the canary
+    (the step runs on, up to three pauses, while they are missing; then no data, never a pass).
+
+    The absolute and relative limits use each side's total over the step so far (at 5 % of little
+    traffic a 2 % error rate shows in the total long before it shows in a typical interval); the
+    Mann-Whitney test uses the per-interval samples.
+    """
     samples = StepSamples({n: [] for n in rules}, {n: [] for n in rules}, {})
     started = clock.now()
     needed = max(rule.min_samples for _check, rule in rules.values())
-    verdict = CanaryVerdict(Verdict.NO_DATA, ())
+    give_up = max(pause_s + 2 * needed * interval_s, 3 * pause_s)
     index = 0
     while True:
         index += 1
@@ -181,11 +188,12 @@ def sample_canary_step(
                 getattr(samples, side)[name].append(sample.value)
                 samples.sources[f"{name} {side}"] = sample.source
         on_sample(index, samples)
-        elapsed = f"{max(1, round(clock.now() - started))}s"
+        elapsed_s = clock.now() - started
+        so_far = f"{max(1, round(elapsed_s))}s"
         totals = {
             name: (
-                prometheus.query(check.query, release=canary, window=elapsed).value,
-                prometheus.query(check.query, release=stable, window=elapsed).value,
+                prometheus.query(check.query, release=canary, window=so_far).value,
+                prometheus.query(check.query, release=stable, window=so_far).value,
             )
             for name, (check, _rule) in rules.items()
         }
@@ -198,8 +206,16 @@ def sample_canary_step(
         )
         if verdict.verdict is Verdict.FAIL:
             return verdict, samples
-        elapsed_s = clock.now() - started
-        if elapsed_s >= pause_s and index >= needed and verdict.verdict is not Verdict.NO_DATA:
+        rate = prometheus.query("request_rate", release=canary, window=so_far).value
+        samples.canary_requests = None if rate is None else rate * elapsed_s
+        enough_requests = (samples.canary_requests or 0) >= min_requests
+        if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
             return verdict, samples
-        if elapsed_s >= pause_s + 2 * needed * interval_s:
-            return verdict, samples  # still not enough data: no data is never a pass
+        if elapsed_s >= give_up:
+            if verdict.verdict is Verdict.PASS:
+                note = (
+                    f"not enough requests to judge: the canary served {samples.canary_requests or 0:.0f} "
+                    f"of the {min_requests} needed"
+                )
+                verdict = CanaryVerdict(Verdict.NO_DATA, verdict.metrics, note=note)
+            return verdict, samples

@@ -85,9 +85,13 @@ class CanaryVerdict:
     verdict: Verdict
     """FAIL if any metric failed; else NO_DATA if any lacked samples; else PASS."""
     metrics: tuple[MetricVerdict, ...]
+    note: str = ""
+    """Why the verdict differs from the metrics' own (too few requests to judge)."""
 
     @property
     def reason(self) -> str:
+        if self.note:
+            return self.note
         interesting = [m for m in self.metrics if m.verdict is self.verdict] or list(self.metrics)
         return "; ".join(f"{m.name}: {m.reason}" for m in interesting)
 
