@@ -47,6 +47,9 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     raw["platform"]["local"]["ports"] = [first, first + INSTANCE_PORTS - 1]
     raw["sandbox"]["dir"] = str(dir / "sandbox")
     raw.setdefault("report", {})["dir"] = str(dir / "reports")
+    # Tests roll out one instance at a time unless they ask for a canary or blue-green: the demo's
+    # canary spends a minute in its steps, which the tests of other things do not need.
+    raw["platform"]["local"]["strategy"] = "rolling"
     for dotted, value in overrides.items():
         _set(raw, dotted.replace("__", "."), value)
     path = dir / "sandbox-env.toml"

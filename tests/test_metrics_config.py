@@ -38,7 +38,7 @@ def test_the_sandbox_watches_the_runbooks_thresholds_scaled_to_seconds() -> None
     assert slo["cpu"].max == 0.70 and slo["memory"].max == 0.70
     assert slo["cache_hit_ratio"].min == 0.85 and slo["cache_hit_ratio"].direction == "min"
     assert all(c.failure_limit == 3 for c in slo.values())
-    assert metrics.canary.steps == [5, 10, 25, 50, 75, 100]
+    assert metrics.canary.steps == [5, 25, 50, 100]
     assert metrics.canary.max_relative_degradation == 0.2
     assert metrics.burn_rate.windows == [("60s", "5s", 14.4), ("360s", "30s", 6.0)]
     assert metrics.load is not None and metrics.load.rps == 100
@@ -97,9 +97,9 @@ def test_a_misspelt_placeholder_in_a_query_is_refused(tmp_path: Path) -> None:
 
 def test_canary_steps_must_climb_to_100(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the last step must be 100"):
-        load_with(tmp_path, "steps = [5, 10, 25, 50, 75, 100]", "steps = [5, 10, 25, 50]")
+        load_with(tmp_path, "steps = [5, 25, 50, 100]", "steps = [5, 10, 25, 50]")
     with pytest.raises(ConfigError, match="increasing percentages"):
-        load_with(tmp_path, "steps = [5, 10, 25, 50, 75, 100]", "steps = [10, 5, 100]")
+        load_with(tmp_path, "steps = [5, 25, 50, 100]", "steps = [10, 5, 100]")
 
 
 def test_a_burn_rate_pair_needs_a_long_and_a_short_window(tmp_path: Path) -> None:
