@@ -256,13 +256,19 @@ def rollout(
     def roll_out() -> dict:
         undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": strategy}
         with run.mutation("deploy", about, undo) as step, _traffic(env) as traffic:
-            result = move(run.progress)
+            result = _as_result(move(run.progress), run.release)
             if not result.ok:
                 step.failed(result.reason)
         return {"result": asdict(result), "traffic": asdict(traffic.stats)}
 
     saved = run.once("deploy", roll_out)
     return Rollout(RolloutResult(**saved["result"]), TrafficStats(**saved["traffic"]))
+
+
+def _as_result(outcome: RolloutResult | None, release: str) -> RolloutResult:
+    """Platforms answer a strategy step with a RolloutResult (local) or with nothing, raising on
+    failure (Kubernetes): the gates judge one shape."""
+    return outcome if isinstance(outcome, RolloutResult) else RolloutResult(True, release, None, 0.0)
 
 
 def _traffic(env: Environment) -> TrafficProbe:
@@ -286,7 +292,7 @@ def canary_started(run: Run, env: Environment, previous_release: str | None) -> 
         undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": "canary"}
         about = f"start the canary {run.release} beside {previous_release}, no traffic yet"
         with run.mutation("deploy", about, undo) as step:
-            result = run.platform.start_canary(run.release, run.progress)
+            result = _as_result(run.platform.start_canary(run.release, run.progress), run.release)
             if not result.ok:
                 step.failed(result.reason)
         return asdict(result)
@@ -378,7 +384,7 @@ def green_started(run: Run, env: Environment, previous_release: str | None) -> R
         with run.mutation(
             "deploy", f"start green {run.release} beside blue {previous_release}", undo
         ) as step:
-            result = run.platform.start_green(run.release, run.progress)
+            result = _as_result(run.platform.start_green(run.release, run.progress), run.release)
             if not result.ok:
                 step.failed(result.reason)
         return asdict(result)
