@@ -103,7 +103,14 @@ def start_gates(env_file: Path, release: str, *extra: str) -> subprocess.Popen[s
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ctrl_c_obeyed,
     )
+
+
+def _ctrl_c_obeyed() -> None:
+    """A shell without job control starts background jobs (``make test &``, ``nohup``) with SIGINT
+    ignored, and an ignored SIGINT is inherited: Python then never turns it into Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def interrupt_when(

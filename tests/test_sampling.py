@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from releasegate.analysis.baseline import RelativeLimit
+from releasegate.analysis.canary import CanaryRule, CanaryVerdict
 from releasegate.analysis.slo import SampleVerdict
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import SloCheck
 from releasegate.probes.prometheus import Sample
-from releasegate.sampling import Clock, sample_check, watch
+from releasegate.sampling import Clock, StepSamples, sample_canary_step, sample_check, watch
 
 
 class FakeClock:
@@ -150,3 +152,41 @@ def test_a_watch_that_sees_nothing_wrong_passes_every_check(fake: FakeClock) -> 
 
     assert results["errors"].verdict is Verdict.PASS
     assert fake.t - 1000 == 4
+
+
+ERRORS = SloCheck(query="error_ratio", max=0.001, interval_s=2, count=5, failure_limit=3)
+ERRORS_RULE = CanaryRule(direction="max", threshold=0.001, relative=RelativeLimit(points=0.001), min_samples=2)
+
+
+def canary_step(fake: FakeClock, requests_per_s: float, steps: int) -> tuple[CanaryVerdict, StepSamples, Scripted]:
+    """A 10 s step sampled every 2 s with no errors anywhere; the canary gets ``requests_per_s``."""
+    prometheus = Scripted(fake, {"error_ratio": [0.0] * 4 * steps, "request_rate": [requests_per_s] * steps})
+    verdict, samples = sample_canary_step(
+        prometheus,  # type: ignore[arg-type]
+        {"error_ratio": (ERRORS, ERRORS_RULE)},
+        canary="2.0.0",
+        stable="1.0.0",
+        pause_s=10,
+        interval_s=2,
+        window="4s",
+        min_requests=60,
+        scrape_interval_s=1,
+        clock=fake.clock,
+    )
+    return verdict, samples, prometheus
+
+
+def test_a_canary_step_passes_only_once_the_canary_served_its_minimum_of_requests(fake: FakeClock) -> None:
+    verdict, samples, prometheus = canary_step(fake, requests_per_s=5, steps=10)
+
+    assert verdict.verdict is Verdict.PASS
+    # 60 requests at 5 rps take 12 s; the last scrape's second does not count: 14 s, not 12 or the pause's 10
+    assert prometheus.asked[-1][0] == 14
+    assert samples.canary_requests == pytest.approx(65)
+
+
+def test_a_canary_step_without_enough_requests_is_no_data_never_a_pass(fake: FakeClock) -> None:
+    verdict, samples, _ = canary_step(fake, requests_per_s=1, steps=20)
+
+    assert verdict.verdict is Verdict.NO_DATA  # three pauses (30 s) and still under 60 requests
+    assert "the canary served 29 of the 60 needed" in verdict.note

@@ -350,6 +350,7 @@ def canary_step(
                 interval_s=canary.interval_s,
                 window=canary.window or metrics.window,
                 min_requests=canary.min_requests,
+                scrape_interval_s=metrics.scrape_interval_s,
             )
             if verdict.verdict is not Verdict.PASS:
                 run.progress(f"canary step {step} % failed: {verdict.reason}: taking the canary out")

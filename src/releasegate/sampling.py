@@ -162,6 +162,7 @@ def sample_canary_step(
     interval_s: float,
     window: str | None,
     min_requests: int = 0,
+    scrape_interval_s: float = 0.0,
     on_sample: Callable[[int, StepSamples], None] = lambda _i, _s: None,
     clock: Clock = Clock(),
 ) -> tuple[CanaryVerdict, StepSamples]:
@@ -169,6 +170,8 @@ def sample_canary_step(
     interval once they can be: a failure ends the step at once; a pass needs the whole pause,
     the minimum samples with data on both sides, and ``min_requests`` served by the canary
     (the step runs on, up to three pauses, while they are missing; then no data, never a pass).
+    Requests count only up to the last scrape (``scrape_interval_s`` ago): a request whose error
+    Prometheus has not seen yet cannot count towards a pass.
 
     The absolute and relative limits use each side's total over the step so far (at 5 % of little
     traffic a 2 % error rate shows in the total long before it shows in a typical interval); the
@@ -207,7 +210,9 @@ def sample_canary_step(
         if verdict.verdict is Verdict.FAIL:
             return verdict, samples
         rate = prometheus.query("request_rate", release=canary, window=so_far).value
-        samples.canary_requests = None if rate is None else rate * elapsed_s
+        # rate() extrapolates to now; the requests since the last scrape are not judged yet.
+        judged_s = max(0.0, elapsed_s - scrape_interval_s)
+        samples.canary_requests = None if rate is None else rate * judged_s
         enough_requests = (samples.canary_requests or 0) >= min_requests
         if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
             return verdict, samples
