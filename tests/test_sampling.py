@@ -186,7 +186,7 @@ def test_a_canary_step_passes_only_once_the_canary_served_its_minimum_of_request
 
 
 def test_a_canary_step_without_enough_requests_is_no_data_never_a_pass(fake: FakeClock) -> None:
-    verdict, samples, _ = canary_step(fake, requests_per_s=1, steps=20)
+    verdict, _, _ = canary_step(fake, requests_per_s=1, steps=20)
 
     assert verdict.verdict is Verdict.NO_DATA  # three pauses (30 s) and still under 60 requests
     assert "the canary served 29 of the 60 needed" in verdict.note
