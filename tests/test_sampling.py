@@ -155,10 +155,14 @@ def test_a_watch_that_sees_nothing_wrong_passes_every_check(fake: FakeClock) -> 
 
 
 ERRORS = SloCheck(query="error_ratio", max=0.001, interval_s=2, count=5, failure_limit=3)
-ERRORS_RULE = CanaryRule(direction="max", threshold=0.001, relative=RelativeLimit(points=0.001), min_samples=2)
+ERRORS_RULE = CanaryRule(
+    direction="max", threshold=0.001, relative=RelativeLimit(points=0.001), min_samples=2
+)
 
 
-def canary_step(fake: FakeClock, requests_per_s: float, steps: int) -> tuple[CanaryVerdict, StepSamples, Scripted]:
+def canary_step(
+    fake: FakeClock, requests_per_s: float, steps: int
+) -> tuple[CanaryVerdict, StepSamples, Scripted]:
     """A 10 s step sampled every 2 s with no errors anywhere; the canary gets ``requests_per_s``."""
     prometheus = Scripted(fake, {"error_ratio": [0.0] * 4 * steps, "request_rate": [requests_per_s] * steps})
     verdict, samples = sample_canary_step(
