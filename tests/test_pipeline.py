@@ -88,3 +88,14 @@ def test_only_the_first_failure_decides():
     pipeline = failed_in(Phase.VERIFY, Change.APPLICATION)
     pipeline.gate_failed(Phase.FINALIZE, "gates/test_90.py::test_y", "later")
     assert pipeline.failure.phase == Phase.VERIFY
+
+
+def test_a_failed_migration_in_maintenance_restores_the_database_then_leaves_maintenance():
+    pipeline = failed_in(Phase.MIGRATE, Change.MAINTENANCE, Change.DATABASE, migrate_policy="restore")
+    assert pipeline.undo_plan() == (Undo.RESTORE_DATABASE, Undo.LEAVE_MAINTENANCE)
+
+
+def test_maintenance_is_left_last_when_a_release_is_rolled_back():
+    changes = (Change.MAINTENANCE, Change.DATABASE, Change.APPLICATION)
+    pipeline = failed_in(Phase.VERIFY, *changes, database_policy="restore")
+    assert pipeline.undo_plan() == (Undo.ROLL_BACK_APPLICATION, Undo.RESTORE_DATABASE, Undo.LEAVE_MAINTENANCE)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,11 +218,16 @@ def migration(
             "sha256": dump.sha256 if dump else None,
             "row_counts": dump.row_counts if dump else None,
         }
+        maintenance = _enter_maintenance(run, env)
         with run.mutation("migrate", f"apply {', '.join(pending)} to {postgres.dbname}", undo) as step:
             run.progress(f"migrating {postgres.dbname}: {', '.join(pending)}")
             result = migrate(postgres, settings, run.release)
             if not result.ok:
                 step.failed(result.error)
+        if result.ok and maintenance is not None and maintenance.mode == "env":
+            # Summit runbook, migration step 4 "Disable maintenance mode". Scaled to zero, the
+            # rollout brings the replicas back with the new release (GA 3.3, then 4).
+            run.platform.leave_maintenance(maintenance, run.progress)  # type: ignore[attr-defined]
         return asdict(result)
 
     return MigrationResult(**run.once("migrate", apply))
@@ -424,6 +430,21 @@ def green_smoke(run: Run, env: Environment, green_started: RolloutResult) -> dic
         }
 
     return run.once("green-smoke", smoke)
+
+
+def _enter_maintenance(run: Run, env: Environment) -> Any:
+    """Maintenance mode for the migration when the environment asks for it (Summit runbook
+    "Enable maintenance mode", GA 3.3 and Granter 1.3 scale to 0): written to the ledger first,
+    so a failed migration or a killed run ends with the service taken out of it again."""
+    k8s = env.platform.kubernetes
+    if k8s is None or k8s.maintenance is None:
+        return None
+    settings = k8s.maintenance
+    names = settings.deployments or [d.name for d in k8s.deployments]
+    how = "scale to 0" if settings.mode == "scale-to-zero" else f"{settings.env_var}={settings.on_value}"
+    undo = {"mode": settings.mode, "deployments": names}
+    with run.mutation("maintenance", f"maintenance mode for {', '.join(names)} ({how})", undo):
+        return run.platform.enter_maintenance(run.progress)  # type: ignore[attr-defined]
 
 
 def _migrate_settings(env: Environment) -> MigrateSettings:

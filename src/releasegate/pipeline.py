@@ -43,12 +43,14 @@ class Change(StrEnum):
 
     DATABASE = "database"
     APPLICATION = "application"
+    MAINTENANCE = "maintenance"
 
 
 class Undo(StrEnum):
     RESTORE_DATABASE = "restore the database from this run's backup"
     REVERT_MIGRATIONS = "run this run's down-migrations"
     ROLL_BACK_APPLICATION = "roll the application back to the previous release"
+    LEAVE_MAINTENANCE = "take the service out of maintenance mode"
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,16 @@ def undo_plan(
 
     Shared by a failing run and by ``pytest rollback/`` planning for a run that was killed.
     """
+    # Maintenance mode ends last: the service comes back on the database it will run on.
+    leave = [Undo.LEAVE_MAINTENANCE] if Change.MAINTENANCE in changes else []
     if failed_phase in ABORTING_PHASES:
         if failed_phase == Phase.MIGRATE and Change.DATABASE in changes:
-            return (_database_undo(migrate_policy),)
-        return ()
+            return (_database_undo(migrate_policy), *leave)
+        return tuple(leave)
     steps = [Undo.ROLL_BACK_APPLICATION]
     if Change.DATABASE in changes and database_policy != "never":
         steps.append(_database_undo(database_policy))
-    return tuple(steps)
+    return (*steps, *leave)
 
 
 def _database_undo(policy: str) -> Undo:

@@ -125,11 +125,24 @@ def _migration(facts: _Facts) -> list[str]:
     assert m is not None
     how = "built-in SQL runner" if m.runner == "sql" else f"`{' '.join(m.command or [])}`"
     undo = "restore from this run's backup" if m.on_failure == "restore" else "run the down-migrations"
-    return [
+    lines = [
         f"migrate {facts.postgres.dbname}: {facts.pending} ({how}; lock_timeout {m.lock_timeout}, "
         f"statement_timeout {m.statement_timeout})",
         f"if it fails: {undo}, then ABORTED (exit 10)",
     ]
+    k8s = facts.env.platform.kubernetes
+    if k8s is not None and k8s.maintenance is not None:
+        mm = k8s.maintenance
+        names = ", ".join(mm.deployments or [d.name for d in k8s.deployments])
+        if mm.mode == "scale-to-zero":
+            before = f"maintenance mode first: scale {names} to 0, wait {mm.drain_s:g} s to drain"
+            after = "the rollout brings the replicas back with the new release"
+        else:
+            before = f"maintenance mode first: set {mm.env_var}={mm.on_value} on {names}"
+            after = f"after the migration: {mm.env_var}={mm.off_value}"
+        lines[:0] = [before]
+        lines.insert(2, f"{after}; if the migration fails, maintenance mode ends after the database undo")
+    return lines
 
 
 def _rollout(facts: _Facts) -> list[str]:

@@ -34,7 +34,7 @@ from releasegate.verification import database_as_before, every_instance_serves, 
 
 ROLLBACK = "rollback"
 _FAILED = "__releasegate_action_failed__"
-CHANGES = {"migrate": Change.DATABASE, "deploy": Change.APPLICATION}
+CHANGES = {"migrate": Change.DATABASE, "deploy": Change.APPLICATION, "maintenance": Change.MAINTENANCE}
 """Which intents change what: the decision tree's inputs, read back from the ledger."""
 
 
@@ -262,6 +262,17 @@ class Run:
             self._restore_database(check)
         elif step is Undo.REVERT_MIGRATIONS:
             self._revert_migrations(check)
+        elif step is Undo.LEAVE_MAINTENANCE:
+            self._leave_maintenance(check)
+
+    def _leave_maintenance(self, check: Checker) -> None:
+        leave = getattr(self.platform, "leave_maintenance", None)
+        if leave is None:
+            check.fail("maintenance mode", f"the {self.env.platform.kind} platform has no maintenance mode")
+            return
+        self.progress("leaving maintenance mode")
+        leave(None, self.progress)
+        check.holds("maintenance mode left", True, source="platform", detail="replicas or variable restored")
 
     def _roll_back_application(self, check: Checker, target: str | None) -> None:
         if target is None:

@@ -168,7 +168,8 @@ class KubernetesPlatform:
 
     def leave_maintenance(self, state: Maintenance | None = None, progress: Progress = no_progress) -> None:
         """Undo ``enter_maintenance``: replicas back (from ``state`` or the annotation), or the
-        variable back to its previous value (``off_value`` when it was unset)."""
+        variable back to its previous value (``off_value`` when it was unset). Safe to repeat: a
+        rollback may find that the rollout already brought the replicas back."""
         settings = self._maintenance_settings()
         for spec in self._maintenance_targets():
             if settings.mode == "scale-to-zero":
@@ -176,6 +177,11 @@ class KubernetesPlatform:
                 recorded = (deployment.metadata.annotations or {}).get(MAINTENANCE_REPLICAS)
                 replicas = state.before.get(spec.name) if state else None
                 replicas = replicas if replicas is not None else int(recorded) if recorded else None
+                if replicas is None and deployment.spec.replicas:
+                    progress(
+                        f"deployment {spec.name} is not in maintenance: {deployment.spec.replicas} replicas"
+                    )
+                    continue
                 if replicas is None:
                     raise ActionError(f"deployment {spec.name}: no record of its replicas before maintenance")
                 self.deployments.scale(spec.name, replicas)
