@@ -261,6 +261,9 @@ def rollout(
 
     def roll_out() -> dict:
         undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": strategy}
+        revisions_now = getattr(run.platform, "revisions_now", None)
+        if revisions_now is not None:  # Kubernetes: the revisions `rollout undo` goes back to
+            undo["deployments"] = revisions_now()
         with run.mutation("deploy", about, undo) as step, _traffic(env) as traffic:
             result = _as_result(move(run.progress), run.release)
             if not result.ok:

@@ -46,6 +46,15 @@ def test_three_deployments_roll_out_in_order_each_checked_before_the_next(cluste
     assert status.releases_serving == {"2.0.0"}
 
 
+def test_the_revisions_before_a_change_are_what_the_ledger_keeps(cluster):
+    platform = granter(cluster)
+    before = platform.revisions_now()
+    platform.deploy("2.0.0")
+
+    assert before == [{"deployment": n, "revision": 1, "release": "1.9.0"} for n in GRANTER]
+    assert platform.revisions_now() == [{"deployment": n, "revision": 2, "release": "2.0.0"} for n in GRANTER]
+
+
 def test_the_container_is_found_by_name_and_nothing_else_in_it_changes(cluster):
     platform = granter(cluster)
     before = cluster.deployment("backend-core").spec.template.spec.containers

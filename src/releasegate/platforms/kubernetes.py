@@ -35,7 +35,7 @@ from releasegate.platforms.kubernetes_deployments import (
 )
 from releasegate.probes import kubernetes as probes
 from releasegate.probes.kubernetes import Kubernetes
-from releasegate.probes.kubernetes_objects import rollout_state
+from releasegate.probes.kubernetes_objects import revision_of, rollout_state
 
 
 class Strategy(Protocol):
@@ -118,6 +118,21 @@ class KubernetesPlatform:
     def undo_records(self) -> list[UndoRecord]:
         """What each deployment ran before releasegate last changed it: what the ledger keeps."""
         return [self.deployments.undo_record(spec) for spec in self.settings.deployments]
+
+    def revisions_now(self) -> list[dict[str, Any]]:
+        """Each deployment's revision and release before a change: the ledger's copy of what
+        ``rollout undo`` goes back to, for an auditor (and a person) if the annotations are lost."""
+        found = []
+        for spec in self.settings.deployments:
+            deployment = self.deployments.get(spec.name)
+            found.append(
+                {
+                    "deployment": spec.name,
+                    "revision": revision_of(deployment),
+                    "release": self.deployments.release(spec, deployment),
+                }
+            )
+        return found
 
     def restart_counts(self) -> dict[str, dict[str, int]]:
         """Per deployment, the restarts of each pod of its current template (a gate's input)."""
