@@ -250,6 +250,11 @@ class KubernetesBlueGreenSettings(Model):
         "color", description="what the Service selects on: the color's name, or the release (a pod label)"
     )
     scale_down_previous: bool = Field(False, description="scale the old color to 0 after the switch")
+    preview_url: str | None = Field(
+        None,
+        description="where green answers before the switch (a preview Service or Ingress, as Argo "
+        "Rollouts' previewService); without it green's pods are asked directly, from inside the cluster",
+    )
 
 
 class KubernetesCanarySettings(Model):

@@ -66,6 +66,28 @@ def test_blue_green_switches_the_service_to_the_new_color_and_back(cluster):
     assert platform.status().releases_serving == {"4.0.0"}
 
 
+def test_blue_green_in_the_gates_steps_green_beside_blue_then_the_switch_and_back(cluster):
+    """What gates/test_30_deploy.py does with blue-green: start green, ask it before any
+    traffic (the preview URL), switch, and the rollback's switch back; then retire blue."""
+    platform = blue_green(cluster, preview_url="http://summit-preview.internal")
+
+    started = platform.start_green("4.0.1")
+
+    assert started.ok, started.reason
+    assert service_selector(cluster)["version"] == "blue", "green takes no traffic yet"
+    assert [(i.release, i.url) for i in platform.green_instances()] == [
+        ("4.0.1", "http://summit-preview.internal")
+    ]
+    switched = platform.switch_traffic("green")
+    assert switched.ok, switched.reason
+    assert service_selector(cluster)["version"] == "green" and platform.current_release() == "4.0.1"
+    assert platform.switch_traffic("blue").ok
+    assert platform.current_release() == "4.0.0"
+    platform.switch_traffic("green")
+    retired = platform.retire()
+    assert retired.ok and len(cluster.pods("summit-blue")) == 3, "kept: scale_down_previous is off"
+
+
 def test_blue_green_never_switches_to_a_color_that_fails(cluster):
     platform = blue_green(cluster)
     cluster.behave("ghcr.io/summit/server:v4.0.1", fault="CrashLoopBackOff")

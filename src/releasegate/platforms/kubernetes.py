@@ -215,12 +215,41 @@ class KubernetesPlatform:
 
     # -- strategies' own steps, for the gates that drive them ------------------------------------
 
-    def switch_traffic(self, color: str, progress: Progress = no_progress) -> None:
-        """Blue-green: point the Service at ``color`` (``kubectl patch service ... selector``)."""
+    def start_green(self, release: str, progress: Progress = no_progress) -> RolloutResult:
+        """Blue-green: the release on the idle color, checked, no traffic yet (GA 8.1)."""
+        return self.run_change(
+            "start green", release, lambda say: (release, self._blue_green().start(release, say)), progress
+        )
+
+    def green_instances(self) -> list[Instance]:
+        return self._blue_green().green_instances()
+
+    def switch_traffic(self, to: str, progress: Progress = no_progress) -> RolloutResult:
+        """Blue-green: point the Service at ``to`` ("green": the release start_green started;
+        "blue": what served before), ``kubectl patch service ... selector``."""
+
+        def switch(say: Progress) -> tuple[str | None, str | None]:
+            failure = self._blue_green().switch_to(to, say)
+            return self.current_release(), failure
+
+        return self.run_change(f"switch to {to}", None, switch, progress)
+
+    def warm_remaining_s(self) -> float:
+        """Kubernetes keeps the previous color as the environment says, with no timer of its own."""
+        return 0.0
+
+    def retire(self, progress: Progress = no_progress, *, wait: bool = False) -> RolloutResult:
+        return self.run_change(
+            "retire the previous color",
+            None,
+            lambda say: (self.current_release(), self._blue_green().retire(say)),
+            progress,
+        )
+
+    def _blue_green(self) -> Any:
         from releasegate.platforms.kubernetes_bluegreen import BlueGreen
 
-        strategy = self._strategy_as(BlueGreen)
-        strategy.switch(color, progress)
+        return self._strategy_as(BlueGreen)
 
     def start_canary(self, release: str, progress: Progress = no_progress) -> None:
         """Canary by replicas: the canary Deployment takes ``release`` at 0 pods (weights next)."""

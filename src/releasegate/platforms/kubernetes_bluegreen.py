@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from releasegate.config import KubernetesBlueGreenSettings, KubernetesDeploymentSettings
 from releasegate.errors import ActionError
-from releasegate.platforms.base import PlatformStatus, Progress
+from releasegate.platforms.base import Instance, PlatformStatus, Progress
 from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of, now
 from releasegate.probes.kubernetes_objects import pod_ready, selector_matches
 
@@ -90,12 +90,25 @@ class BlueGreen:
     # -- changing -----------------------------------------------------------------------------
 
     def deploy(self, release: str, say: Progress) -> str | None:
+        """Start, switch and (when configured) scale down in one go, for ``platform.deploy``."""
+        active, _ = self.active()
+        if self.ops.release(self.colors[active]) == release:
+            say(f"{active} ({self.colors[active].name}) already serves {release}: nothing to do")
+            return None
+        failure = self.start(release, say)
+        if failure:
+            return failure
+        failure = self.switch_to("green", say)
+        if failure:
+            return failure
+        return self.retire(say)
+
+    def start(self, release: str, say: Progress) -> str | None:
+        """The idle color runs ``release`` on as many pods as the live one, checked, taking no
+        traffic; what the Service selects now is written on it first, for the rollback."""
         active, idle = self.active()
         live, spare = self.colors[active], self.colors[idle]
         live_release = self.ops.release(live)
-        if live_release == release:
-            say(f"{active} ({live.name}) already serves {release}: nothing to do")
-            return None
         self._annotate_service(
             {
                 UNDO_SELECTOR: self._label(self.ops.get(live.name)),
@@ -107,16 +120,51 @@ class BlueGreen:
             f"service {self.config.service} serves {active} ({live.name}, {live_release}); recorded for the rollback"
         )
         replicas = self.ops.get(live.name).spec.replicas or 1
-        failure = self._prepare(spare, release, replicas, say)
-        if failure:
-            return failure
-        self.switch(idle, say)
-        failure = self._serving(spare)
-        if failure:
-            return failure
-        if self.config.scale_down_previous:
-            self.ops.scale(live.name, 0)
-            say(f"kubectl scale deployment/{live.name} --replicas=0 (previous color)")
+        return self._prepare(spare, release, replicas, say)
+
+    def role(self, role: str) -> str:
+        """The color in a role as the gates name them: "green" runs the release being deployed,
+        "blue" served before (the local platform's words, whatever the Deployments are called)."""
+        annotations = self.service().metadata.annotations or {}
+        if role == "green":
+            target = annotations.get(ROLLING_TO)
+            found = [c for c, spec in self.colors.items() if target and self.ops.release(spec) == target]
+        elif role == "blue":
+            recorded = annotations.get(UNDO_SELECTOR)
+            found = [c for c, spec in self.colors.items() if self._label(self.ops.get(spec.name)) == recorded]
+        else:
+            raise ActionError(f"no color {role!r}: blue-green knows blue and green")
+        if not found:
+            raise ActionError(
+                f"no {role} color is recorded on service {self.config.service}: start green first"
+            )
+        return found[0]
+
+    def switch_to(self, role: str, say: Progress) -> str | None:
+        color = self.role(role)
+        self.switch(color, say)
+        return self._serving(self.colors[color])
+
+    def green_instances(self) -> list[Instance]:
+        """Where green answers before it takes traffic: the preview URL, or its pods (reachable
+        from inside the cluster only)."""
+        spec = self.colors[self.role("green")]
+        if self.config.preview_url:
+            release = self.ops.release(spec) or "?"
+            return [Instance(f"{spec.name} (preview)", release, self.config.preview_url, True)]
+        deployment = self.ops.get(spec.name)
+        return [
+            instance_of(pod, spec.container, spec.image) for pod in self.kube.pods(deployment.spec.selector)
+        ]
+
+    def retire(self, say: Progress) -> str | None:
+        """After the switch: the previous color scaled to 0 when the environment says so, else kept."""
+        previous = self.colors[self.role("blue")]
+        if not self.config.scale_down_previous:
+            say(f"{previous.name} kept running (scale_down_previous = false): switching back stays instant")
+            return None
+        self.ops.scale(previous.name, 0)
+        say(f"kubectl scale deployment/{previous.name} --replicas=0 (previous color)")
         return None
 
     def rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
