@@ -859,7 +859,7 @@ class JourneySettings(Model):
     """One journey of [smoke.journeys.NAME]: where its system answers and what it must show.
 
     URLs and paths may use ``{url}`` (platform.url); a path is relative to ``base_url``;
-    ``leak_check_path`` must contain ``{prefix}``, the journey run's test-data prefix."""
+    ``cleanup_path`` and ``leak_check_path`` contain ``{prefix}``, the run's test-data prefix."""
 
     base_url: str = Field("{url}", description="where the journey's system answers; {url} = platform.url")
     timeout_s: float = Field(10.0, gt=0, description="each request's timeout")
@@ -872,6 +872,7 @@ class JourneySettings(Model):
     )
     metrics_path: str = "/metrics"
     metrics: list[str] = Field(default_factory=list, description="metric names /metrics must expose")
+    cleanup_path: str | None = Field(None, description="DELETE removes what carries {prefix}")
     leak_check_path: str | None = Field(
         None, description="GET lists what still carries {prefix} after cleanup; anything listed leaked"
     )
@@ -880,11 +881,11 @@ class JourneySettings(Model):
     )
     params: dict[str, JourneyParam] = Field(default_factory=dict, description="the journey's own settings")
 
-    @field_validator("leak_check_path")
+    @field_validator("cleanup_path", "leak_check_path")
     @classmethod
     def _names_the_prefix(cls, value: str | None) -> str | None:
         if value is not None and "{prefix}" not in value:
-            raise ValueError("a leak check must ask for {prefix}, e.g. /test-data?prefix={prefix}")
+            raise ValueError("test data is found by {prefix}, e.g. /test-data?prefix={prefix}")
         return value
 
     def base(self, platform_url: str) -> str:

@@ -26,7 +26,7 @@ A journey module reads like the runbook's smoke list::
 - ``j.prefix``: this run's test-data prefix, ``rg-smoke-<8 hex>``; ``j.unique(kind)`` names
   things with it, so parallel runs never share data;
 - ``j.cleanup(what, fn)``: undo registered as data is made, run last-in first-out at the end
-  whatever happened;
+  whatever happened; ``j.clean_up_by_prefix()`` registers the sweep of ``cleanup_path``;
 - ``j.settings``: the journey's section (credentials as Secrets, expected health and metrics
   names, ``params``).
 
@@ -166,6 +166,24 @@ class Journeyer:
         """Register how to remove something just made; cleanups run last-in first-out at the end."""
         self._cleanups.append((what, undo))
 
+    def clean_up_by_prefix(self) -> None:
+        """Register the sweep of everything carrying the prefix (``cleanup_path``, DELETE)."""
+        path = self.settings.cleanup_path
+        if path is None:
+            raise ConfigError(
+                f"smoke.journeys.{self.name}.cleanup_path: needed to remove this journey's test data"
+            )
+
+        def sweep() -> None:
+            answer = self.http.delete(path.replace("{prefix}", self.prefix), token=self.admin_token())
+            self.expect(answer, 200, f"delete test data {self.prefix}")
+
+        self.cleanup(f"test data {self.prefix}", sweep)
+
+    def admin_token(self) -> str | None:
+        """The configured token (``token = "${VAR}"``) for the journey's own calls, read now."""
+        return self.settings.token.resolve() if self.settings.token else None
+
     def param(self, name: str, default: JourneyParam) -> Any:
         """``[smoke.journeys.NAME.params]``: a journey's own setting, or its default."""
         return self.settings.params.get(name, default)
@@ -243,7 +261,7 @@ class Journeyer:
                     "(e.g. /test-data?prefix={prefix})",
                 )
             return []
-        answer = self.http.get(path.replace("{prefix}", self.prefix))
+        answer = self.http.get(path.replace("{prefix}", self.prefix), token=self.admin_token())
         leaked = leaked_items(answer.body) if answer.status == 200 else None
         if leaked is None:
             self.check.fail(
