@@ -205,8 +205,8 @@ class Journeyer:
             with allure_report.journey_step(f"{self.name}: {title}"):
                 yield record
         except BaseException as exc:
-            record.ok = False
-            record.detail = _one_line(exc)
+            record.ok = False  # a failed check is recorded already; anything else is said here
+            record.detail = "" if isinstance(exc, GateFailure) else _one_line(exc)
             raise
         finally:
             record.elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
@@ -312,7 +312,7 @@ def run_journey(
         result.elapsed_ms,
         unit="ms",
         source=j.base_url,
-        detail=f"{len(j.steps)} steps, test data {j.prefix}",
+        detail=f"{len(j.steps)} steps" + (f", test data {j.prefix}" if found.creates_data else ""),
     )
     after = ([f"leaked test data: {', '.join(result.leaked)}"] if result.leaked else []) + problems
     if failure is not None:
