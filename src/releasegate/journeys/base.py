@@ -6,14 +6,14 @@ A journey module reads like the runbook's smoke list::
 
     @journey("granter")
     def granter(j: Journeyer) -> None:
-        \"\"\"Granter sprint 4, step 4.1: the five smoke flows.\"\"\"
-        with j.step("register"):
-            email = j.unique("user") + "@example.test"
+        # the docstring's first line is the journey's title
+        j.clean_up_by_prefix()                  # whatever happens, its test data goes at the end
+        email = j.unique("user") + "@example.test"
+        with j.step("auth flow: register"):
             j.expect(j.http.post("/auth/register", json={"email": email, ...}), 201, "register")
-            j.cleanup(f"user {email}", lambda: ...)   # not needed when the prefix sweep removes it
-        with j.step("log in"):
+        with j.step("auth flow: log in"):
             body = j.expect(j.http.post("/auth/login", json={...}), 200, "log in")
-            j.http.bearer(body["token"])
+            j.http.bearer(body["token"])        # sent from now on, masked in every report
 
 ``j`` (a :class:`Journeyer`) has:
 
@@ -21,6 +21,7 @@ A journey module reads like the runbook's smoke list::
   ``platform.url``): cookies and a bearer token kept, a timeout on every request; a refused
   connection or a timeout is a ProbeError naming the URL;
 - ``j.check``: the gates' Checker (``that``, ``equals``, ``holds``, ...): every check is evidence;
+  ``j.expect(answer, 201, "register")`` checks an HTTP status with the exchange as evidence;
 - ``j.step(title)``: times a step, records it (``granter step 2: log in: 41 ms: pass``) and
   makes it an Allure step;
 - ``j.prefix``: this run's test-data prefix, ``rg-smoke-<8 hex>``; ``j.unique(kind)`` names
