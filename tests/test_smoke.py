@@ -135,3 +135,15 @@ def test_two_smoke_runs_at_once_do_not_interfere(env_file: Path) -> None:
             0
         ]
     assert left == 0
+
+
+def test_the_dry_run_plan_shows_each_journey_gate_and_where_it_goes(env_file: Path) -> None:
+    run = run_suite("gates/", env_file, "--release=2.0.0", "--dry-run")
+
+    assert run.code == 0, run.output
+    url = environment(env_file).platform.url
+    assert (
+        f"source    journey granter at {url}/granter; test data rg-smoke-<id>, removed at the end"
+        in run.output
+    )
+    assert f"source    journey release-manager at {url}\n" in run.output
