@@ -6,7 +6,6 @@ A journey module reads like the runbook's smoke list::
 
     @journey("granter")
     def granter(j: Journeyer) -> None:
-        # the docstring's first line is the journey's title
         j.clean_up_by_prefix()                  # whatever happens, its test data goes at the end
         email = j.unique("user") + "@example.test"
         with j.step("auth flow: register"):
@@ -34,6 +33,10 @@ A journey module reads like the runbook's smoke list::
 After the cleanups, the leak check asks ``leak_check_path`` (``/test-data?prefix={prefix}``)
 what still carries the prefix: anything listed fails the journey, naming what leaked. A journey
 that creates data and has no leak check configured fails: no data is never a pass.
+
+``@journey(name, creates_data=False)`` is a journey that makes nothing (it needs no leak check);
+``after_rollback=False`` one that needs something only the new release has (the rollback's
+verification, which runs the others on the previous release, leaves it out).
 
 ``run_journey(name, env, check)`` runs one; ``smoke/`` and the verify phase's gate call it.
 New journeys are modules of this package named like the journey (``release-manager`` ->
@@ -75,11 +78,6 @@ class Journey:
     after_rollback: bool = True
     """It needs nothing of the new release: the rollback's verification runs it too."""
 
-    @property
-    def title(self) -> str:
-        doc = (self.run.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.name
-
 
 REGISTRY: dict[str, Journey] = {}
 
@@ -112,10 +110,14 @@ def get_journey(name: str) -> Journey:
     return REGISTRY[name]
 
 
+_NOT_JOURNEYS = {"base", "session", "leaks", "exposition"}
+"""This package's modules that hold no journey."""
+
+
 def known_journeys() -> list[str]:
     package = importlib.import_module(__package__ or "releasegate.journeys")
     modules = {m.name.replace("_", "-") for m in pkgutil.iter_modules(package.__path__)}
-    return sorted((modules - {"base", "session", "leaks", "exposition"}) | set(REGISTRY))
+    return sorted((modules - _NOT_JOURNEYS) | set(REGISTRY))
 
 
 @dataclass
