@@ -26,7 +26,8 @@ class Release:
     fault: str | None = None
     """None, "bad-health" (/health answers 503), "crashloop" (exits 1 s after it serves),
     "bad-errors" (2 % of API requests answer 500), "bad-latency" (every answer takes 1.6 times
-    as long) or "slow-leak" (keeps 4 MiB more memory every second). See sandbox.service."""
+    as long), "slow-leak" (keeps 4 MiB more memory every second) or "bad-extraction" (the
+    Granter's extraction has no fallback). See sandbox.service and sandbox.granter."""
     description: str = ""
 
 
@@ -66,6 +67,13 @@ RELEASES: dict[str, Release] = {
             customer_tier=True,
             fault="bad-latency",
             description="2.0.0 that answers 60 % slower, still under 200 ms: only a comparison catches it",
+        ),
+        Release(
+            "2.0.0-bad-extraction",
+            "0002",
+            customer_tier=True,
+            fault="bad-extraction",
+            description="2.0.0 whose Granter extraction lost its fallback: only the smoke journey catches it",
         ),
         Release(
             "2.0.0-slow-leak",

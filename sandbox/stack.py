@@ -37,6 +37,9 @@ from sandbox.releases import BASELINE, migrations_dir
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: where environments/ is, and what ``{root}`` means."""
 SEED_SQL = Path(__file__).resolve().parent / "seed.sql"
+"""The demo's data, loaded once into a fresh database. Every other ``seed*.sql`` beside it (a
+system the sandbox also serves: ``seed_granter.sql``) creates only what is missing and is
+applied at every ``up``, in name order."""
 
 EXIT_UP, EXIT_DOWN, EXIT_PARTLY_UP = 0, 3, 4
 
@@ -200,14 +203,17 @@ class Sandbox:
         return f"already at {result.version_after}"
 
     def _seed(self) -> str:
-        with psycopg.connect(self.env.database.dsn, connect_timeout=5) as conn:
+        others = sorted(p for p in SEED_SQL.parent.glob("seed*.sql") if p != SEED_SQL)
+        with psycopg.connect(self.env.database.dsn, connect_timeout=5) as conn:  # one transaction
+            for path in others:
+                conn.execute(path.read_text(encoding="utf-8"))
             if conn.execute("SELECT count(*) FROM customers").fetchone()[0]:  # type: ignore[index]
                 return "already seeded"
-            conn.execute(SEED_SQL.read_text(encoding="utf-8"))  # one transaction: committed on exit
+            conn.execute(SEED_SQL.read_text(encoding="utf-8"))
             customers, orders = conn.execute(
                 "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"
             ).fetchone()  # type: ignore[misc]
-        return f"loaded {customers} customers and {orders} orders"
+        return f"loaded {customers} customers and {orders} orders" + "".join(f", {p.name}" for p in others)
 
     def _start_instances(self, progress: Progress) -> str:
         state = self._instances_status()

@@ -854,6 +854,65 @@ class LedgerSettings(Model):
         return self
 
 
+# -- smoke: user journeys (smoke/, e2e/, and the verify phase) --------------------------------
+
+_JOURNEY_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+JourneyParam = str | int | float | bool | list[str]
+
+
+class JourneySettings(Model):
+    """One journey of [smoke.journeys.NAME]: where its system answers and what it must show.
+
+    URLs and paths may use ``{url}`` (platform.url); a path is relative to ``base_url``;
+    ``cleanup_path`` and ``leak_check_path`` contain ``{prefix}``, the run's test-data prefix."""
+
+    base_url: str = Field("{url}", description="where the journey's system answers; {url} = platform.url")
+    timeout_s: float = Field(10.0, gt=0, description="each request's timeout")
+    username: str | None = Field(None, description="an existing account, for journeys that log in as one")
+    password: Secret | None = None
+    token: Secret | None = Field(None, description="bearer token for the journey's own calls (test data)")
+    health_paths: list[str] = Field(default_factory=list, description="every health probe: paths or URLs")
+    health_checks: list[str] = Field(
+        default_factory=list, description="names /health must report under its checks"
+    )
+    metrics_path: str = "/metrics"
+    metrics: list[str] = Field(default_factory=list, description="metric names /metrics must expose")
+    cleanup_path: str | None = Field(None, description="DELETE removes what carries {prefix}")
+    leak_check_path: str | None = Field(
+        None, description="GET lists what still carries {prefix} after cleanup; anything listed leaked"
+    )
+    after_rollback: bool = Field(
+        True, description="run it in the rollback's verification (journeys that need no new feature)"
+    )
+    params: dict[str, JourneyParam] = Field(default_factory=dict, description="the journey's own settings")
+
+    @field_validator("cleanup_path", "leak_check_path")
+    @classmethod
+    def _names_the_prefix(cls, value: str | None) -> str | None:
+        if value is not None and "{prefix}" not in value:
+            raise ValueError("test data is found by {prefix}, e.g. /test-data?prefix={prefix}")
+        return value
+
+    def base(self, platform_url: str) -> str:
+        return self.base_url.replace("{url}", platform_url.rstrip("/")).rstrip("/")
+
+
+class SmokeSettings(Model):
+    """User journeys: ``pytest smoke/`` runs them alone; the verify phase runs them with
+    ``on_verify``, and a rollback's verification runs those marked ``after_rollback``."""
+
+    on_verify: bool = True
+    journeys: dict[str, JourneySettings] = Field(default_factory=dict)
+
+    @field_validator("journeys")
+    @classmethod
+    def _journey_names(cls, value: dict[str, JourneySettings]) -> dict[str, JourneySettings]:
+        bad = [name for name in value if not _JOURNEY_NAME.match(name)]
+        if bad:
+            raise ValueError(f"journey name {bad[0]!r}: lowercase letters, digits and '-'")
+        return value
+
+
 class Environment(Model):
     environment: EnvironmentInfo
     sandbox: SandboxSettings | None = None
@@ -867,6 +926,7 @@ class Environment(Model):
     verify: VerifySettings = VerifySettings()
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
+    smoke: SmokeSettings | None = None
     planned_minutes: dict[Phase, float] = Field(
         default_factory=dict, description="each phase's planned duration, from the runbook"
     )

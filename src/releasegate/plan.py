@@ -74,7 +74,9 @@ def render(env: Environment, release: str | None, items: list[pytest.Item]) -> l
                 watched = "watched" in getattr(getattr(item, "callspec", None), "params", {})
                 lines.append(f"          threshold {_describe_slo(slo_name, env, observe=watched)}")
             used = getattr(item, "fixturenames", [])
-            source = next((describe(facts) for name, describe in _SOURCES.items() if name in used), None)
+            source = _journey_source(item, env) or next(
+                (describe(facts) for name, describe in _SOURCES.items() if name in used), None
+            )
             if source:
                 lines.append(f"          source    {source}")
         lines.append("")
@@ -223,6 +225,18 @@ def _slo_of(item: pytest.Item) -> str | None:
     """The SLO a parametrized gate judges (``test_slo_holds...[latency_p95]``), if any."""
     params = getattr(getattr(item, "callspec", None), "params", {})
     return params.get("slo_name") or params.get("watched")
+
+
+def _journey_source(item: pytest.Item, env: Environment) -> str | None:
+    """``journey granter at http://.../granter, 3 health probes; test data rg-smoke-<id>, ...``"""
+    name = getattr(getattr(item, "callspec", None), "params", {}).get("journey_name")
+    settings = env.smoke.journeys.get(name) if name and env.smoke is not None else None
+    if settings is None:
+        return None
+    text = f"journey {name} at {settings.base(env.platform.url)}"
+    if settings.leak_check_path:
+        text += f"; test data rg-smoke-<id>, removed at the end, leak check {settings.leak_check_path}"
+    return text
 
 
 def _describe_slo(name: str, env: Environment, *, observe: bool = False) -> str:

@@ -153,7 +153,8 @@ def pytest_configure(config: pytest.Config) -> None:
     progress = _progress(config)
     try:
         if is_worker(config):
-            config.stash[RUN_KEY] = Run(env, ledger, config.workerinput[WORKER_RUN_ID], progress)
+            if WORKER_RUN_ID in config.workerinput:  # none outside a deployment (pytest smoke/ -n 2)
+                config.stash[RUN_KEY] = Run(env, ledger, config.workerinput[WORKER_RUN_ID], progress)
         elif deploying:
             config.stash[RUN_KEY] = _deployment_run(config, env, ledger, progress)
         elif _targets(config, "rollback"):

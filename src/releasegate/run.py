@@ -30,7 +30,12 @@ from releasegate.platforms.base import Platform, Progress
 from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres, version_key
 from releasegate.report import allure as allure_report
-from releasegate.verification import database_as_before, every_instance_serves, health_repeatedly
+from releasegate.verification import (
+    database_as_before,
+    every_instance_serves,
+    health_repeatedly,
+    smoke_passes,
+)
 
 ROLLBACK = "rollback"
 _FAILED = "__releasegate_action_failed__"
@@ -239,6 +244,12 @@ class Run:
                 except (GateFailure, ReleasegateError) as exc:
                     problems.append(f"{step}: {exc}")
                     self.progress(f"rollback step failed: {step}: {exc}")
+            if Undo.ROLL_BACK_APPLICATION in plan and not problems:
+                try:  # "smoke passes" on the previous release, its database as the policy left it
+                    smoke_passes(check, self.env, self.progress)
+                except (GateFailure, ReleasegateError) as exc:
+                    problems.append(f"smoke after the rollback: {exc}")
+                    self.progress(f"smoke failed after the rollback: {exc}")
         self.rollback_duration_s = time.monotonic() - started
         ok = not problems
         detail = "; ".join(problems)

@@ -7,13 +7,15 @@ Each routine measures with probes and judges through a Checker, so every sample 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import SloCheck
+from releasegate.config import Environment, SloCheck
 from releasegate.errors import ProbeError
 from releasegate.evidence import Checker
+from releasegate.journeys import get_journey, run_journey
 from releasegate.platforms.base import Platform
 from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
@@ -74,6 +76,16 @@ def health_repeatedly(
         health_is(check, http, path, release, f"{path} probe {attempt}/{times}")
         if attempt < times:
             time.sleep(interval_s)
+
+
+def smoke_passes(check: Checker, env: Environment, progress: Callable[[str], None] | None = None) -> None:
+    """The rollback's "smoke passes" (Granter rollback step 6: "All tests should pass on
+    previous version"): every configured journey that needs nothing of the new release."""
+    if env.smoke is None:
+        return
+    for name, settings in env.smoke.journeys.items():
+        if settings.after_rollback and get_journey(name).after_rollback:
+            run_journey(name, env, check, progress=progress)
 
 
 def database_as_before(

@@ -154,6 +154,18 @@ def action_step(action: str, about_to: str, undo: dict[str, Any]) -> Iterator[No
         yield
 
 
+@contextmanager
+def journey_step(title: str) -> Iterator[None]:
+    """A user journey's step (``granter: log in``) as a step; its timing is in the evidence."""
+    if not _in_test():
+        yield
+        return
+    import allure
+
+    with allure.step(redact(title)):
+        yield
+
+
 def write_environment(results: Path, values: dict[str, str | None]) -> None:
     """``environment.properties``: the table at the top of the Allure report."""
     results.mkdir(parents=True, exist_ok=True)

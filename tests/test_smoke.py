@@ -1,0 +1,149 @@
+"""``pytest smoke/`` run alone, as an SRE runs it (a subprocess, its exit code, its reports),
+against a real sandbox: no deployment run, no --release, a failure is pytest's plain exit 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from gate_runs import ROOT, environment, run_suite
+from sandbox_env import running_sandbox, write_sandbox_env
+
+from releasegate.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+TOKEN_VAR = "RG_TEST_SMOKE_TOKEN"
+TOKEN = "smoke-admin-t0ken-that-must-not-leak"
+
+
+@pytest.fixture(scope="module")
+def env_file(module_sandbox_dir: Path) -> Iterator[Path]:
+    """A sandbox whose Granter guards its test data with a token the journey reads from ${...}."""
+    os.environ[TOKEN_VAR] = TOKEN
+    path = write_sandbox_env(
+        module_sandbox_dir,
+        metrics=None,
+        **{
+            "platform.local.secret_env": {"GRANTER_ADMIN_TOKEN": "${" + TOKEN_VAR + "}"},
+            "smoke.journeys.granter.token": "${" + TOKEN_VAR + "}",
+        },
+    )
+    try:
+        with running_sandbox(path) as running:
+            yield running
+    finally:
+        os.environ.pop(TOKEN_VAR, None)
+
+
+def variant(env_file: Path, name: str, **overrides: object) -> Path:
+    """The same sandbox described by another file (other journeys' settings, other reports)."""
+    import tomllib
+
+    import tomli_w
+
+    raw = tomllib.loads(env_file.read_text())
+    raw["report"]["dir"] = str(env_file.parent / f"reports-{name}")
+    for dotted, value in overrides.items():
+        *parents, key = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(key, None)
+        else:
+            node[key] = value
+    path = env_file.parent / f"{name}.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def test_smoke_runs_alone_in_parallel_and_passes_with_evidence_and_no_secret(env_file: Path) -> None:
+    run = run_suite("smoke/", env_file, "-n", "2")
+
+    assert run.code == 0, run.output
+    assert "2 passed" in run.output
+    assert "releasegate:" not in run.output, "no deployment decision outside a deployment"
+    assert Ledger(run.reports / "ledger.sqlite").runs(environment(env_file).name) == [], "no run started"
+    suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
+    evidence = [p.get("value") for p in suite.iter("property") if p.get("name") == "evidence"]
+    assert any(line.startswith("granter step 4: search flow: query + filters: ") for line in evidence)
+    assert any(
+        line.startswith("/metrics exposes release_manager_errors_total: yes: pass") for line in evidence
+    )
+    for path in run.reports.rglob("*"):
+        if path.is_file():
+            assert TOKEN not in path.read_text(errors="replace"), f"the token leaked into {path}"
+    assert TOKEN not in run.output
+
+
+def test_a_failing_journey_is_a_plain_exit_1_naming_what_failed(env_file: Path) -> None:
+    failing = variant(
+        env_file,
+        "missing-metric",
+        **{
+            "smoke.journeys.release-manager.metrics": [
+                "release_manager_requests_total",
+                "release_manager_queue_depth",
+            ]
+        },
+    )
+    run = run_suite("smoke/test_release_manager.py", failing)
+
+    assert run.code == 1, run.output
+    assert "/metrics exposes release_manager_queue_depth: no: fail" in run.output
+    assert "1 failed" in run.output and "Traceback" not in run.output
+
+
+def test_a_journey_the_environment_does_not_configure_is_skipped_with_the_reason(env_file: Path) -> None:
+    only_rm = variant(env_file, "no-granter", **{"smoke.journeys.granter": None})
+    run = run_suite("smoke/", only_rm, "-rs")
+
+    assert run.code == 0, run.output
+    assert "1 passed, 1 skipped" in run.output
+    assert "configures no granter journey ([smoke.journeys.granter])" in run.output
+
+
+def test_two_smoke_runs_at_once_do_not_interfere(env_file: Path) -> None:
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "smoke/test_granter.py",
+                f"--env={variant(env_file, f'twin-{n}')}",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in (1, 2)
+    ]
+    outputs = [proc.communicate(timeout=300)[0] for proc in runs]
+
+    assert [proc.returncode for proc in runs] == [0, 0], outputs
+    with psycopg.connect(environment(env_file).database.dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM granter_grants WHERE source LIKE 'rg-smoke-%%'").fetchone()[
+            0
+        ]
+    assert left == 0
+
+
+def test_the_dry_run_plan_shows_each_journey_gate_and_where_it_goes(env_file: Path) -> None:
+    run = run_suite("gates/", env_file, "--release=2.0.0", "--dry-run")
+
+    assert run.code == 0, run.output
+    url = environment(env_file).platform.url
+    assert (
+        f"source    journey granter at {url}/granter; test data rg-smoke-<id>, removed at the end"
+        in run.output
+    )
+    assert f"source    journey release-manager at {url}\n" in run.output
