@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from gate_runs import ROOT, environment, run_suite
-from sandbox_env import running_sandbox, write_sandbox_env
+from sandbox_env import _set, running_sandbox, write_sandbox_env
 
 from releasegate.ledger import Ledger
 
@@ -51,14 +51,7 @@ def variant(env_file: Path, name: str, **overrides: object) -> Path:
     raw = tomllib.loads(env_file.read_text())
     raw["report"]["dir"] = str(env_file.parent / f"reports-{name}")
     for dotted, value in overrides.items():
-        *parents, key = dotted.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is None:
-            node.pop(key, None)
-        else:
-            node[key] = value
+        _set(raw, dotted, value)
     path = env_file.parent / f"{name}.toml"
     path.write_text(tomli_w.dumps(raw))
     return path

@@ -6,14 +6,10 @@ any HTTP status is an answer, for the journey to judge.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import httpx
-
-from releasegate.errors import ProbeError
-from releasegate.probes.http import Exchange, Http, _reason
-from releasegate.redaction import redact, register_secret
+from releasegate.probes.http import Exchange, Http
+from releasegate.redaction import register_secret
 
 
 class Session(Http):
@@ -43,7 +39,7 @@ class Session(Http):
     def delete(self, path: str, **kw: Any) -> Exchange:
         return self.request("DELETE", path, **kw)
 
-    def request(
+    def request(  # type: ignore[override]
         self,
         method: str,
         path: str,
@@ -54,29 +50,20 @@ class Session(Http):
         token: str | None = None,
     ) -> Exchange:
         """One request; ``token`` overrides the session's bearer token for this request only."""
-        url = self.url(path)
         sent = dict(headers or {})
         bearer = token or self._token
         if bearer:
             register_secret(bearer)
             sent["Authorization"] = f"Bearer {bearer}"
-        started = time.perf_counter()
-        try:
-            response = self.client.request(method, url, json=json, params=params, headers=sent)
-        except httpx.TimeoutException:
-            raise ProbeError(
-                f"{self.component} at {redact(url)}", f"no answer within {self.timeout_s:g} s"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ProbeError(
-                f"{self.component} at {redact(url)}", _reason(exc), "is it running and is its base_url right?"
-            ) from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = None
-        return Exchange(method, str(response.url), response.status_code, elapsed_ms, body, response.text)
+        return super().request(
+            method,
+            path,
+            hint="is it running and is its base_url right?",
+            max_text=None,  # a journey reads whole answers (/metrics)
+            json=json,
+            params=params,
+            headers=sent,
+        )
 
     def close(self) -> None:
         if self._client is not None:

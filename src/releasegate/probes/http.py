@@ -49,24 +49,38 @@ class Http:
         return f"{self.base_url}{path}"
 
     def get(self, path: str) -> Exchange:
+        return self.request("GET", path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        hint: str = "is it running and is platform.url right?",
+        max_text: int | None = 2000,
+        **kw: Any,
+    ) -> Exchange:
+        """One request; any HTTP status is an answer, a refused connection or a timeout is a
+        ProbeError naming the URL and ``hint``. ``kw`` goes to httpx (json, params, headers); the
+        text is kept up to ``max_text`` characters (None: all of it)."""
         url = self.url(path)
         started = time.perf_counter()
         try:
-            response = self.client.get(url)
+            response = self.client.request(method, url, **kw)
         except httpx.TimeoutException:
             raise ProbeError(
                 f"{self.component} at {redact(url)}", f"no answer within {self.timeout_s:g} s"
             ) from None
         except httpx.HTTPError as exc:
-            raise ProbeError(
-                f"{self.component} at {redact(url)}", _reason(exc), "is it running and is platform.url right?"
-            ) from None
+            raise ProbeError(f"{self.component} at {redact(url)}", _reason(exc), hint) from None
         elapsed_ms = (time.perf_counter() - started) * 1000
         try:
             body: Any = response.json()
         except ValueError:
             body = None
-        return Exchange("GET", url, response.status_code, elapsed_ms, body, response.text[:2000])
+        return Exchange(
+            method, str(response.url), response.status_code, elapsed_ms, body, response.text[:max_text]
+        )
 
 
 def _reason(exc: httpx.HTTPError) -> str:
