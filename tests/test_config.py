@@ -78,15 +78,18 @@ def test_a_password_in_a_url_is_refused(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_environment(str(path), ROOT)
     assert "database.dsn" in str(error.value) and "password" in str(error.value)
-    assert "hunter2" not in str(error.value).split("(got")[0]
+    assert "hunter2" not in str(error.value), "the refusal never repeats the password"
 
 
 def test_a_secret_must_be_a_reference(tmp_path):
     path = write(
         tmp_path, SANDBOX.replace("connect_timeout_s = 3", 'connect_timeout_s = 3\npassword = "hunter2"')
     )
-    with pytest.raises(ConfigError, match=r"database.password: a secret must be an \$\{ENV_VAR\} reference"):
+    with pytest.raises(
+        ConfigError, match=r"database.password: a secret must be an \$\{ENV_VAR\} reference"
+    ) as error:
         load_environment(str(path), ROOT)
+    assert "hunter2" not in str(error.value), "the refusal never repeats the secret"
 
 
 def test_a_secret_reference_resolves_late_and_is_redacted_after(tmp_path, monkeypatch):

@@ -87,6 +87,9 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SECRET_REFUSALS = ("a secret must be", "the URL carries a password")
+
+
 def _no_inline_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password and not SECRET_REF.match(parts.password):
@@ -1003,7 +1006,10 @@ def _describe(exc: ValidationError) -> str:
         text = f"{key}: required key is missing"
     else:
         message = first["msg"].removeprefix("Value error, ")
-        text = f"{key}: {message} (got {first['input']!r})"
+        if message.startswith(_SECRET_REFUSALS):  # the value is the secret: never repeat it
+            text = f"{key}: {message}"
+        else:
+            text = f"{key}: {message} (got {first['input']!r})"
     if len(errors) > 1:
         others = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[1:4])
         text += f"; {len(errors) - 1} more problem(s): {others}"
