@@ -30,12 +30,32 @@ global:
   scrape_timeout: {timeout}
   evaluation_interval: {interval}
 
+rule_files: [{rules}]
+
 scrape_configs:
   - job_name: {job}
     metrics_path: /metrics
     file_sd_configs:
       - files: [{targets}]
         refresh_interval: 5s
+"""
+
+
+RULES = """\
+# Written by `python -m sandbox up`: the alerts a team would have, scaled to the sandbox's seconds.
+groups:
+  - name: releasegate-sandbox
+    rules:
+      - alert: DemoInstanceDown
+        expr: up{{job={job}}} == 0
+        for: 10s
+        labels: {{severity: critical}}
+        annotations: {{summary: "an instance of the demo service does not answer its scrape"}}
+      - alert: DemoHighErrorRate
+        expr: sum(rate(http_requests_total{{job={job},status=~"5.."}}[1m])) / sum(rate(http_requests_total{{job={job}}}[1m])) > 0.05
+        for: 1m
+        labels: {{severity: warning}}
+        annotations: {{summary: "more than 5 % of requests fail"}}
 """
 
 
@@ -53,6 +73,7 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = sandbox_dir / "prometheus"
         self.config = self.dir / "prometheus.yml"
+        self.rules = self.dir / "rules.yml"
         self.data = self.dir / "data"
         self.log = self.dir / "prometheus.log"
         self.pid_file = self.dir / "prometheus.pid"
@@ -79,6 +100,7 @@ class Prometheus:
             self.targets_file.parent.mkdir(parents=True, exist_ok=True)
             self.targets_file.write_text("[]\n", encoding="utf-8")
         interval = f"{self.interval_s:g}s"
+        self.rules.write_text(RULES.format(job=json.dumps(self.job)))
         self.config.write_text(
             CONFIG.format(
                 address=self.address,
@@ -86,6 +108,7 @@ class Prometheus:
                 timeout=interval,
                 job=json.dumps(self.job),
                 targets=json.dumps(str(self.targets_file)),
+                rules=json.dumps(str(self.rules)),
             )
         )
         argv = [

@@ -17,10 +17,13 @@ import re
 import sys
 import tempfile
 import tomllib
+from datetime import date
+from datetime import time as dt_time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -916,6 +919,85 @@ class SmokeSettings(Model):
         return value
 
 
+class SecurityScanReadiness(Model):
+    """GA 1.1 "Security scan passed (0 critical vulnerabilities)": Trivy JSON or SARIF files."""
+
+    reports: list[str] = Field(min_length=1, description="paths; {release} is filled in")
+    max_critical: int = Field(0, ge=0)
+
+
+class AcceptanceReadiness(Model):
+    """GA 1.1 "Acceptance score: 100 %": a JUnit XML report of the acceptance suite."""
+
+    junit: str = Field(description="path; {release} is filled in")
+    min_pass_ratio: float = Field(1.0, gt=0, le=1)
+
+
+class PerformanceReadiness(Model):
+    """GA 1.1 "Performance tests passed": k6's summary JSON, every threshold met."""
+
+    k6_summary: str = Field(description="path; {release} is filled in")
+
+
+class FreezeSettings(Model):
+    start: date
+    end: date
+    reason: str = "change freeze"
+
+
+class WindowReadiness(Model):
+    """The deployment window: allowed days and hours in a time zone, outside any freeze."""
+
+    timezone: str = "UTC"
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu"], min_length=1
+    )
+    start: dt_time = dt_time(9, 0)
+    end: dt_time = dt_time(17, 0)
+    freeze: list[FreezeSettings] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> WindowReadiness:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class MonitoringReadiness(Model):
+    """Monitoring active (Release Manager, GA 2.2): targets up, alert rules loaded, nothing
+    critical firing, on the environment's Prometheus ([metrics])."""
+
+    min_rules: int = Field(1, ge=0, description="alerting rules Prometheus must have loaded")
+    blocking_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+
+class ChecklistReadiness(Model):
+    """The runbooks' people items, confirmed by name in a signed file or with --confirm."""
+
+    items: list[str] = Field(min_length=1)
+    file: str | None = Field(None, description='a TOML checklist: [items."NAME"] confirmed_by, at')
+
+
+class ReadinessSettings(Model):
+    """The pre-deployment checklist as preflight gates; each sub-section present is a check."""
+
+    security_scan: SecurityScanReadiness | None = None
+    acceptance: AcceptanceReadiness | None = None
+    performance: PerformanceReadiness | None = None
+    window: WindowReadiness | None = None
+    monitoring: MonitoringReadiness | None = None
+    checklist: ChecklistReadiness | None = None
+
+
 class Environment(Model):
     environment: EnvironmentInfo
     sandbox: SandboxSettings | None = None
@@ -927,6 +1009,7 @@ class Environment(Model):
     migrate: MigrateSettings | None = None
     rollback: RollbackSettings = RollbackSettings()
     verify: VerifySettings = VerifySettings()
+    readiness: ReadinessSettings | None = None
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
     smoke: SmokeSettings | None = None
@@ -935,6 +1018,12 @@ class Environment(Model):
     )
     source: Path = Field(Path("."), exclude=True)
 
+    @model_validator(mode="after")
+    def _monitoring_needs_prometheus(self) -> Environment:
+        if self.readiness and self.readiness.monitoring and self.metrics is None:
+            raise ValueError("readiness.monitoring asks Prometheus: it needs a [metrics] section")
+        return self
+
     @property
     def name(self) -> str:
         return self.environment.name
@@ -942,6 +1031,17 @@ class Environment(Model):
     @property
     def is_production(self) -> bool:
         return self.environment.tier == Tier.PRODUCTION
+
+
+def configured(env: Environment, dotted: str) -> bool:
+    """Whether the environment has the section ``dotted`` (``readiness.window``): a check that
+    is not configured is off, not passed."""
+    node: Any = env
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+        if node is None:
+            return False
+    return True
 
 
 def resolve_env_path(name_or_path: str, root: Path) -> Path:

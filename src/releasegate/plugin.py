@@ -26,7 +26,7 @@ import pytest
 from releasegate import fixtures, hookspecs, plan
 from releasegate.actions.load import LoadGenerator
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import Environment, Phase, load_environment
+from releasegate.config import Environment, Phase, configured, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger
@@ -106,6 +106,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rollback/: roll the last release back and forward again, and record the drill",
     )
+    group.addoption(
+        "--confirm",
+        dest="rg_confirm",
+        action="append",
+        default=[],
+        metavar="ITEM=NAME",
+        help='confirm a checklist item of [readiness.checklist] by name, e.g. --confirm "war room=alice"',
+    )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -118,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "threshold(*keys): the environment keys a gate judges against")
     config.addinivalue_line("markers", "platform(*kinds): gates that apply only to these platform kinds")
     config.addinivalue_line("markers", "strategy(*names): gates that apply only to these rollout strategies")
+    config.addinivalue_line("markers", "configured(section): gates that run only when the environment has it")
     if not _is_suite_run(config):
         return
     config.pluginmanager.register(fixtures, "releasegate-fixtures")
@@ -278,13 +287,14 @@ def pytest_collection_modifyitems(
 ) -> None:
     env = config.stash.get(ENV_KEY, None)
     if env is not None:
-        # Gates for a platform or strategy this environment does not use are not part of its runbook.
+        # Gates for a platform, strategy or section this environment does not use are not part of its runbook.
         strategy = strategy_of(env)
         elsewhere = [
             i
             for i in items
             if ((m := i.get_closest_marker("platform")) and env.platform.kind not in m.args)
             or ((m := i.get_closest_marker("strategy")) and strategy not in m.args)
+            or ((m := i.get_closest_marker("configured")) and not configured(env, m.args[0]))
         ]
         if elsewhere:
             config.hook.pytest_deselected(items=elsewhere)

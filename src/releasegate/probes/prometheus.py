@@ -262,6 +262,44 @@ class Prometheus:
         grid = [round(first + i * step_s, 3) for i in range(count)]
         return [Sample(promql, self.url, found.get(t), _time(t)) for t in grid]
 
+    # -- Prometheus's own state: what readiness checks ------------------------------------------
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Active scrape targets: job, instance, health ("up"/"down"/"unknown"), last error."""
+        data = self._api("/api/v1/targets", {"state": "active"})
+        return [
+            {
+                "job": t.get("labels", {}).get("job") or t.get("scrapePool", "?"),
+                "instance": t.get("labels", {}).get("instance", "?"),
+                "health": t.get("health", "unknown"),
+                "error": t.get("lastError", ""),
+            }
+            for t in (data or {}).get("activeTargets", [])
+        ]
+
+    def alerting_rules(self) -> list[str]:
+        """The names of the alerting rules loaded (``/api/v1/rules?type=alert``)."""
+        data = self._api("/api/v1/rules", {"type": "alert"})
+        return [r.get("name", "?") for g in (data or {}).get("groups", []) for r in g.get("rules", [])]
+
+    def firing_alerts(self) -> list[dict[str, str]]:
+        """Alerts firing now, each with its labels (``alertname``, ``severity``, ...)."""
+        data = self._api("/api/v1/alerts", {})
+        return [
+            dict(a.get("labels", {})) for a in (data or {}).get("alerts", []) if a.get("state") == "firing"
+        ]
+
+    def _api(self, path: str, params: dict[str, str]) -> Any:
+        def get() -> Any:
+            response = self._session.get(f"{self.url}{path}", params=params, timeout=self.timeout_s)
+            response.raise_for_status()
+            body = response.json()
+            if body.get("status") != "success":
+                raise ValueError(body.get("error") or "status is not success")
+            return body.get("data")
+
+        return self._call(path, get)
+
     def ready(self) -> bool:
         """Whether Prometheus answers ``/-/ready`` (it may still have no data: see wait_for_data)."""
         try:
