@@ -998,6 +998,22 @@ class ReadinessSettings(Model):
     checklist: ChecklistReadiness | None = None
 
 
+class NotifySettings(Model):
+    """A Slack-compatible webhook told when a deployment starts and how it ended."""
+
+    slack_webhook: Secret = Field(description="the incoming webhook's URL, e.g. ${SLACK_WEBHOOK_URL}")
+    channel: str | None = None
+    username: str | None = "releasegate"
+    events: list[Literal["start", "success", "aborted", "rolled_back", "rollback_failed"]] = Field(
+        default_factory=lambda: ["start", "success", "aborted", "rolled_back", "rollback_failed"]
+    )
+    templates: dict[Literal["start", "success", "aborted", "rolled_back", "rollback_failed"], str] = Field(
+        default_factory=dict, description="override a message; {release}, {environment}, {failure}, ..."
+    )
+    timeout_s: float = Field(5.0, gt=0, le=30)
+    retries: int = Field(2, ge=0, le=5)
+
+
 class Environment(Model):
     environment: EnvironmentInfo
     sandbox: SandboxSettings | None = None
@@ -1010,6 +1026,7 @@ class Environment(Model):
     rollback: RollbackSettings = RollbackSettings()
     verify: VerifySettings = VerifySettings()
     readiness: ReadinessSettings | None = None
+    notify: NotifySettings | None = None
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
     smoke: SmokeSettings | None = None

@@ -30,12 +30,14 @@ from releasegate.config import Environment, Phase, configured, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger
+from releasegate.notify import deployment as notify_deployment
+from releasegate.notify.messages import EVENT_OF_DECISION
 from releasegate.pipeline import PHASES, phase_index
 from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Progress
 from releasegate.report import allure as allure_report
 from releasegate.report import html as html_report
-from releasegate.report.markdown import write_deployment_report
+from releasegate.report.markdown import REPORT_NAME, write_deployment_report
 from releasegate.rollback import RollbackSession
 from releasegate.run import Run
 from releasegate.state import (
@@ -257,6 +259,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         config.hook.pytest_releasegate_prepare(config=config, env=env, progress=progress)
     except ReleasegateError as exc:
         progress(f"could not prepare {env.name}: {exc}")
+    if run is not None and run.kind == "deploy":
+        finisher.notify("start", run, progress)
     if (
         env.metrics is not None
         and env.metrics.load is not None
@@ -437,6 +441,21 @@ class _Finisher:
         self.config = config
         self.worker_lines: _WorkerLines | None = None
         self.load: LoadGenerator | None = None
+        self.notifications: list[str] = []
+
+    def notify(self, event: str, run: Run, progress: Progress, report: str = "") -> None:
+        """Tell the environment's webhook (controller only: workers never get here); the outcome
+        is a line of the output and of the report, whatever it is."""
+        if run.env.notify is None:
+            return
+        try:
+            serving = run.platform.current_release()
+        except ReleasegateError:
+            serving = None
+        line = notify_deployment.tell(run.env, event, run.ledger.run(run.id), report, serving)
+        if line is not None:
+            progress(line)
+            self.notifications.append(line)
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         """Ctrl-C or SIGTERM: the phase that was running failed; undo follows as for any failure."""
@@ -464,8 +483,12 @@ class _Finisher:
         run.finish()
         charts = _charts(run, config.stash[REPORTS_KEY])
         config.stash[CHARTS_KEY] = charts
+        record = run.ledger.run(run.id)
+        event = EVENT_OF_DECISION.get(record.decision or "")
+        if run.kind == "deploy" and event is not None:
+            self.notify(event, run, _progress(config), str(config.stash[REPORTS_KEY] / REPORT_NAME))
         run.report_path = write_deployment_report(
-            run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY], charts
+            run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY], charts, self.notifications
         )
         allure_report.attach_charts(charts)
         results = config.stash.get(ALLURE_KEY, None)

@@ -22,7 +22,11 @@ _MARK = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}
 
 
 def write_deployment_report(
-    record: RunRecord, env: Environment, directory: Path, charts: Sequence[Path] = ()
+    record: RunRecord,
+    env: Environment,
+    directory: Path,
+    charts: Sequence[Path] = (),
+    notifications: Sequence[str] = (),
 ) -> Path:
     """Write ``deployment-report.md`` (the latest run) and keep a copy per run under runs/.
 
@@ -31,17 +35,24 @@ def write_deployment_report(
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / REPORT_NAME
-    path.write_text(render(record, env, charts, relative_to=directory), encoding="utf-8")
+    path.write_text(
+        render(record, env, charts, relative_to=directory, notifications=notifications), encoding="utf-8"
+    )
     history = directory / "runs"
     history.mkdir(exist_ok=True)
     (history / f"{record.id}.md").write_text(
-        render(record, env, charts, relative_to=history), encoding="utf-8"
+        render(record, env, charts, relative_to=history, notifications=notifications), encoding="utf-8"
     )
     return path
 
 
 def render(
-    record: RunRecord, env: Environment, charts: Sequence[Path] = (), *, relative_to: Path | None = None
+    record: RunRecord,
+    env: Environment,
+    charts: Sequence[Path] = (),
+    *,
+    relative_to: Path | None = None,
+    notifications: Sequence[str] = (),
 ) -> str:
     """The report's Markdown; ``charts`` are linked relative to ``relative_to`` (the directory
     the report is written to), or as given without it."""
@@ -66,6 +77,11 @@ def render(
         out(f"| {label} | {_cell(value)} |")
     out("")
     _outcome(record, out)
+    if notifications:
+        out("## Notifications")
+        out("")
+        out("\n".join(f"- {line}" for line in notifications))
+        out("")
     _phases(record, env, out)
     _charts(charts, relative_to, out)
     _changes(record, out)
