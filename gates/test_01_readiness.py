@@ -17,6 +17,7 @@ from releasegate.readiness.checklist import parse_confirmations, read_checklist
 from releasegate.readiness.results import read_junit, read_k6_summary
 from releasegate.readiness.scans import read_scan
 from releasegate.readiness.window import Freeze, judge_window
+from releasegate.report.compliance import read_provenance, read_sbom, release_file
 
 pytestmark = pytest.mark.phase("preflight")
 
@@ -168,3 +169,18 @@ def test_people_items_are_confirmed(env, request, check):
         source="[readiness.checklist]",
         detail=f"missing: {', '.join(missing)}" if missing else f"{len(settings.items)} item(s)",
     )
+
+
+@pytest.mark.configured("compliance")
+def test_sbom_and_provenance_ship_with_the_release(env, release, check):
+    """Security scan + SBOM (optimisation summary, CI stage 2), and the build's provenance: each
+    configured file exists, reads, and the provenance names this release."""
+    settings = env.compliance
+    if settings.sbom is None and settings.provenance is None:
+        pytest.skip("[compliance] names neither an SBOM nor a provenance file")
+    if settings.sbom is not None:
+        path = release_file(settings.sbom, release)
+        check.record("SBOM", read_sbom(path), source=str(path))
+    if settings.provenance is not None:
+        path = release_file(settings.provenance, release)
+        check.record("provenance", read_provenance(path, release), source=str(path))

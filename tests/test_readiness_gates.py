@@ -3,6 +3,7 @@ report says when the checklist holds, and a failing item aborting before anythin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -75,6 +76,18 @@ def test_a_ready_release_shows_every_checklist_item_in_the_report(env_file):
     ):
         assert line in report, line
     assert "deployment window open at" in report
+    assert "| SBOM | CycloneDX 1.5, 5 components" in report
+    assert "| provenance | https://slsa.dev/provenance/v1 for releasegate/demo:2.0.0" in report
+    logged = json.loads((run.reports / "compliance.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert (logged["release"], logged["decision"], logged["exit_code"]) == ("2.0.0", "SUCCESS", 0)
+    assert (
+        logged["report"]["sha256"]
+        == hashlib.sha256((run.reports / "deployment-report.md").read_bytes()).hexdigest()
+    )
+    assert (
+        logged["sbom"]["path"].endswith("2.0.0/artifacts/sbom.cdx.json")
+        and len(logged["sbom"]["sha256"]) == 64
+    )
 
 
 def test_an_unconfirmed_people_item_aborts_and_says_how_to_confirm_it(env_file):
@@ -154,3 +167,15 @@ def test_a_critical_alert_firing_blocks_the_deployment(sandbox_dir):
         assert run.code == 10, run.output
         assert "scrape targets down | 1 (" in run.report
         assert "alerts firing with severity critical | 1 (DemoInstanceDown" in run.report
+
+
+def test_a_provenance_that_does_not_name_the_release_aborts(env_file):
+    other = (
+        Path(__file__).resolve().parent.parent / "sandbox" / "releases" / "1.0.0" / "provenance.intoto.json"
+    )
+    env = variant(env_file, "provenance", **{"compliance.provenance": str(other)})
+
+    run = readiness(env)
+
+    assert run.code == 10, run.output
+    assert "no subject names 2.0.0 (subjects: releasegate/demo:1.0.0)" in run.output

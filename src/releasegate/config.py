@@ -1014,6 +1014,15 @@ class NotifySettings(Model):
     retries: int = Field(2, ge=0, le=5)
 
 
+class ComplianceSettings(Model):
+    """The deployment logged for compliance (one JSON line per run), and the release's SBOM and
+    provenance required before it goes out (the optimisation summary's "Trivy scanning + SBOM")."""
+
+    log: str = Field(description="an append-only JSON Lines file; relative: in the reports directory")
+    sbom: str | None = Field(None, description="CycloneDX or SPDX JSON; {release} is filled in")
+    provenance: str | None = Field(None, description="in-toto / SLSA provenance JSON; {release} is filled in")
+
+
 class Environment(Model):
     environment: EnvironmentInfo
     sandbox: SandboxSettings | None = None
@@ -1027,6 +1036,7 @@ class Environment(Model):
     verify: VerifySettings = VerifySettings()
     readiness: ReadinessSettings | None = None
     notify: NotifySettings | None = None
+    compliance: ComplianceSettings | None = None
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
     smoke: SmokeSettings | None = None

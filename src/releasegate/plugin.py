@@ -36,6 +36,7 @@ from releasegate.pipeline import PHASES, phase_index
 from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Progress
 from releasegate.report import allure as allure_report
+from releasegate.report import compliance
 from releasegate.report import html as html_report
 from releasegate.report.markdown import REPORT_NAME, write_deployment_report
 from releasegate.rollback import RollbackSession
@@ -490,6 +491,11 @@ class _Finisher:
         run.report_path = write_deployment_report(
             run.ledger.run(run.id), run.env, config.stash[REPORTS_KEY], charts, self.notifications
         )
+        logged = compliance.log_run(
+            run.env, run.ledger.run(run.id), run.report_path, config.stash[REPORTS_KEY]
+        )
+        if logged is not None:
+            _progress(config)(f"compliance log: {_shown(logged)}")
         allure_report.attach_charts(charts)
         results = config.stash.get(ALLURE_KEY, None)
         if results is not None:
