@@ -139,5 +139,8 @@ def act_when(
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("the moment to act never came:\n" + "".join(seen))
+    else:
+        proc.wait(timeout=timeout_s)
+        raise AssertionError("the run ended before the moment to act came:\n" + "".join(seen))
     rest, _ = proc.communicate(timeout=timeout_s)
     return "".join(seen) + (rest or "")

@@ -37,6 +37,16 @@ def test_placeholders_are_expanded_at_load(tmp_path):
     assert "{release}" in env.migrate.directory, "runtime placeholders stay for later"
 
 
+def test_sandbox_placeholder_without_a_sandbox_section_is_refused(tmp_path):
+    """Taken literally, ``{sandbox}/backups`` would be a folder named ``{sandbox}`` in the workspace."""
+    without = SANDBOX.replace('[sandbox]\nautostart = true\ndir = "{tmp}/releasegate-sandbox-28080"\n', "")
+    assert without != SANDBOX
+    path = write(tmp_path, without)
+    with pytest.raises(ConfigError) as error:
+        load_environment(str(path), ROOT)
+    assert str(error.value) == f"{path}: platform.local.state_dir: uses {{sandbox}} but the file has no [sandbox] dir"
+
+
 def test_unknown_key_is_refused_naming_file_and_key(tmp_path):
     path = write(tmp_path, SANDBOX.replace("instances = 3", "instances = 3\ninstancez = 4"))
     with pytest.raises(ConfigError) as error:

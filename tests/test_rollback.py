@@ -78,6 +78,8 @@ def test_sigterm_during_the_migration_restores_the_database(sandbox_dir: Path) -
     env_file = write_sandbox_env(
         sandbox_dir,
         metrics=None,
+        readiness=None,  # a release made up here ships no scan reports, SBOM or provenance
+        compliance=None,
         **{
             "migrate.directory": str(releases / "{release}" / "migrations"),
             "migrate.rehearse": False,
@@ -94,7 +96,7 @@ def test_sigterm_during_the_migration_restores_the_database(sandbox_dir: Path) -
         assert database(env_file) == before, "schema and rows as before the run"
         assert serving(env_file) == ONE_ZERO
         run = runs(env_file)[0]
-        assert (run.decision, run.interrupted, run.failed_phase) == ("ABORTED", "SIGTERM", "migrate")
+        assert (run.decision, run.interrupted, run.failed_phase) == ("ABORTED", "SIGTERM", "migrate"), output
         assert run.undo_ok is True
     finally:
         sandbox_down(env_file)

@@ -1098,7 +1098,11 @@ def load_environment(name_or_path: str, root: Path) -> Environment:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
-    raw = _expand(raw, _load_placeholders(raw, root))
+    placeholders = _load_placeholders(raw, root)
+    unset = _unset_placeholder(raw, placeholders)
+    if unset:
+        raise ConfigError(f"{shown}: {unset}")
+    raw = _expand(raw, placeholders)
     try:
         return Environment.model_validate({**raw, "source": path})
     except ValidationError as exc:
@@ -1111,6 +1115,22 @@ def _load_placeholders(raw: dict[str, Any], root: Path) -> dict[str, str]:
     if isinstance(sandbox_dir, str):
         values["sandbox"] = _expand(sandbox_dir, values)
     return values
+
+
+def _unset_placeholder(value: Any, values: dict[str, str], key: str = "") -> str | None:
+    """``{sandbox}`` without a ``[sandbox] dir`` would be taken literally, as a folder named
+    ``{sandbox}`` wherever the gates run: say which key uses it instead."""
+    if isinstance(value, str):
+        for match in _LOAD_PLACEHOLDER.finditer(value):
+            if match.group(1) not in values:
+                return f"{key}: uses {{{match.group(1)}}} but the file has no [{match.group(1)}] dir"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, item in items:
+        found = _unset_placeholder(item, values, f"{key}.{name}" if key else str(name))
+        if found:
+            return found
+    return None
 
 
 def _expand(value: Any, values: dict[str, str]) -> Any:

@@ -27,7 +27,8 @@ def kubernetes_env(sandbox_env: Path, cluster: Cluster, **maintenance: object) -
         "url": raw["platform"]["url"],
         "kubernetes": settings.model_dump(mode="json", exclude_none=True),
     }
-    raw.pop("sandbox")  # the gates must not manage the sandbox's instances here
+    sandbox = raw.pop("sandbox")  # the gates must not manage the sandbox's instances here
+    raw["backup"]["dir"] = raw["backup"]["dir"].replace("{sandbox}", sandbox["dir"])
     raw["migrate"]["rehearse"] = False  # a failing rehearsal would stop before maintenance mode
     path = sandbox_env.parent / "kubernetes-env.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
