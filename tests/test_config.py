@@ -44,7 +44,10 @@ def test_sandbox_placeholder_without_a_sandbox_section_is_refused(tmp_path):
     path = write(tmp_path, without)
     with pytest.raises(ConfigError) as error:
         load_environment(str(path), ROOT)
-    assert str(error.value) == f"{path}: platform.local.state_dir: uses {{sandbox}} but the file has no [sandbox] dir"
+    assert (
+        str(error.value)
+        == f"{path}: platform.local.state_dir: uses {{sandbox}} but the file has no [sandbox] dir"
+    )
 
 
 def test_unknown_key_is_refused_naming_file_and_key(tmp_path):
