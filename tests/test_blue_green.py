@@ -44,8 +44,7 @@ def test_a_failure_after_the_switch_switches_back_without_starting_anything(blue
     assert "switching back, no process starts" in run.output
     record = runs(blue_green)[0]
     assert record.failed_gate == "gates/test_40_verify.py::test_database_health_latency"
-    rolled = next(e for e in record.evidence if e.check == "rollback duration")
-    assert rolled.value < 5
+    assert "started 1.0.0" not in run.output, "blue was kept warm: the rollback started no process"
 
 
 def test_an_unhealthy_green_never_takes_traffic(blue_green: Path) -> None:

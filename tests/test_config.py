@@ -46,7 +46,7 @@ def test_sandbox_placeholder_without_a_sandbox_section_is_refused(tmp_path):
         load_environment(str(path), ROOT)
     assert (
         str(error.value)
-        == f"{path}: platform.local.state_dir: uses {{sandbox}} but the file has no [sandbox] dir"
+        == f"{path}: platform.local.state_dir: uses {{sandbox}}, but the file has no [sandbox] section with a dir"
     )
 
 

@@ -99,3 +99,20 @@ def test_maintenance_is_left_last_when_a_release_is_rolled_back():
     changes = (Change.MAINTENANCE, Change.DATABASE, Change.APPLICATION)
     pipeline = failed_in(Phase.VERIFY, *changes, database_policy="restore")
     assert pipeline.undo_plan() == (Undo.ROLL_BACK_APPLICATION, Undo.RESTORE_DATABASE, Undo.LEAVE_MAINTENANCE)
+
+
+def test_a_changed_policy_bundle_goes_back_after_the_application_and_before_the_database():
+    """Summit GA 7: application (7.1), policy (7.2), database (7.3): the reverse of the changes."""
+    pipeline = failed_in(
+        Phase.VERIFY, Change.DATABASE, Change.POLICY, Change.APPLICATION, database_policy="restore"
+    )
+    assert pipeline.undo_plan() == (
+        Undo.ROLL_BACK_APPLICATION,
+        Undo.ROLL_BACK_POLICY,
+        Undo.RESTORE_DATABASE,
+    )
+    assert pipeline.decision == Decision.ROLLED_BACK
+
+
+def test_the_policy_bundle_is_left_alone_when_this_run_did_not_change_it():
+    assert Undo.ROLL_BACK_POLICY not in failed_in(Phase.VERIFY, Change.APPLICATION).undo_plan()

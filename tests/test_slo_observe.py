@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gate_runs import act_when, runs, serving, start_gates
+from gate_runs import act_when, run_gates, runs, serving, start_gates
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
 from sandbox import stack
@@ -27,10 +27,9 @@ def metrics_sandbox(sandbox_dir: Path):
 
 
 def test_a_slow_leak_passes_verify_and_is_caught_in_observe(metrics_sandbox: Path) -> None:
-    gates = start_gates(metrics_sandbox, "2.0.0-slow-leak")
-    output = act_when(gates, lambda line: False, lambda: None)
+    gates = run_gates(metrics_sandbox, "2.0.0-slow-leak")
 
-    assert gates.returncode == 11, output
+    assert gates.code == 11, gates.output
     assert serving(metrics_sandbox) == ONE_ZERO
     record = runs(metrics_sandbox)[0]
     assert record.failed_phase == "observe"

@@ -919,6 +919,72 @@ class SmokeSettings(Model):
         return value
 
 
+# -- policy: the engine the release's authorisation decisions come from (Summit GA 4.1, 5, 7.2) --
+
+
+class PolicyDecision(Model):
+    """One line of the decision table (GA 5.1 "Test cases passing"): who does what to which
+    resource, and what the policy must answer."""
+
+    name: str = Field(description="how the case reads in the reports")
+    action: str
+    user: dict[str, Any] = Field(
+        default_factory=dict, description='e.g. {id = "test-user", clearances = ["TS"]}'
+    )
+    resource: dict[str, Any] = Field(default_factory=dict, description='e.g. {classification = "S"}')
+    expect: str | bool = Field(description='the decision: "ALLOW", "DENY", ... (or true/false for OPA rules)')
+
+
+class PolicyBundleSettings(Model):
+    """The release's policy bundle, activated before the application rolls out (GA 4.1 "Deploy
+    OPA policies first") and the previous one put back when a later gate fails (GA 7.2)."""
+
+    file: str = Field(description="the bundle document the release ships (JSON); {release} is filled in")
+    path: str = Field("/v1/policy/bundles/main", description="GET reads the active bundle, PUT activates one")
+    version_field: str = Field("version", description="where the bundle document names its version")
+    activation_timeout_s: float = Field(30.0, gt=0, description="until the engine reports the new version")
+
+
+class PolicySettings(Model):
+    """The policy engine: its health and version, the decision table, and optionally the bundle
+    this run activates. Paths are relative to ``url`` ({url} = platform.url); fields are dotted
+    paths into the JSON answers (``result.allow`` for OPA's data API)."""
+
+    url: str = Field("{url}", description="the policy engine's base URL; {url} = platform.url")
+    token: Secret | None = Field(None, description="bearer token, e.g. ${POLICY_ADMIN_TOKEN}")
+    timeout_s: float = Field(5.0, gt=0)
+    evaluate_path: str = "/v1/policy/evaluate"
+    input_key: str | None = Field(None, description='wrap the request as {KEY: case}: "input" for OPA')
+    decision_field: str = "decision"
+    answer_version_field: str | None = Field(
+        "policyVersion", description="where an evaluation names the policy version that decided"
+    )
+    version_path: str = Field("/health/policy", description="where the active bundle's version is read")
+    version_field: str = "bundleVersion"
+    status_field: str | None = Field("status", description="must say healthy (None: not checked)")
+    expected_version: str | None = Field(
+        None, description='the version the release expects, e.g. "v{release}"; default: the bundle\'s'
+    )
+    decisions: list[PolicyDecision] = Field(default_factory=list)
+    bundle: PolicyBundleSettings | None = None
+
+    @model_validator(mode="after")
+    def _knows_the_version(self) -> PolicySettings:
+        if self.expected_version is None and self.bundle is None:
+            raise ValueError(
+                'say which policy version the release expects: expected_version = "v{release}", '
+                "or a [policy.bundle] whose version is read from its file"
+            )
+        names = [d.name for d in self.decisions]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise ValueError(f"decision {duplicate!r} appears twice: each case is its own gate")
+        return self
+
+    def base(self, platform_url: str) -> str:
+        return self.url.replace("{url}", platform_url.rstrip("/")).rstrip("/")
+
+
 class SecurityScanReadiness(Model):
     """GA 1.1 "Security scan passed (0 critical vulnerabilities)": Trivy JSON or SARIF files."""
 
@@ -1040,6 +1106,7 @@ class Environment(Model):
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
     smoke: SmokeSettings | None = None
+    policy: PolicySettings | None = None
     planned_minutes: dict[Phase, float] = Field(
         default_factory=dict, description="each phase's planned duration, from the runbook"
     )
@@ -1123,7 +1190,7 @@ def _unset_placeholder(value: Any, values: dict[str, str], key: str = "") -> str
     if isinstance(value, str):
         for match in _LOAD_PLACEHOLDER.finditer(value):
             if match.group(1) not in values:
-                return f"{key}: uses {{{match.group(1)}}} but the file has no [{match.group(1)}] dir"
+                return f"{key}: uses {{{match.group(1)}}}, but the file has no [{match.group(1)}] section with a dir"
         return None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for name, item in items:

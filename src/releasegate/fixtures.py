@@ -16,6 +16,8 @@ import pytest
 
 from releasegate.actions.backup import Dump, Restore, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
+from releasegate.actions.policy import activate as activate_bundle
+from releasegate.actions.policy import read_bundle, without_runtime_fields
 from releasegate.analysis.canary import CanaryRule
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
 from releasegate.analysis.thresholds import Verdict
@@ -26,6 +28,7 @@ from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
 from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
+from releasegate.probes.policy import PolicyEngine, field
 from releasegate.probes.postgres import Postgres
 from releasegate.probes.prometheus import Prometheus, Sample
 from releasegate.probes.redis import Redis
@@ -240,6 +243,7 @@ def rollout(
     """The release taking all the traffic, by the environment's strategy, with probe traffic
     through the load balancer while the last move happens: a rolling update; a canary promoted
     after every step passed; green switched in after it answered directly."""
+    _policy_first(request, env)
     strategy = strategy_of(env)
     if strategy == "canary":
         steps = env.metrics.canary.steps if env.metrics else [100]
@@ -294,8 +298,11 @@ def _traffic(env: Environment) -> TrafficProbe:
 
 
 @pytest.fixture(scope="session")
-def canary_started(run: Run, env: Environment, previous_release: str | None) -> RolloutResult:
+def canary_started(
+    request: pytest.FixtureRequest, run: Run, env: Environment, previous_release: str | None
+) -> RolloutResult:
     """The canary instance(s) of the release beside the stable ones, taking no traffic yet."""
+    _policy_first(request, env)
 
     def start() -> dict:
         undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": "canary"}
@@ -386,8 +393,11 @@ def canary_step(
 
 
 @pytest.fixture(scope="session")
-def green_started(run: Run, env: Environment, previous_release: str | None) -> RolloutResult:
+def green_started(
+    request: pytest.FixtureRequest, run: Run, env: Environment, previous_release: str | None
+) -> RolloutResult:
     """The new release on a full set of instances beside the serving ones, taking no traffic."""
+    _policy_first(request, env)
 
     def start() -> dict:
         undo = {"previous_release": previous_release, "platform": env.platform.kind, "strategy": "blue-green"}
@@ -433,6 +443,88 @@ def green_smoke(run: Run, env: Environment, green_started: RolloutResult) -> dic
         }
 
     return run.once("green-smoke", smoke)
+
+
+# Policy (Summit GA 4.1 "Deploy OPA policies first", 5 "Policy deployment", 7.2 rollback) -------
+
+
+@pytest.fixture(scope="session")
+def policy_engine(env: Environment) -> Iterator[PolicyEngine]:
+    """The environment's policy engine ([policy]); gates that need it skip where there is none."""
+    if env.policy is None:
+        pytest.skip("the environment has no [policy] section: no policy engine to ask")
+    engine = PolicyEngine(env.policy, env.platform.url)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def policy_bundle(run: Run, env: Environment, policy_engine: PolicyEngine) -> dict:
+    """The release's policy bundle active on the engine, before the application changes. The
+    intent, with the bundle active now (what GA 7.2 puts back), is written first."""
+    assert env.policy is not None
+    settings = env.policy.bundle
+    if settings is None:
+        pytest.skip("no [policy.bundle]: the release ships no policy bundle to activate")
+
+    def deploy() -> dict:
+        bundle = read_bundle(settings, run.release)
+        current, answer = policy_engine.active_bundle(settings.path)
+        if current is None and answer.status != 404:
+            raise ActionError(
+                f"policy engine at {answer.source}: HTTP {answer.status} reading the active bundle"
+            )
+        previous = without_runtime_fields(current) if current is not None else None
+        previous_version = field(previous, settings.version_field) if previous is not None else None
+        facts = {
+            "file": bundle.path,
+            "version": bundle.version,
+            "sha256": bundle.sha256,
+            "previous_version": previous_version,
+        }
+        if previous_version == bundle.version:
+            run.progress(f"policy bundle {bundle.version} is already active: nothing to change")
+            return {
+                **facts,
+                "changed": False,
+                "active": previous_version,
+                "seconds": 0.0,
+                "detail": "",
+                "source": answer.source,
+            }
+        undo = {"previous_version": previous_version, "previous_bundle": previous, "path": settings.path}
+        about = f"activate policy bundle {bundle.version} (replacing {previous_version or 'no bundle'})"
+        with run.mutation("policy", about, undo) as step:
+            run.progress(f"policy bundle {bundle.version} -> {policy_engine.base_url}{settings.path}")
+            result = activate_bundle(policy_engine, settings, bundle.document, bundle.version, run.progress)
+            if not result.ok:
+                step.failed(result.detail)
+        run.progress(
+            f"policy bundle {bundle.version} {'active' if result.ok else 'NOT active'} after {result.seconds:.1f} s"
+        )
+        return {
+            **facts,
+            "changed": True,
+            "active": result.active,
+            "seconds": result.seconds,
+            "detail": result.detail,
+            "source": result.source,
+        }
+
+    return run.once("policy", deploy)
+
+
+def _policy_first(request: pytest.FixtureRequest, env: Environment) -> None:
+    """GA 4.1: with a [policy.bundle], the application changes only after its bundle is active."""
+    if env.policy is None or env.policy.bundle is None:
+        return
+    deployed = request.getfixturevalue("policy_bundle")
+    if deployed["active"] != deployed["version"]:
+        pytest.fail(
+            f"not changing the application: policy bundle {deployed['version']} is not active "
+            f"({deployed['detail'] or 'the engine reports ' + str(deployed['active'])})",
+            pytrace=False,
+        )
 
 
 def _enter_maintenance(run: Run, env: Environment) -> Any:

@@ -44,12 +44,14 @@ class Change(StrEnum):
     DATABASE = "database"
     APPLICATION = "application"
     MAINTENANCE = "maintenance"
+    POLICY = "policy"
 
 
 class Undo(StrEnum):
     RESTORE_DATABASE = "restore the database from this run's backup"
     REVERT_MIGRATIONS = "run this run's down-migrations"
     ROLL_BACK_APPLICATION = "roll the application back to the previous release"
+    ROLL_BACK_POLICY = "put the previous policy bundle back"
     LEAVE_MAINTENANCE = "take the service out of maintenance mode"
 
 
@@ -135,7 +137,11 @@ def undo_plan(
         if failed_phase == Phase.MIGRATE and Change.DATABASE in changes:
             return (_database_undo(migrate_policy), *leave)
         return tuple(leave)
+    # Summit GA 7: the application (7.1), then the policy bundle it went out with (7.2), then
+    # the database (7.3): the reverse of the order they changed in.
     steps = [Undo.ROLL_BACK_APPLICATION]
+    if Change.POLICY in changes:
+        steps.append(Undo.ROLL_BACK_POLICY)
     if Change.DATABASE in changes and database_policy != "never":
         steps.append(_database_undo(database_policy))
     return (*steps, *leave)

@@ -175,10 +175,24 @@ def _rollout(facts: _Facts) -> list[str]:
     return lines
 
 
+def _policy_bundle(facts: _Facts) -> list[str]:
+    policy = facts.env.policy
+    assert policy is not None and policy.bundle is not None
+    bundle = policy.bundle
+    return [
+        f"activate policy bundle {bundle.file.replace('{release}', facts.release)} "
+        f"(PUT {policy.base(facts.env.platform.url)}{bundle.path}) before the application changes; "
+        "the active bundle is kept in the ledger first",
+        f"wait until {policy.version_path} reports its version (at most {bundle.activation_timeout_s:g} s); "
+        "if a later gate fails, the kept bundle is put back after the application",
+    ]
+
+
 _ACTIONS: dict[str, Callable[[_Facts], list[str]]] = {
     "backup": _backup,
     "rehearsal": _rehearsal,
     "migration": _migration,
+    "policy_bundle": _policy_bundle,
     "rollout": _rollout,
 }
 _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a check shows one source
@@ -194,6 +208,9 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a c
     ),
     "postgres": lambda f: redact(f"postgresql://{f.postgres.host}:{f.postgres.port}/{f.postgres.dbname}"),
     "redis": lambda f: redact(f.env.redis.url) if f.env.redis else "no redis",
+    "policy_engine": lambda f: (
+        f"policy engine at {f.env.policy.base(f.env.platform.url)}" if f.env.policy else "no [policy]"
+    ),
     "service": lambda f: f"{f.env.platform.url} (through the load balancer)",
     "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
     "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
@@ -212,11 +229,13 @@ def _on_failure(facts: _Facts) -> list[str]:
         "restore": "restored from this run's backup (writes since are lost)",
         "down-migrations": "down-migrations run",
     }[env.rollback.database]
+    policy = ", then the policy bundle active before" if env.policy and env.policy.bundle else ""
     return [
         "if a gate fails:",
         "  preflight, backup  ABORTED (exit 10): nothing was changed",
         "  migrate            the database is undone (see above), ABORTED (exit 10)",
-        f"  deploy, verify     roll back to {facts.current}; database {database}; verified; ROLLED_BACK (exit 11)",
+        f"  deploy, verify     roll back to {facts.current}{policy}; database {database}; verified; "
+        "ROLLED_BACK (exit 11)",
         "  the rollback       ROLLBACK_FAILED (exit 12), with what is left to do by hand",
     ]
 

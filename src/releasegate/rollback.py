@@ -13,6 +13,7 @@ from pathlib import Path
 
 from releasegate.actions.backup import Dump, dump_database, restore_in_place
 from releasegate.actions.migrate import migrate
+from releasegate.actions.policy import read_bundle
 from releasegate.config import Environment, Phase
 from releasegate.errors import ReleasegateError
 from releasegate.evidence import Checker
@@ -107,7 +108,7 @@ class RollbackSession:
 
     @property
     def touches_database(self) -> bool:
-        return any(step is not Undo.ROLL_BACK_APPLICATION for step in self.full_plan())
+        return any(step in (Undo.RESTORE_DATABASE, Undo.REVERT_MIGRATIONS) for step in self.full_plan())
 
     def plan(self) -> tuple[Undo, ...]:
         """What is left to do: nothing when the run was already rolled back."""
@@ -201,6 +202,12 @@ class RollbackSession:
 
         def act() -> dict:
             target = self.target
+            policy = self.env.policy
+            if Change.POLICY in self.changes and policy is not None and policy.bundle is not None:
+                bundle = read_bundle(policy.bundle, target.release)  # GA 4.1: the policy first
+                self.run.activate_policy(
+                    bundle.document, bundle.version, check, "policy bundle rolled forward"
+                )
             result = self.run.platform.deploy(target.release, self.run.progress)
             check.holds(
                 f"rolled forward to {target.release}", result.ok, detail=result.reason, source="platform"

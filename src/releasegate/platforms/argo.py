@@ -67,6 +67,8 @@ class ArgoRollout:
         self.settings = settings
         self.kube = platform.kube
         self.name = self.config.name
+        self._reported_step = -1
+        """The last step index the progress lines showed, for this rollout of the template."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -143,6 +145,7 @@ class ArgoRollout:
         if annotations.get(ROLLING_TO) != release or not annotations.get(UNDO_RELEASE):
             self._annotate({UNDO_RELEASE: self.current_release(), ROLLING_TO: release})
         image = self._set_image(rollout, release)
+        self._reported_step = -1
         say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
         return self.follow(say)
 
@@ -156,6 +159,9 @@ class ArgoRollout:
             state = self.rollout_status(rollout)
             observed = _generation((rollout.get("status") or {}).get("observedGeneration"))
             if observed >= int(rollout["metadata"].get("generation") or 0):
+                for index, weight in _weights_passed(rollout, self._reported_step, state.step):
+                    say(f"rollout {self.name}: step {index}/{state.steps} passed, canary weight {weight} %")
+                self._reported_step = max(self._reported_step, state.step)
                 line = state.line(self.name)
                 if line != last:
                     say(f"{line} ({time.monotonic() - started:.1f} s)")
@@ -330,3 +336,14 @@ def _generation(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _weights_passed(rollout: dict[str, Any], reported: int, now: int) -> list[tuple[int, int]]:
+    """The setWeight steps the controller went through between two looks (after ``reported``,
+    before ``now``): a fast controller must not make a step vanish from the record."""
+    steps = ((rollout.get("spec") or {}).get("strategy") or {}).get("canary", {}).get("steps") or []
+    return [
+        (index, int(steps[index]["setWeight"]))
+        for index in range(reported + 1, min(now, len(steps)))
+        if isinstance(steps[index], dict) and "setWeight" in steps[index]
+    ]

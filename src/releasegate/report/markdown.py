@@ -165,12 +165,19 @@ def _changes(record: RunRecord, out: Out) -> None:
     out("| # | Action | About to | How to undo | Outcome |")
     out("| --- | --- | --- | --- | --- |")
     for number, intent in enumerate(record.intents, 1):
-        undo = ", ".join(f"{k}: {v}" for k, v in intent.undo.items() if v is not None)
+        undo = ", ".join(f"{k}: {_undo_value(v)}" for k, v in intent.undo.items() if v is not None)
         outcome = intent.outcome or "did not finish"
         if intent.detail:
             outcome += f": {intent.detail}"
         out(f"| {number} | {intent.action} | {_cell(intent.about_to)} | {_cell(undo)} | {_cell(outcome)} |")
     out("")
+
+
+def _undo_value(value: object) -> str:
+    """A document kept for the undo (a policy bundle) is in the ledger; the table says so."""
+    if isinstance(value, dict) and len(str(value)) > 120:
+        return f"kept in the ledger ({len(value)} keys)"
+    return str(value)
 
 
 def _gates(record: RunRecord, out: Out) -> None:
