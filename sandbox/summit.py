@@ -100,6 +100,10 @@ APPROVER = "approver"
 ADMIN = "admin"
 """The actor of the audit events the admin token's holder causes (bundle activations)."""
 AUDIT_LIMIT = 1000
+LOGGED_IN, LOGIN_FAILED, REFUSED = "SUCCESS", "FAILURE", "REFUSED"
+"""Audit decisions that are not the policy's: a login's outcome, an approval refused (four eyes).
+The policy's are ALLOW, DENY and REQUIRE_APPROVAL; an approval's APPROVED, then EXECUTED or
+FAILED; a missing entity's NOT_FOUND; a bundle's activation ACTIVATED."""
 ENTITY_COLUMNS = "id, name, classification, created_by, created_at"
 APPROVAL_COLUMNS = (
     "id, operation, resource, entity, requested_by, policy_version, status, approved_by, result, "
@@ -252,14 +256,14 @@ class Summit:
                 [username],
             )
             if user is None or not verify_password(password, user["password_hash"]):
-                refused = Decision(DENY, "wrong username or password", None)
+                refused = Decision(LOGIN_FAILED, "wrong username or password", None)
                 await _audit(conn, username or "(none)", "auth.login", username, refused, "")
                 return error(401, "wrong username or password")
             token = secrets.token_urlsafe(24)
             await conn.execute(
                 "INSERT INTO summit_sessions (token, user_id) VALUES (%s, %s)", [token, username]
             )
-            await _audit(conn, username, "auth.login", username, Decision(ALLOW, "password", None), "")
+            await _audit(conn, username, "auth.login", username, Decision(LOGGED_IN, "password", None), "")
         return JSONResponse({"token": token, "user": _user_body(user)})
 
     async def me(self, request: Request) -> JSONResponse:
@@ -357,7 +361,7 @@ class Summit:
                     return error(404, f"no approval {approval_id}")
                 refusal = _approval_refusal(user, approval)
                 if refusal is not None:
-                    denied = Decision(DENY, refusal, approval["policy_version"])
+                    denied = Decision(REFUSED, refusal, None)
                     await _audit(
                         conn, user["id"], "approval.approve", approval["resource"], denied, approval_id
                     )
