@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.web import TEST_PREFIX, admin_refusal, bearer, error, hash_password, read_json, verify_password
+from sandbox.web import TEST_PREFIX, admin_only, bearer, error, hash_password, read_json, verify_password
 
 PORTAL_PAGES, PORTAL_PER_PAGE = 3, 4
 MAX_SCRAPE_PAGES = 10
@@ -295,11 +295,9 @@ class Granter:
 
     # -- test data --------------------------------------------------------------------------------
 
+    @admin_only("test data")
     async def test_data(self, request: Request) -> JSONResponse:
         """What carries a journey's prefix (GET), or its removal (DELETE)."""
-        refused = admin_refusal(request, self.admin_token, "test data")
-        if refused is not None:
-            return refused
         prefix = request.query_params.get("prefix", "")
         if not TEST_PREFIX.match(prefix):
             return error(422, "prefix must look like rg-smoke-<id>: test data only")

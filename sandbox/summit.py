@@ -82,7 +82,7 @@ from sandbox.policy import (
 )
 from sandbox.web import (
     TEST_PREFIX,
-    admin_refusal,
+    admin_only,
     bearer,
     error,
     first_line,
@@ -180,10 +180,8 @@ class Summit:
 
     # -- policy (GA 4.1, 5.1, 7.2) ------------------------------------------------------------------
 
+    @admin_only("policy evaluation")
     async def evaluate(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "policy evaluation")
-        if refused is not None:
-            return refused
         try:
             asked = parse_request(await request.json())
         except ValueError as exc:  # RequestError, or a body that is not JSON
@@ -193,10 +191,8 @@ class Summit:
             await _audit(conn, asked.user_id, "policy.evaluate", asked.resource_id, decision, asked.action)
         return JSONResponse(decision.body())
 
+    @admin_only("policy bundles")
     async def get_bundle(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "policy bundles")
-        if refused is not None:
-            return refused
         name = request.path_params["name"]
         async with self.pool.connection() as conn:
             row = await _one(
@@ -208,10 +204,8 @@ class Summit:
             return error(404, f"no active policy bundle {name!r}")
         return JSONResponse({**row["document"], "activated_at": timestamp(row["activated_at"])})
 
+    @admin_only("policy bundles")
     async def put_bundle(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "policy bundles")
-        if refused is not None:
-            return refused
         name = request.path_params["name"]
         if not BUNDLE_NAME.match(name):
             return error(404, f"{name!r} is not a bundle name (lowercase letters, digits, '-')")
@@ -398,10 +392,8 @@ class Summit:
 
     # -- the audit trail ----------------------------------------------------------------------------
 
+    @admin_only("the audit trail")
     async def audit(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "the audit trail")
-        if refused is not None:
-            return refused
         where, args = [], []
         for column in ("actor", "resource"):
             if request.query_params.get(column):
@@ -421,10 +413,8 @@ class Summit:
 
     # -- test data ----------------------------------------------------------------------------------
 
+    @admin_only("test data")
     async def make_user(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "test data")
-        if refused is not None:
-            return refused
         body = await read_json(request)
         user_id, password = str(body.get("id") or ""), str(body.get("password") or "")
         clearances, roles = body.get("clearances", []), body.get("roles", [])
@@ -448,10 +438,8 @@ class Summit:
             return error(409, f"user {user_id} exists")
         return JSONResponse(user, status_code=201)
 
+    @admin_only("test data")
     async def make_entity(self, request: Request) -> JSONResponse:
-        refused = admin_refusal(request, self.admin_token, "test data")
-        if refused is not None:
-            return refused
         entity = _entity_fields(await read_json(request))
         if isinstance(entity, str):
             return error(422, entity)
@@ -461,11 +449,9 @@ class Summit:
             status, body = await _create(conn, {**entity, "created_by": "test-data"})
         return JSONResponse(body, status_code=status)
 
+    @admin_only("test data")
     async def test_data(self, request: Request) -> JSONResponse:
         """What carries a journey's prefix (GET), or its removal (DELETE); never audit events."""
-        refused = admin_refusal(request, self.admin_token, "test data")
-        if refused is not None:
-            return refused
         prefix = request.query_params.get("prefix", "")
         if not TEST_PREFIX.match(prefix):
             return error(422, "prefix must look like rg-smoke-<id>: test data only")

@@ -4,10 +4,12 @@ the test-data prefix. (sandbox.common is the process side: starting and stopping
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,8 @@ TEST_PREFIX = re.compile(r"^rg-smoke-[a-z0-9-]+$")
 """What a journey's test data is named by (``rg-smoke-<8 hex>-...``): only it may be made or
 removed through the test-data endpoints."""
 PBKDF2_ROUNDS = 20_000
+
+Endpoint = Callable[[Any, Request], Awaitable[JSONResponse]]
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -30,11 +34,21 @@ def bearer(request: Request) -> str:
     return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
 
-def admin_refusal(request: Request, admin_token: str | None, what: str) -> JSONResponse | None:
-    """401 when an admin token is set (``*_ADMIN_TOKEN``) and the request does not carry it."""
-    if admin_token and not hmac.compare_digest(bearer(request), admin_token):
-        return error(401, f"{what} needs the admin token")
-    return None
+def admin_only(what: str) -> Callable[[Endpoint], Endpoint]:
+    """An endpoint of a system whose ``admin_token`` (from its ``*_ADMIN_TOKEN``), when set, the
+    request must carry as its bearer token: 401 ``{what} needs the admin token`` otherwise."""
+
+    def guard(endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def guarded(system: Any, request: Request) -> JSONResponse:
+            token = system.admin_token
+            if token and not hmac.compare_digest(bearer(request), token):
+                return error(401, f"{what} needs the admin token")
+            return await endpoint(system, request)
+
+        return guarded
+
+    return guard
 
 
 async def read_json(request: Request) -> dict[str, Any]:
