@@ -19,8 +19,6 @@ PostgreSQL (tables from ``seed_granter.sql``), served by the demo service under 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import json
 import math
@@ -40,12 +38,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.web import TEST_PREFIX, admin_only, bearer, error, hash_password, read_json, verify_password
+
 PORTAL_PAGES, PORTAL_PER_PAGE = 3, 4
 MAX_SCRAPE_PAGES = 10
-TEST_PREFIX = re.compile(r"^rg-smoke-[a-z0-9-]+$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CATEGORIES = ("research", "education", "health", "environment")
-PBKDF2_ROUNDS = 20_000
 
 
 class Granter:
@@ -95,25 +93,25 @@ class Granter:
     # -- auth -----------------------------------------------------------------------------------
 
     async def register(self, request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await read_json(request)
         email, password, name = (str(body.get(k) or "").strip() for k in ("email", "password", "name"))
         if "@" not in email or len(password) < 8 or not name:
-            return _error(422, "expected an email, a password of 8 characters or more, and a name")
+            return error(422, "expected an email, a password of 8 characters or more, and a name")
         try:
             async with self.pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     "INSERT INTO granter_users (email, name, password_hash) VALUES (%s, %s, %s) "
                     "RETURNING id, email, name",
-                    [email.lower(), name, _hash(password)],
+                    [email.lower(), name, hash_password(password)],
                 )
                 user = await cur.fetchone()
         except psycopg.errors.UniqueViolation:
-            return _error(409, f"{email} is already registered")
+            return error(409, f"{email} is already registered")
         return JSONResponse(user, status_code=201)
 
     async def login(self, request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await read_json(request)
         email, password = str(body.get("email") or "").lower(), str(body.get("password") or "")
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
@@ -121,8 +119,8 @@ class Granter:
                 "SELECT id, email, name, password_hash FROM granter_users WHERE email = %s", [email]
             )
             user = await cur.fetchone()
-            if user is None or not _verify(password, user["password_hash"]):
-                return _error(401, "wrong email or password")
+            if user is None or not verify_password(password, user["password_hash"]):
+                return error(401, "wrong email or password")
             token = secrets.token_urlsafe(24)
             await conn.execute(
                 "INSERT INTO granter_sessions (token, user_id) VALUES (%s, %s)", [token, user["id"]]
@@ -130,7 +128,7 @@ class Granter:
         return JSONResponse({"token": token, "user": {k: user[k] for k in ("id", "email", "name")}})
 
     async def me(self, request: Request) -> JSONResponse:
-        token = _bearer(request)
+        token = bearer(request)
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
@@ -140,7 +138,7 @@ class Granter:
             )
             user = await cur.fetchone()
         if user is None:
-            return _error(401, "not logged in")
+            return error(401, "not logged in")
         return JSONResponse(user)
 
     # -- search ---------------------------------------------------------------------------------
@@ -154,9 +152,7 @@ class Granter:
             max_amount = int(params["max_amount"]) if params.get("max_amount") else None
             before = date.fromisoformat(params["deadline_before"]) if params.get("deadline_before") else None
         except ValueError:
-            return _error(
-                422, "page, per_page, min_amount, max_amount: integers; deadline_before: YYYY-MM-DD"
-            )
+            return error(422, "page, per_page, min_amount, max_amount: integers; deadline_before: YYYY-MM-DD")
         where, args = ["TRUE"], []
         if params.get("query"):
             where.append("(title ILIKE %s OR funder ILIKE %s OR source ILIKE %s)")
@@ -218,25 +214,25 @@ class Granter:
         )
 
     async def scrape(self, request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await read_json(request)
         start_url, label = str(body.get("start_url") or ""), str(body.get("label") or "")
         try:
             max_pages = min(int(body.get("max_pages", MAX_SCRAPE_PAGES)), MAX_SCRAPE_PAGES)
         except (TypeError, ValueError):
-            return _error(422, "max_pages: an integer")
+            return error(422, "max_pages: an integer")
         if not label or not _loopback(start_url):
-            return _error(422, "expected a label and an http:// start_url on 127.0.0.1 (never the internet)")
+            return error(422, "expected a label and an http:// start_url on 127.0.0.1 (never the internet)")
         pages, found, url = [], [], start_url
         async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
             while url and len(pages) < max_pages:
                 if not _loopback(url):
-                    return _error(422, f"refusing to follow {url}: not on loopback")
+                    return error(422, f"refusing to follow {url}: not on loopback")
                 try:
                     response = await client.get(url)
                 except httpx.HTTPError as exc:
-                    return _error(502, f"could not fetch {url}: {type(exc).__name__}")
+                    return error(502, f"could not fetch {url}: {type(exc).__name__}")
                 if response.status_code != 200:
-                    return _error(502, f"{url} answered HTTP {response.status_code}")
+                    return error(502, f"{url} answered HTTP {response.status_code}")
                 listing = _Listing()
                 listing.feed(response.text)
                 pages.append(url)
@@ -264,10 +260,10 @@ class Granter:
     # -- IA: extraction with a fallback -------------------------------------------------------------
 
     async def extract(self, request: Request) -> JSONResponse:
-        body = await _json(request)
+        body = await read_json(request)
         text, label = str(body.get("text") or ""), str(body.get("label") or "")
         if not text or not label:
-            return _error(422, "expected a text and a label")
+            return error(422, "expected a text and a label")
         extractor, reason = "primary", None
         try:
             fields = primary_extract(text)
@@ -281,7 +277,7 @@ class Granter:
             try:
                 fields = fallback_extract(text)
             except ExtractionError as again:
-                return _error(422, f"neither extractor could read it: {reason}; {again}")
+                return error(422, f"neither extractor could read it: {reason}; {again}")
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO granter_extractions (label, extractor, fields) VALUES (%s, %s, %s) RETURNING id",
@@ -299,13 +295,12 @@ class Granter:
 
     # -- test data --------------------------------------------------------------------------------
 
+    @admin_only("test data")
     async def test_data(self, request: Request) -> JSONResponse:
         """What carries a journey's prefix (GET), or its removal (DELETE)."""
-        if self.admin_token and not hmac.compare_digest(_bearer(request), self.admin_token):
-            return _error(401, "test data needs the admin token")
         prefix = request.query_params.get("prefix", "")
         if not TEST_PREFIX.match(prefix):
-            return _error(422, "prefix must look like rg-smoke-<id>: test data only")
+            return error(422, "prefix must look like rg-smoke-<id>: test data only")
         like = prefix + "%"
         tables = {
             "users": ("granter_users", "email"),
@@ -432,35 +427,6 @@ def _health(services: dict[str, str]) -> JSONResponse:
     )
 
 
-def _hash(password: str) -> str:
-    salt = secrets.token_hex(8)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), PBKDF2_ROUNDS).hex()
-    return f"{salt}${digest}"
-
-
-def _verify(password: str, stored: str) -> bool:
-    salt, _, digest = stored.partition("$")
-    mine = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), PBKDF2_ROUNDS).hex()
-    return hmac.compare_digest(mine, digest)
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else ""
-
-
 def _loopback(url: str) -> bool:
     parts = urlsplit(url)
     return parts.scheme == "http" and parts.hostname in LOOPBACK
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)

@@ -1,9 +1,12 @@
 """The demo service's releases: what each build does, like the images in a registry.
 
 The migrations each release introduces live in the directory of the same name next to this
-module, ``releases/<release>/migrations/NNNN_name.sql``. The faulty 2.0.0 builds that read
-2.0.0's schema (bad-errors, bad-latency, slow-leak) bring 2.0.0's migration: their
-``migrations`` directory is a link to 2.0.0's, so the SQL exists once.
+module, ``releases/<release>/migrations/NNNN_name.sql``, beside what else each build ships: its
+readiness ``artifacts``, its ``provenance.intoto.json`` and Summit's policy bundle
+(``policy/bundle.json``, see sandbox.policy). The faulty 2.0.0 builds that read 2.0.0's schema
+(bad-errors, bad-latency, slow-leak, ...) bring 2.0.0's migration: their ``migrations``
+directory is a link to 2.0.0's, so the SQL exists once; so is their ``policy``, but for
+2.0.0-bad-policy, whose only fault is its bundle.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ RELEASES: dict[str, Release] = {
             description="2.0.0 whose Granter extraction lost its fallback: only the smoke journey catches it",
         ),
         Release(
+            "2.0.0-bad-policy",
+            "0002",
+            customer_tier=True,
+            description="2.0.0 whose Summit policy bundle reads dominance as equality (a TS user is denied an S "
+            "entity): the Summit journeys must catch it",
+        ),
+        Release(
             "2.0.0-slow-leak",
             "0002",
             customer_tier=True,
@@ -89,3 +99,8 @@ RELEASES: dict[str, Release] = {
 def migrations_dir(release: str) -> Path:
     """Where ``release``'s migrations are (it may bring none)."""
     return MIGRATIONS_ROOT / release / "migrations"
+
+
+def policy_bundle(release: str) -> Path:
+    """The Summit policy bundle ``release`` ships (sandbox.policy reads it)."""
+    return MIGRATIONS_ROOT / release / "policy" / "bundle.json"

@@ -7,8 +7,9 @@ faults) is in ``sandbox.releases``.
 
 Endpoints: ``/health/live`` (the process answers), ``/health`` (database, cache and schema
 checks, 503 when any fails), ``/health/db`` (a timed ``SELECT 1``), ``/metrics``, and the API:
-``GET /api/customers?limit=N``, ``GET /api/customers/{id}`` (cached), ``POST /api/orders``; and
-under ``/granter`` the sandbox's Granter (sandbox/granter.py).
+``GET /api/customers?limit=N``, ``GET /api/customers/{id}`` (cached), ``POST /api/orders``; under
+``/granter`` the sandbox's Granter (sandbox/granter.py) and under ``/summit`` its Summit
+(sandbox/summit.py).
 
 ``/metrics`` has what the runbooks watch: requests by route and status, request latency, database
 query latency, connections in use, cache hits and misses, and the process's CPU and memory; the
@@ -57,6 +58,8 @@ from starlette.routing import Mount, Route
 
 from sandbox.granter import Granter
 from sandbox.releases import RELEASES, Release
+from sandbox.summit import Summit
+from sandbox.web import first_line
 
 log = logging.getLogger("demo")
 disable_created_metrics()  # no *_created series: the runbooks' queries do not use them
@@ -316,6 +319,7 @@ class Service:
                 Route("/api/customers/{customer_id:int}", self._api(self.get_customer)),
                 Route("/api/orders", self._api(self.create_order), methods=["POST"]),
                 Mount("/granter", routes=Granter(self.pool, release.fault).routes()),
+                Mount("/summit", routes=Summit(self.pool, release.name).routes()),
             ],
             middleware=middleware,
             lifespan=self.lifespan,
@@ -415,7 +419,7 @@ class Service:
                 await (await conn.execute("SELECT 1")).fetchone()
                 latency_ms = (time.perf_counter() - started) * 1000
         except (PoolTimeout, psycopg.Error) as exc:
-            return JSONResponse({"status": "error", "error": _first_line(exc)}, status_code=503)
+            return JSONResponse({"status": "error", "error": first_line(exc)}, status_code=503)
         return JSONResponse({"status": "connected", "latency_ms": round(latency_ms, 3)})
 
     async def _check_database(self) -> tuple[str, str]:
@@ -427,7 +431,7 @@ class Service:
                 except psycopg.errors.UndefinedTable:
                     rows = []
         except (PoolTimeout, psycopg.Error, TimeoutError) as exc:
-            return f"fail: {_first_line(exc)}", "unknown: database unreachable"
+            return f"fail: {first_line(exc)}", "unknown: database unreachable"
         versions = sorted((row[0] for row in rows), key=_version_key)
         have = versions[-1] if versions else None
         if have is not None and _version_key(have) >= _version_key(self.release.schema):
@@ -439,7 +443,7 @@ class Service:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 await self.cache.ping()
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
-            return f"fail: {_first_line(exc)}"
+            return f"fail: {first_line(exc)}"
         return "ok"
 
     async def metrics_endpoint(self, _request: Request) -> Response:
@@ -518,20 +522,20 @@ class Service:
         try:
             return await self.cache.get(key)
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("cache unavailable, reading the database: %s", _first_line(exc))
+            log.warning("cache unavailable, reading the database: %s", first_line(exc))
             return None
 
     async def _cache_set(self, key: str, value: str) -> None:
         try:
             await self.cache.set(key, value, ex=CACHE_TTL_S)
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("cache unavailable, not caching %s: %s", key, _first_line(exc))
+            log.warning("cache unavailable, not caching %s: %s", key, first_line(exc))
 
     async def _cache_delete(self, key: str) -> None:
         try:
             await self.cache.delete(key)
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("cache unavailable, %s may be stale for %d s: %s", key, CACHE_TTL_S, _first_line(exc))
+            log.warning("cache unavailable, %s may be stale for %d s: %s", key, CACHE_TTL_S, first_line(exc))
 
 
 @asynccontextmanager
@@ -550,11 +554,6 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 def _version_key(version: str) -> tuple[int, str]:
     digits = "".join(ch for ch in version if ch.isdigit())
     return (int(digits) if digits else -1, version)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _configure_logging(release: str, port: int) -> None:

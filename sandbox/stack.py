@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import Json
 
 from releasegate.actions.migrate import apply_sql_migrations
 from releasegate.config import Environment, LocalPlatformSettings, load_environment
@@ -29,17 +30,19 @@ from releasegate.errors import ReleasegateError
 from releasegate.platforms.local import LocalPlatform
 from sandbox.common import ComponentStatus, SandboxError
 from sandbox.nginx import Nginx
+from sandbox.policy import BundleError, read_bundle
 from sandbox.postgres import Postgres
 from sandbox.prometheus import Prometheus
 from sandbox.redis import Redis
-from sandbox.releases import BASELINE, migrations_dir
+from sandbox.releases import BASELINE, migrations_dir, policy_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: where environments/ is, and what ``{root}`` means."""
 SEED_SQL = Path(__file__).resolve().parent / "seed.sql"
 """The demo's data, loaded once into a fresh database. Every other ``seed*.sql`` beside it (a
-system the sandbox also serves: ``seed_granter.sql``) creates only what is missing and is
-applied at every ``up``, in name order."""
+system the sandbox also serves: ``seed_granter.sql``, ``seed_summit.sql``) creates only what is
+missing and is applied at every ``up``, in name order. Summit's first policy bundle is the one
+the baseline release ships, activated when none is."""
 
 EXIT_UP, EXIT_DOWN, EXIT_PARTLY_UP = 0, 3, 4
 
@@ -207,13 +210,18 @@ class Sandbox:
         with psycopg.connect(self.env.database.dsn, connect_timeout=5) as conn:  # one transaction
             for path in others:
                 conn.execute(path.read_text(encoding="utf-8"))
+            policy = _activate_first_bundle(conn)
             if conn.execute("SELECT count(*) FROM customers").fetchone()[0]:  # type: ignore[index]
-                return "already seeded"
+                return "already seeded" + policy
             conn.execute(SEED_SQL.read_text(encoding="utf-8"))
             customers, orders = conn.execute(
                 "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"
             ).fetchone()  # type: ignore[misc]
-        return f"loaded {customers} customers and {orders} orders" + "".join(f", {p.name}" for p in others)
+        return (
+            f"loaded {customers} customers and {orders} orders"
+            + "".join(f", {p.name}" for p in others)
+            + policy
+        )
 
     def _start_instances(self, progress: Progress) -> str:
         state = self._instances_status()
@@ -238,6 +246,22 @@ class Sandbox:
         if migrate is not None and migrate.runner == "sql" and migrate.directory:
             return Path(migrate.directory.replace("{release}", release))
         return migrations_dir(release)
+
+
+def _activate_first_bundle(conn: psycopg.Connection) -> str:
+    """Summit's policy at first: the bundle the baseline release ships, unless one is active
+    (a policy deployment since then is kept). ", policy main v1.0.0 from 1.0.0" or ""."""
+    if conn.execute("SELECT 1 FROM summit_policy_bundles WHERE name = 'main' AND active").fetchone():
+        return ""
+    try:
+        bundle = read_bundle(policy_bundle(BASELINE))
+    except BundleError as exc:
+        raise SandboxError(f"Summit's first policy bundle: {exc}") from None
+    conn.execute(
+        "INSERT INTO summit_policy_bundles (name, version, document, active) VALUES ('main', %s, %s, true)",
+        [bundle["version"], Json(bundle)],
+    )
+    return f", policy main {bundle['version']} from {BASELINE}"
 
 
 # -- the functions the CLI and the test suites call -----------------------------------------

@@ -54,21 +54,29 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         assert "requests failed during the rollout | 0 | <= 0 | pass" in report
 
         suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
-        # 24 gates, 8 of readiness, a baseline, 8 SLOs in verify, 2 journeys, 10 in observe and the
+        # 24 gates, 8 of readiness, a baseline, 8 SLOs in verify, 4 journeys, 10 in observe and the
         # burn rate; the Kubernetes gates are not collected for a local platform
-        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (54, 0, 0)
+        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (56, 0, 0)
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
 
         results = list((run.reports / "allure-results").glob("*-result.json"))
-        assert len(results) == 54
+        assert len(results) == 56
         assert "alerts firing with severity critical | 0 (0 firing, none blocking)" in report, "readiness"
         # The user journeys ran in verify: each step timed in the report, an Allure step each.
         assert (
             "**PASS** Run Smoke Tests" in report and "| granter step 3: scraper flow: multi-page |" in report
         )
         assert "| release-manager step 2: GET /metrics: the critical metrics |" in report
+        # Summit's smoke list and its critical path on 2.0.0, each step timed in the report and the HTML.
+        assert (
+            "**PASS** Run Smoke Tests" in report
+            and "| summit step 3: user can read permitted entities |" in report
+        )
+        assert "| summit-critical-path step 5: approver logs in and approves |" in report
+        assert "summit-critical-path step 5: approver logs in and approves" in html
+        assert "| /health: version | 2.0.0 |" in report, "Summit's /health on the new release"
         assert any('"name": "granter: IA flow: extraction + fallback"' in p.read_text() for p in results)
         made = subprocess.run(
             ["make", "report", f"REPORTS={run.reports}"], cwd=ROOT, capture_output=True, text=True

@@ -113,5 +113,14 @@ def test_the_examples_give_each_system_its_runbooks_journeys() -> None:
         "cache",
         "message_queue",
     ]
+    summit = load_environment("environments/summit-production.example.toml", ROOT).smoke
+    assert summit is not None and list(summit.journeys) == ["summit", "summit-critical-path"]
+    assert summit.journeys["summit"].health_paths == ["/health", "/health/db", "/health/policy"]
+    assert all(j.token is not None and j.leak_check_path for j in summit.journeys.values())
     sandbox = load_environment("sandbox", ROOT).smoke
-    assert sandbox is not None and list(sandbox.journeys) == ["granter", "release-manager"]
+    assert sandbox is not None and list(sandbox.journeys) == [
+        "granter",
+        "release-manager",
+        "summit",
+        "summit-critical-path",
+    ]

@@ -68,6 +68,7 @@ def test_up_starts_each_component_in_order_and_says_how_long_it_took(
     steps = [line.split()[0] for line in result.stdout.splitlines() if re.search(r"\(\d+\.\d s\)$", line)]
     assert steps == ["postgresql", "schema", "seed", "redis", "nginx", "instances", "prometheus"]
     assert "loaded 200 customers and 1000 orders" in result.stdout
+    assert "seed_summit.sql, policy main v1.0.0 from 1.0.0" in result.stdout, "Summit's first bundle"
     assert "serves 1.0.0" in result.stdout.splitlines()[-1]
     assert Path(env.sandbox.dir).is_dir()  # type: ignore[union-attr]
 
@@ -201,11 +202,13 @@ def test_the_releases_migrations_do_what_the_releases_promise(env: Environment) 
 
 
 def test_the_faulty_2_0_0_builds_bring_2_0_0s_migration_without_a_copy_of_it() -> None:
-    for build in ("2.0.0-bad-errors", "2.0.0-bad-latency", "2.0.0-slow-leak"):
+    for build in ("2.0.0-bad-errors", "2.0.0-bad-latency", "2.0.0-slow-leak", "2.0.0-bad-policy"):
         release = RELEASES[build]
         assert (release.schema, release.customer_tier) == ("0002", True)
         assert migrations_dir(build).resolve() == migrations_dir("2.0.0").resolve()
         assert migrations_dir(build).is_symlink()
+    provenance = (ROOT / "sandbox" / "releases" / "2.0.0-bad-policy" / "provenance.intoto.json").read_text()
+    assert "releasegate/demo:2.0.0-bad-policy" in provenance
 
 
 def test_down_stops_everything_and_removes_the_directory(env_file: Path, env: Environment) -> None:

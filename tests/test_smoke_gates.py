@@ -36,10 +36,13 @@ def test_a_release_that_breaks_a_journey_is_rolled_back_and_smoke_passes_on_the_
         assert "| granter: extract a prose document: HTTP status | 422 (" in verify
         assert "| granter step 5: IA flow: extraction + fallback |" in verify
         assert "| granter: test data left after cleanup (rg-smoke-" in verify, "cleaned up all the same"
-        # The rollback's verification: both journeys again, on 1.0.0, each step timed, nothing left.
+        # The rollback's verification: every journey again, on 1.0.0, each step timed, nothing left.
         rollback = report[report.index("## Rollback") :]
         assert "| granter step 5: IA flow: extraction + fallback |" in rollback
         assert "| release-manager step 2: GET /metrics: the critical metrics |" in rollback
+        assert "| summit step 4: user is denied access to restricted entities |" in rollback
+        assert "| summit-critical-path step 5: approver logs in and approves |" in rollback
+        assert "| /health: version | 1.0.0 |" in rollback, "Summit's journey on the previous release"
         assert "| fallback document: extractor that answered | fallback | == fallback | pass |" in rollback
         assert "| 0 | == 0 | pass |" in rollback
         assert "| fail |" not in rollback

@@ -24,6 +24,7 @@ from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, MigrateSettings, duration_seconds
 from releasegate.errors import ActionError
 from releasegate.evidence import Checker
+from releasegate.journeys import JourneyResult, run_journey
 from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
 from releasegate.probes.health import read_health
@@ -114,6 +115,20 @@ def check(request: pytest.FixtureRequest) -> Checker:
     checker = current.checker(item.nodeid, phase) if current else Checker(lambda _e: None, item.nodeid, phase)
     item.stash[EVIDENCE_KEY] = checker.records
     return checker
+
+
+@pytest.fixture
+def journey(env: Environment, check: Checker) -> Callable[[str], JourneyResult]:
+    """``journey("granter")`` runs that journey as the environment configures it (smoke/, e2e/),
+    skipped with the reason when the environment has no ``[smoke.journeys.NAME]``."""
+
+    def run_one(name: str) -> JourneyResult:
+        configured = env.smoke.journeys if env.smoke is not None else {}
+        if name not in configured:
+            pytest.skip(f"{env.name} configures no {name} journey ([smoke.journeys.{name}])")
+        return run_journey(name, env, check)
+
+    return run_one
 
 
 @pytest.fixture(scope="session")
