@@ -8,7 +8,7 @@ version. A failure ROLLS BACK (exit 11), the policy bundle too when this run cha
 
 import pytest
 
-from releasegate.actions.policy import read_bundle
+from releasegate.actions.policy import expected_version
 from releasegate.state import ENV_KEY
 
 pytestmark = [pytest.mark.phase("verify"), pytest.mark.configured("policy")]
@@ -24,10 +24,8 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(scope="session")
 def expected_policy_version(env, release):
-    """The version the release expects: ``expected_version``, else its bundle file's."""
-    if env.policy.expected_version is not None:
-        return env.policy.expected_version.replace("{release}", release)
-    return read_bundle(env.policy.bundle, release).version
+    """The version the release expects: ``expected_version``, else its bundle's."""
+    return expected_version(env.policy, release)
 
 
 def test_policy_engine_is_healthy_with_the_expected_version(

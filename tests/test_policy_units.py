@@ -1,8 +1,11 @@
 """The policy settings, the answers' fields and the release's bundle file, without an engine."""
 
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tomli_w
 
 from releasegate.actions.policy import read_bundle, without_runtime_fields
 from releasegate.config import PolicyBundleSettings, load_environment
@@ -22,31 +25,54 @@ def test_a_dotted_field_reads_into_objects_and_lists():
     assert field(None, "decision") is None
 
 
-def with_policy(tmp_path: Path, policy: str) -> Path:
+def with_policy(tmp_path: Path, policy: dict[str, Any]) -> Path:
+    """The sandbox's environment with ``policy`` as its [policy] section."""
+    raw = tomllib.loads(SANDBOX)
+    raw["policy"] = policy
     path = tmp_path / "env.toml"
-    path.write_text(SANDBOX + "\n" + policy)
+    path.write_text(tomli_w.dumps(raw))
     return path
 
 
 def test_policy_without_an_expected_version_is_refused(tmp_path):
-    path = with_policy(tmp_path, '[policy]\nurl = "{url}/summit"\n')
+    path = with_policy(tmp_path, {"url": "{url}/summit"})
     with pytest.raises(ConfigError, match=r"policy: say which policy version the release expects"):
         load_environment(str(path), ROOT)
 
 
 def test_a_decision_case_named_twice_is_refused(tmp_path):
-    case = '[[policy.decisions]]\nname = "reads"\naction = "entity.read"\nexpect = "ALLOW"\n'
-    path = with_policy(tmp_path, '[policy]\nexpected_version = "v{release}"\n' + case + case)
+    case = {"name": "reads", "action": "entity.read", "expect": "ALLOW"}
+    path = with_policy(tmp_path, {"expected_version": "v{release}", "decisions": [case, case]})
     with pytest.raises(ConfigError, match=r"decision 'reads' appears twice"):
         load_environment(str(path), ROOT)
 
 
 def test_the_policy_token_must_be_a_reference(tmp_path):
-    path = with_policy(tmp_path, '[policy]\nexpected_version = "v1"\ntoken = "s3cr3t-admin"\n')
+    path = with_policy(tmp_path, {"expected_version": "v1", "token": "s3cr3t-admin"})
     with pytest.raises(ConfigError) as error:
         load_environment(str(path), ROOT)
     assert "policy.token: a secret must be an ${ENV_VAR} reference" in str(error.value)
     assert "s3cr3t-admin" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("bundle", "problem"),
+    [
+        ({"kind": "http"}, 'kind "http" activates the file the release ships: set file'),
+        ({"kind": "kubernetes-env", "deployment": "opa"}, "set deployment and container"),
+    ],
+)
+def test_a_bundle_kind_needs_its_keys(tmp_path, bundle, problem):
+    path = with_policy(tmp_path, {"bundle": bundle})
+    with pytest.raises(ConfigError, match=f"policy.bundle: .*{problem}"):
+        load_environment(str(path), ROOT)
+
+
+def test_a_kubernetes_bundle_needs_the_kubernetes_platform(tmp_path):
+    bundle = {"kind": "kubernetes-env", "deployment": "opa", "container": "opa"}
+    path = with_policy(tmp_path, {"bundle": bundle})
+    with pytest.raises(ConfigError, match='kind "kubernetes-env" needs the kubernetes platform'):
+        load_environment(str(path), ROOT)
 
 
 def bundle_settings(tmp_path: Path) -> PolicyBundleSettings:

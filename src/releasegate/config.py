@@ -937,12 +937,35 @@ class PolicyDecision(Model):
 
 class PolicyBundleSettings(Model):
     """The release's policy bundle, activated before the application rolls out (GA 4.1 "Deploy
-    OPA policies first") and the previous one put back when a later gate fails (GA 7.2)."""
+    OPA policies first") and the previous one put back when a later gate fails (GA 7.2).
 
-    file: str = Field(description="the bundle document the release ships (JSON); {release} is filled in")
-    path: str = Field("/v1/policy/bundles/main", description="GET reads the active bundle, PUT activates one")
-    version_field: str = Field("version", description="where the bundle document names its version")
+    ``kind = "http"``: the bundle document the release ships is PUT to the engine (``path``);
+    ``kind = "kubernetes-env"``: the engine's Deployment is told which bundle to pull, as GA 7.2
+    does it (``kubectl set env deployment/opa -n governance BUNDLE_VERSION=v3.0.0-ga``); the
+    change of its pod template restarts it."""
+
+    kind: Literal["http", "kubernetes-env"] = "http"
+    file: str | None = Field(None, description="http: the bundle document (JSON); {release} is filled in")
+    path: str = Field(
+        "/v1/policy/bundles/main", description="http: GET reads the active bundle, PUT activates one"
+    )
+    version_field: str = Field("version", description="http: where the bundle document names its version")
+    deployment: str | None = Field(None, description="kubernetes-env: the policy engine's Deployment")
+    namespace: str | None = Field(None, description="kubernetes-env: its namespace (default: the platform's)")
+    container: str | None = Field(None, description="kubernetes-env: the container that reads the variable")
+    env_var: str = Field("BUNDLE_VERSION", description="kubernetes-env: the variable naming the bundle")
+    value: str = Field("v{release}", description="kubernetes-env: its value for the release")
     activation_timeout_s: float = Field(30.0, gt=0, description="until the engine reports the new version")
+
+    @model_validator(mode="after")
+    def _kind_has_its_keys(self) -> PolicyBundleSettings:
+        if self.kind == "http" and self.file is None:
+            raise ValueError('kind "http" activates the file the release ships: set file')
+        if self.kind == "kubernetes-env" and (self.deployment is None or self.container is None):
+            raise ValueError(
+                'kind "kubernetes-env" sets a variable on a Deployment: set deployment and container'
+            )
+        return self
 
 
 class PolicySettings(Model):
@@ -1116,6 +1139,11 @@ class Environment(Model):
     def _monitoring_needs_prometheus(self) -> Environment:
         if self.readiness and self.readiness.monitoring and self.metrics is None:
             raise ValueError("readiness.monitoring asks Prometheus: it needs a [metrics] section")
+        bundle = self.policy.bundle if self.policy else None
+        if bundle is not None and bundle.kind == "kubernetes-env" and self.platform.kubernetes is None:
+            raise ValueError(
+                'policy.bundle kind "kubernetes-env" needs the kubernetes platform\'s connection'
+            )
         return self
 
     @property

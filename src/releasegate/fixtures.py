@@ -16,8 +16,7 @@ import pytest
 
 from releasegate.actions.backup import Dump, Restore, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
-from releasegate.actions.policy import activate as activate_bundle
-from releasegate.actions.policy import read_bundle, without_runtime_fields
+from releasegate.actions.policy import bundle_switch
 from releasegate.analysis.canary import CanaryRule
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
 from releasegate.analysis.thresholds import Verdict
@@ -29,7 +28,7 @@ from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
 from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
-from releasegate.probes.policy import PolicyEngine, field
+from releasegate.probes.policy import PolicyEngine
 from releasegate.probes.postgres import Postgres
 from releasegate.probes.prometheus import Prometheus, Sample
 from releasegate.probes.redis import Redis
@@ -474,48 +473,32 @@ def policy_engine(env: Environment) -> Iterator[PolicyEngine]:
 
 
 @pytest.fixture(scope="session")
-def policy_bundle(run: Run, env: Environment, policy_engine: PolicyEngine) -> dict:
+def policy_bundle(run: Run, env: Environment) -> dict:
     """The release's policy bundle active on the engine, before the application changes. The
-    intent, with the bundle active now (what GA 7.2 puts back), is written first."""
-    assert env.policy is not None
-    settings = env.policy.bundle
-    if settings is None:
+    intent, with what GA 7.2 needs to put the bundle of now back, is written first."""
+    if env.policy is None or env.policy.bundle is None:
         pytest.skip("no [policy.bundle]: the release ships no policy bundle to activate")
 
     def deploy() -> dict:
-        bundle = read_bundle(settings, run.release)
-        current, answer = policy_engine.active_bundle(settings.path)
-        if current is None and answer.status != 404:
-            raise ActionError(
-                f"policy engine at {answer.source}: HTTP {answer.status} reading the active bundle"
-            )
-        previous = without_runtime_fields(current) if current is not None else None
-        previous_version = field(previous, settings.version_field) if previous is not None else None
-        facts = {
-            "file": bundle.path,
-            "version": bundle.version,
-            "sha256": bundle.sha256,
-            "previous_version": previous_version,
-        }
-        if previous_version == bundle.version:
-            run.progress(f"policy bundle {bundle.version} is already active: nothing to change")
-            return {
-                **facts,
-                "changed": False,
-                "active": previous_version,
-                "seconds": 0.0,
-                "detail": "",
-                "source": answer.source,
+        switch = bundle_switch(env)
+        try:
+            prepared = switch.prepare(run.release)
+            facts = {
+                **prepared.facts,
+                "version": prepared.version,
+                "previous_version": prepared.previous_version,
             }
-        undo = {"previous_version": previous_version, "previous_bundle": previous, "path": settings.path}
-        about = f"activate policy bundle {bundle.version} (replacing {previous_version or 'no bundle'})"
-        with run.mutation("policy", about, undo) as step:
-            run.progress(f"policy bundle {bundle.version} -> {policy_engine.base_url}{settings.path}")
-            result = activate_bundle(policy_engine, settings, bundle.document, bundle.version, run.progress)
-            if not result.ok:
-                step.failed(result.detail)
+            if not prepared.changes_something:
+                run.progress(f"policy bundle {prepared.version} is already active: nothing to change")
+                return {**facts, "changed": False, "active": prepared.version, "seconds": 0.0, "detail": ""}
+            with run.mutation("policy", prepared.about, prepared.undo) as step:
+                result = switch.apply(prepared, run.progress)
+                if not result.ok:
+                    step.failed(result.detail)
+        finally:
+            switch.close()
         run.progress(
-            f"policy bundle {bundle.version} {'active' if result.ok else 'NOT active'} after {result.seconds:.1f} s"
+            f"policy bundle {result.version} {'active' if result.ok else 'NOT active'} after {result.seconds:.1f} s"
         )
         return {
             **facts,

@@ -179,10 +179,21 @@ def _policy_bundle(facts: _Facts) -> list[str]:
     policy = facts.env.policy
     assert policy is not None and policy.bundle is not None
     bundle = policy.bundle
+    if bundle.kind == "kubernetes-env":
+        namespace = bundle.namespace or (k8s.namespace if (k8s := facts.env.platform.kubernetes) else "")
+        how = (
+            f"kubectl set env deployment/{bundle.deployment} -n {namespace} "
+            f"{bundle.env_var}={bundle.value.replace('{release}', facts.release)}, then its rollout"
+        )
+        kept = "the variable's value of now is kept in the ledger first"
+    else:
+        how = (
+            f"activate policy bundle {(bundle.file or '').replace('{release}', facts.release)} "
+            f"(PUT {policy.base(facts.env.platform.url)}{bundle.path})"
+        )
+        kept = "the active bundle is kept in the ledger first"
     return [
-        f"activate policy bundle {bundle.file.replace('{release}', facts.release)} "
-        f"(PUT {policy.base(facts.env.platform.url)}{bundle.path}) before the application changes; "
-        "the active bundle is kept in the ledger first",
+        f"{how} before the application changes; {kept}",
         f"wait until {policy.version_path} reports its version (at most {bundle.activation_timeout_s:g} s); "
         "if a later gate fails, the kept bundle is put back after the application",
     ]

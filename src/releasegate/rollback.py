@@ -13,7 +13,7 @@ from pathlib import Path
 
 from releasegate.actions.backup import Dump, dump_database, restore_in_place
 from releasegate.actions.migrate import migrate
-from releasegate.actions.policy import read_bundle
+from releasegate.actions.policy import Activation, BundleSwitch
 from releasegate.config import Environment, Phase
 from releasegate.errors import ReleasegateError
 from releasegate.evidence import Checker
@@ -204,10 +204,11 @@ class RollbackSession:
             target = self.target
             policy = self.env.policy
             if Change.POLICY in self.changes and policy is not None and policy.bundle is not None:
-                bundle = read_bundle(policy.bundle, target.release)  # GA 4.1: the policy first
-                self.run.activate_policy(
-                    bundle.document, bundle.version, check, "policy bundle rolled forward"
-                )
+
+                def forward(switch: BundleSwitch) -> Activation:  # GA 4.1: the policy first
+                    return switch.apply(switch.prepare(target.release), self.run.progress)
+
+                self.run.switch_policy(forward, check, "policy bundle rolled forward")
             result = self.run.platform.deploy(target.release, self.run.progress)
             check.holds(
                 f"rolled forward to {target.release}", result.ok, detail=result.reason, source="platform"

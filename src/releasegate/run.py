@@ -20,7 +20,7 @@ from typing import Any
 
 from releasegate.actions.backup import Dump, restore_in_place
 from releasegate.actions.migrate import migrations_directory, read_migrations, revert_sql_migrations
-from releasegate.actions.policy import activate as activate_bundle
+from releasegate.actions.policy import Activation, BundleSwitch, bundle_switch
 from releasegate.config import Environment, Phase
 from releasegate.errors import ActionError, ReleasegateError
 from releasegate.evidence import Checker, Evidence, GateFailure
@@ -29,7 +29,6 @@ from releasegate.pipeline import Change, Pipeline, Undo
 from releasegate.platforms import instances_reachable, make_platform
 from releasegate.platforms.base import Platform, Progress
 from releasegate.probes.http import Http
-from releasegate.probes.policy import PolicyEngine
 from releasegate.probes.postgres import Postgres, version_key
 from releasegate.report import allure as allure_report
 from releasegate.verification import (
@@ -288,36 +287,29 @@ class Run:
     def _roll_back_policy(self, check: Checker) -> None:
         """GA 7.2: the bundle that was active before this run, activated again and reported."""
         intent = self.record().intent("policy")
-        undo = intent.undo if intent else {}
-        previous, version = undo.get("previous_bundle"), undo.get("previous_version")
         policy = self.env.policy
         if policy is None or policy.bundle is None:
-            check.fail(
-                "policy rollback",
-                f"{self.env.name} has no [policy.bundle] any more: put {version} back by hand",
-            )
+            check.fail("policy rollback", f"{self.env.name} has no [policy.bundle] any more: undo it by hand")
             return
-        if previous is None or version is None:
-            check.fail(
-                "policy rollback", "no bundle was active before this run: nothing to put back, decide by hand"
-            )
-            return
-        self.progress(f"putting policy bundle {version} back")
-        self.activate_policy(previous, version, check, "policy bundle active after the rollback")
+        undo = intent.undo if intent else {}
+        self.progress(f"putting policy bundle {undo.get('previous_version')} back")
+        self.switch_policy(
+            lambda switch: switch.restore(undo, self.progress),
+            check,
+            "policy bundle active after the rollback",
+        )
 
-    def activate_policy(self, document: dict[str, Any], version: str, check: Checker, what: str) -> None:
-        """Activate a bundle on the environment's policy engine and check that it reports it."""
-        policy = self.env.policy
-        assert policy is not None and policy.bundle is not None
-        engine = PolicyEngine(policy, self.env.platform.url)
+    def switch_policy(self, act: Callable[[BundleSwitch], Activation], check: Checker, what: str) -> None:
+        """Switch the environment's policy bundle and check that the engine reports the version."""
+        switch = bundle_switch(self.env)
         try:
-            result = activate_bundle(engine, policy.bundle, document, version, self.progress)
+            result = act(switch)
         finally:
-            engine.close()
+            switch.close()
         check.equals(
             what,
             result.active,
-            version,
+            result.version,
             source=result.source,
             detail=result.detail or f"in {result.seconds:.1f} s",
         )

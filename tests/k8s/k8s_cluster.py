@@ -163,6 +163,7 @@ class Cluster:
         progress_deadline_s: int = 600,
         strategy: dict[str, Any] | None = None,
         requests: tuple[str, str] = ("100m", "128Mi"),
+        env: dict[str, str] | None = None,
         wait: bool = True,
     ) -> None:
         """A Deployment whose release container sits second, after a sidecar (found by name)."""
@@ -193,7 +194,8 @@ class Cluster:
                                     "name": container,
                                     "image": image,
                                     "ports": [{"containerPort": 8080}],
-                                    "env": [{"name": "APP_ENV", "value": "production"}],
+                                    "env": [{"name": "APP_ENV", "value": "production"}]
+                                    + [{"name": k, "value": v} for k, v in (env or {}).items()],
                                     "resources": {"requests": {"cpu": requests[0], "memory": requests[1]}},
                                 },
                             ]
