@@ -74,8 +74,10 @@ def render(env: Environment, release: str | None, items: list[pytest.Item]) -> l
                 watched = "watched" in getattr(getattr(item, "callspec", None), "params", {})
                 lines.append(f"          threshold {_describe_slo(slo_name, env, observe=watched)}")
             used = getattr(item, "fixturenames", [])
-            source = _journey_source(item, env) or next(
-                (describe(facts) for name, describe in _SOURCES.items() if name in used), None
+            source = (
+                _journey_source(item, env)
+                or _section_source(item, facts)
+                or next((describe(facts) for name, describe in _SOURCES.items() if name in used), None)
             )
             if source:
                 lines.append(f"          source    {source}")
@@ -198,6 +200,52 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a c
     "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
     "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
 }
+
+
+def _github(facts: _Facts) -> str:
+    """``GitHub API at https://api.github.com, repo o/r, commit of v2.0.0, token from $GITHUB_TOKEN``"""
+    settings = facts.env.readiness.github  # type: ignore[union-attr]
+    assert settings is not None
+    token = f"token from ${settings.token.variable}" if settings.token else "no token"  # type: ignore[attr-defined]
+    ref = settings.ref.replace("{release}", facts.release)
+    return redact(f"GitHub API at {settings.api_url}, repo {settings.repo}, commit of {ref}, {token}")
+
+
+def _staging_ledger(facts: _Facts) -> str:
+    settings = facts.env.readiness.staging  # type: ignore[union-attr]
+    assert settings is not None
+    named = settings.ledger
+    where = (
+        redact(named.dsn)
+        if named and named.dsn
+        else named.path
+        if named and named.path
+        else "this environment's ledger"
+    )
+    return f"ledger {where}, runs of environment {settings.environment}"
+
+
+def _tls(facts: _Facts) -> str:
+    settings = facts.env.readiness.tls  # type: ignore[union-attr]
+    assert settings is not None
+    trust = f"trusting {settings.ca_file}" if settings.ca_file else "the system's trust store"
+    return f"TLS handshakes with {', '.join(settings.hosts)}, {trust}"
+
+
+_SECTION_SOURCES: dict[str, Callable[[_Facts], str]] = {
+    "readiness.ci": lambda f: f"{_github(f)}: runs of {f.env.readiness.ci.workflow}",  # type: ignore[union-attr]
+    "readiness.approvals": lambda f: f"{_github(f)}: its pull request's reviews",
+    "readiness.staging": _staging_ledger,
+    "readiness.staging.drill": lambda f: _staging_ledger(f) + ", kind drill",
+    "readiness.tls": _tls,
+}
+"""Checks whose source is their [readiness] section, not a fixture."""
+
+
+def _section_source(item: pytest.Item, facts: _Facts) -> str | None:
+    marker = item.get_closest_marker("configured")
+    describe = _SECTION_SOURCES.get(marker.args[0]) if marker else None
+    return describe(facts) if describe else None
 
 
 def _prometheus(facts: _Facts) -> str:
