@@ -27,9 +27,9 @@ def judge_certificate(
     expires = f"expires {not_after:%Y-%m-%d %H:%M} UTC"
     if days <= min_days:
         return CertificateVerdict(
-            host, days, False, f"{expires}, within {min_days:g} days: renew it ({about})"
+            host, days, False, f"{expires}, within {min_days:g} days: renew it; {about}"
         )
-    return CertificateVerdict(host, days, True, f"{expires} ({about})")
+    return CertificateVerdict(host, days, True, f"{expires}; {about}")
 
 
 def unreadable(host: str, problem: str) -> CertificateVerdict:
