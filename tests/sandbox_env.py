@@ -60,6 +60,17 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     return path
 
 
+def variant(env_file: Path, name: str, **overrides: Any) -> Path:
+    """The same sandbox with some keys changed (dotted paths, as for write_sandbox_env), written
+    next to it as ``NAME.toml``; the same reports directory unless ``report.dir`` is changed."""
+    raw = tomllib.loads(env_file.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        _set(raw, dotted, value)
+    path = env_file.parent / f"{name}.toml"
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path
+
+
 @contextmanager
 def running_sandbox(env_file: Path, progress: stack.Progress = print) -> Iterator[Path]:
     """Bring the sandbox of ``env_file`` up (as ``python -m sandbox up``), and always down again."""

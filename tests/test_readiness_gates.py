@@ -9,16 +9,14 @@ import os
 import signal
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tomli_w
 from gate_runs import database, run_gates, run_suite, serving
-from sandbox_env import _set, running_sandbox, write_sandbox_env
+from sandbox_env import running_sandbox, variant, write_sandbox_env
 
 from releasegate.config import load_environment
 from releasegate.platforms import make_platform
@@ -43,16 +41,6 @@ def scraping(env_file: Path) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"Prometheus at {url} never scraped the three instances")
-
-
-def variant(env_file: Path, name: str, **overrides: Any) -> Path:
-    """The same sandbox with some keys changed (dotted paths); the same reports directory."""
-    raw = tomllib.loads(env_file.read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        _set(raw, dotted, value)
-    path = env_file.parent / f"{name}.toml"
-    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
-    return path
 
 
 def readiness(env_file: Path, *extra: str) -> Any:
