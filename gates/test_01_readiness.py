@@ -236,7 +236,7 @@ def test_people_items_are_confirmed(env, request, check):
 @pytest.mark.configured("readiness.ci")
 @pytest.mark.threshold("readiness.ci.workflow")
 def test_ci_workflow_passed(env, github, release_commit, check):
-    """MVP-4 gate workflow passed (GA 1.1): its latest run for the release's commit concluded success."""
+    """CI workflow passed (GA 1.1 "MVP-4 gate workflow passed"): its latest run for the release's commit succeeded."""
     workflow = env.readiness.ci.workflow
     runs = github.workflow_runs(workflow, release_commit.sha)
     verdict = judge_latest_run(runs.data, workflow, release_commit.short)
@@ -252,7 +252,7 @@ def test_ci_workflow_passed(env, github, release_commit, check):
 @pytest.mark.configured("readiness.approvals")
 @pytest.mark.threshold("readiness.approvals.min_approvals")
 def test_code_review_approved(env, github, release_pull_request, check):
-    """Code review approved by at least 2 reviewers: distinct approvals standing now, none asking for changes."""
+    """Code review approved (Summit: by at least 2 reviewers): distinct approvals standing now, none asking for changes."""
     number = release_pull_request["number"]
     reviews = github.reviews(number)
     tally = tally_reviews(reviews.data, (release_pull_request.get("user") or {}).get("login"))

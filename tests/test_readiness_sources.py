@@ -243,13 +243,13 @@ def test_the_plan_shows_each_check_with_its_threshold_and_source_never_the_token
     assert plan.code == 0, plan.output
     source = f"GitHub API at {github.url}, repo {REPO}, commit of v2.0.0, token from ${VARIABLE}"
     for line in (
-        "  check   MVP-4 gate workflow passed (GA 1.1): its latest run for the release's commit concluded success.",
+        '  check   CI workflow passed (GA 1.1 "MVP-4 gate workflow passed"): its latest run for the release\'s commit succeeded.',
         f"          threshold readiness.ci.workflow = {WORKFLOW}",
         f"          source    {source}: runs of {WORKFLOW}",
         "          threshold readiness.approvals.min_approvals = 2",
         f"          source    {source}: its pull request's reviews",
         "          threshold readiness.staging.within_days = 7.0",
-        "          source    ledger this environment's ledger, runs of environment staging",
+        f"          source    ledger {tmp_path / 'reports'}/ledger.sqlite, runs of environment staging",
         "          threshold readiness.tls.min_days = 30.0",
         f"          source    TLS handshakes with localhost:{certificates.valid.port}, trusting {certificates.ca_file}",
     ):

@@ -212,16 +212,12 @@ def _github(facts: _Facts) -> str:
 
 
 def _staging_ledger(facts: _Facts) -> str:
+    """The ledger [readiness.staging] reads: its own, else this environment's [ledger]."""
     settings = facts.env.readiness.staging  # type: ignore[union-attr]
     assert settings is not None
     named = settings.ledger
-    where = (
-        redact(named.dsn)
-        if named and named.dsn
-        else named.path
-        if named and named.path
-        else "this environment's ledger"
-    )
+    ledger = named if named and (named.path or named.dsn) else facts.env.ledger
+    where = redact(ledger.dsn) if ledger.dsn else ledger.path or f"{facts.env.report.dir}/ledger.sqlite"
     return f"ledger {where}, runs of environment {settings.environment}"
 
 
