@@ -64,6 +64,9 @@ def test_a_ready_release_shows_every_checklist_item_in_the_report(env_file):
     ):
         assert line in report, line
     assert "deployment window open at" in report
+    tls = f"127.0.0.1:{load_environment(str(env_file), Path.cwd()).sandbox.tls_port}"
+    assert f"| certificate of {tls} | 90 days (expires " in report  # nginx's TLS listener, the sandbox's CA
+    assert "issued by CN=releasegate sandbox CA) | > 30 days | pass |" in report
     assert "| SBOM | CycloneDX 1.5, 5 components" in report
     assert "| provenance | https://slsa.dev/provenance/v1 for releasegate/demo:2.0.0" in report
     logged = json.loads((run.reports / "compliance.jsonl").read_text(encoding="utf-8").splitlines()[-1])

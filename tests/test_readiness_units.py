@@ -373,6 +373,6 @@ def test_github_checks_need_the_github_section_and_a_token_reference(tmp_path):
         load_environment(str(path), tmp_path)
     assert "readiness.github.token: a secret must be an ${ENV_VAR} reference" in str(error.value)
     assert "ghp_pasted" not in str(error.value)
-    path.write_text(base + '\n[readiness.tls]\nhosts = ["api:https"]\n', encoding="utf-8")
+    path.write_text(base.replace('hosts = ["127.0.0.1:28443"]', 'hosts = ["api:https"]'), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"readiness\.tls\.hosts\.0: expected \"HOST:PORT\""):
         load_environment(str(path), tmp_path)

@@ -112,6 +112,9 @@ class SandboxSettings(Model):
 
     autostart: bool = True
     dir: str
+    tls_port: int | None = Field(
+        None, gt=0, lt=65536, description="nginx also serves TLS here, with a certificate the sandbox makes"
+    )
 
 
 class LocalPlatformSettings(Model):
