@@ -87,6 +87,10 @@ def staging_ledger(env, run) -> Ledger:
     named = env.readiness.staging.ledger
     if named is None or not (named.path or named.dsn):
         return run.ledger
+    if named.path and not Path(named.path).is_file():  # opening it would make an empty one
+        raise ProbeError(
+            f"staging's ledger {named.path}", "file not found", "check [readiness.staging.ledger] path"
+        )
     return open_ledger(named, None)
 
 

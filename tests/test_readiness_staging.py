@@ -68,6 +68,8 @@ def production_readiness(production: Path) -> GateRun:
 def test_a_release_goes_to_production_only_after_staging_passed_it_and_drilled_its_rollback(
     staging, production
 ):
+    before_staging = production_readiness(production)  # staging has no ledger yet
+
     deployed = run_gates(staging, "2.0.0")
     assert deployed.code == 0, deployed.output
     staged_run = runs(staging)[0].id
@@ -85,6 +87,11 @@ def test_a_release_goes_to_production_only_after_staging_passed_it_and_drilled_i
     ten_days_back(staging_ledger(staging))
     stale = production_readiness(production)
 
+    assert before_staging.code == 10, before_staging.output
+    assert (
+        f"staging's ledger {staging_ledger(staging)}: file not found (check [readiness.staging.ledger] path)"
+        in before_staging.output
+    )
     assert undrilled.code == 10, undrilled.output
     assert (
         f"| days since 2.0.0 passed in staging | 0 days (run {staged_run} ended SUCCESS at "

@@ -1015,7 +1015,9 @@ class GitHubReadiness(Model):
         description="e.g. ${GITHUB_TOKEN}; without one GitHub answers 60 requests an hour, public repos only",
     )
     timeout_s: float = Field(10.0, gt=0, le=60)
-    retries: int = Field(2, ge=0, le=5, description="retries of a 5xx answer or a timeout")
+    retries: int = Field(
+        2, ge=0, le=5, description="retries of a 5xx answer, a timeout or a refused connection"
+    )
 
 
 class CiReadiness(Model):

@@ -485,7 +485,7 @@ def open_ledger(settings: LedgerSettings, default_path: Path | None) -> Ledger:
     """The ledger a ``[ledger]`` section names: its PostgreSQL ``dsn`` (the password read from
     its variable now), its SQLite ``path``, else ``default_path``."""
     if settings.dsn:
-        password = settings.password.resolve() if settings.password else None  # type: ignore[attr-defined]
+        password = settings.password.resolve() if settings.password else None
         return Ledger(dsn=settings.dsn, password=password)
     path = Path(settings.path) if settings.path else default_path
     if path is None:

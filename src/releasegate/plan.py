@@ -202,46 +202,42 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a c
 }
 
 
-def _github(facts: _Facts) -> str:
+def _github(readiness: Any, release: str) -> str:
     """``GitHub API at https://api.github.com, repo o/r, commit of v2.0.0, token from $GITHUB_TOKEN``"""
-    settings = facts.env.readiness.github  # type: ignore[union-attr]
-    assert settings is not None
-    token = f"token from ${settings.token.variable}" if settings.token else "no token"  # type: ignore[attr-defined]
-    ref = settings.ref.replace("{release}", facts.release)
-    return redact(f"GitHub API at {settings.api_url}, repo {settings.repo}, commit of {ref}, {token}")
+    github = readiness.github
+    token = f"token from ${github.token.variable}" if github.token else "no token"
+    ref = github.ref.replace("{release}", release)
+    return redact(f"GitHub API at {github.api_url}, repo {github.repo}, commit of {ref}, {token}")
 
 
-def _staging_ledger(facts: _Facts) -> str:
+def _staging_ledger(staging: Any, env: Environment) -> str:
     """The ledger [readiness.staging] reads: its own, else this environment's [ledger]."""
-    settings = facts.env.readiness.staging  # type: ignore[union-attr]
-    assert settings is not None
-    named = settings.ledger
-    ledger = named if named and (named.path or named.dsn) else facts.env.ledger
-    where = redact(ledger.dsn) if ledger.dsn else ledger.path or f"{facts.env.report.dir}/ledger.sqlite"
-    return f"ledger {where}, runs of environment {settings.environment}"
+    named = staging.ledger
+    ledger = named if named and (named.path or named.dsn) else env.ledger
+    where = redact(ledger.dsn) if ledger.dsn else ledger.path or f"{env.report.dir}/ledger.sqlite"
+    return f"ledger {where}, runs of environment {staging.environment}"
 
 
-def _tls(facts: _Facts) -> str:
-    settings = facts.env.readiness.tls  # type: ignore[union-attr]
-    assert settings is not None
-    trust = f"trusting {settings.ca_file}" if settings.ca_file else "the system's trust store"
-    return f"TLS handshakes with {', '.join(settings.hosts)}, {trust}"
+def _tls(tls: Any) -> str:
+    trust = f"trusting {tls.ca_file}" if tls.ca_file else "the system's trust store"
+    return f"TLS handshakes with {', '.join(tls.hosts)}, {trust}"
 
 
-_SECTION_SOURCES: dict[str, Callable[[_Facts], str]] = {
-    "readiness.ci": lambda f: f"{_github(f)}: runs of {f.env.readiness.ci.workflow}",  # type: ignore[union-attr]
-    "readiness.approvals": lambda f: f"{_github(f)}: its pull request's reviews",
-    "readiness.staging": _staging_ledger,
-    "readiness.staging.drill": lambda f: _staging_ledger(f) + ", kind drill",
-    "readiness.tls": _tls,
+_SECTION_SOURCES: dict[str, Callable[[Any, _Facts], str]] = {
+    "readiness.ci": lambda r, f: f"{_github(r, f.release)}: runs of {r.ci.workflow}",
+    "readiness.approvals": lambda r, f: f"{_github(r, f.release)}: its pull request's reviews",
+    "readiness.staging": lambda r, f: _staging_ledger(r.staging, f.env),
+    "readiness.staging.drill": lambda r, f: _staging_ledger(r.staging, f.env) + ", kind drill",
+    "readiness.tls": lambda r, f: _tls(r.tls),
 }
-"""Checks whose source is their [readiness] section, not a fixture."""
+"""Checks whose source is their [readiness] section (given as ``r``), not a fixture."""
 
 
 def _section_source(item: pytest.Item, facts: _Facts) -> str | None:
+    """Only checks of sections the environment has are collected, so ``readiness`` is there."""
     marker = item.get_closest_marker("configured")
     describe = _SECTION_SOURCES.get(marker.args[0]) if marker else None
-    return describe(facts) if describe else None
+    return describe(facts.env.readiness, facts) if describe else None
 
 
 def _prometheus(facts: _Facts) -> str:

@@ -3,9 +3,9 @@ the reviews on it.
 
 Only a 200 is an answer. Everything else is one ProbeError line naming the API and what to do:
 a wrong or expired token (401), a rate limit (403 or 429, with when it lifts), no access (403),
-a repository, ref, workflow or pull request that does not exist (404: also what GitHub says to a
-token that may not see a private repository). A 5xx or a timeout is tried again ``retries``
-times. The token only ever goes into the Authorization header; it is registered for redaction
+a repository, workflow or pull request that does not exist (404: also what GitHub says to a
+token that may not see a private repository), a ref that names no commit (422). A 5xx, a
+timeout or a refused connection is tried again ``retries`` times. The token only ever goes into the Authorization header; it is registered for redaction
 when resolved, and every line built from an answer is redacted as well.
 """
 
@@ -73,12 +73,12 @@ class GitHub:
     @classmethod
     def from_settings(cls, settings: GitHubReadiness) -> GitHub:
         """The token is read from its variable now, and from now on masked wherever it would show."""
-        token = settings.token.resolve() if settings.token else None  # type: ignore[attr-defined]
+        token = settings.token.resolve() if settings.token else None
         return cls(
             settings.api_url,
             settings.repo,
             token=token,
-            token_name=settings.token.variable if settings.token else "",  # type: ignore[attr-defined]
+            token_name=settings.token.variable if settings.token else "",
             timeout_s=settings.timeout_s,
             retries=settings.retries,
         )

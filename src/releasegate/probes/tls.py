@@ -12,6 +12,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from releasegate.errors import ProbeError
 
@@ -77,13 +78,8 @@ def peer_certificate(
     )
 
 
-def _name(parts: object) -> str:
+def _name(parts: Any) -> str:
     """``((('commonName', 'api.internal'),),)`` -> ``CN=api.internal``."""
     short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C"}
-    fields = [
-        f"{short.get(key, key)}={value}"
-        for rdn in parts or ()  # type: ignore[attr-defined]
-        for key, value in rdn
-        if key in short
-    ]
+    fields = [f"{short.get(key, key)}={value}" for rdn in parts or () for key, value in rdn if key in short]
     return ", ".join(fields) or "no name"
