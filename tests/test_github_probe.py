@@ -65,6 +65,9 @@ def test_the_tag_its_runs_its_pull_request_and_reviews_are_read_with_the_token(g
     assert {r["authorization"] for r in github.requests} == {f"Bearer {TOKEN}"}
     assert gh.commit(SHA).sha == SHA, "a sha is its own commit: no request"
     assert len(github.requests) == 4
+    assert gh.workflow_runs(WORKFLOW, "0" * 40).data == [], "another commit: no run (the gate fails on it)"
+    assert gh.pull(PULL).data["title"] == "Release v2.0.0"  # [readiness.approvals] pull_request = 812
+    assert f"404 Not Found: pull request #999 in {REPO}" in refusal(lambda: gh.pull(999))
 
 
 def test_reviews_are_read_page_by_page(github):
