@@ -27,6 +27,7 @@ from sandbox.common import (
     tail_file,
     wait_for,
 )
+from sandbox.tls import sandbox_certificate
 
 CONF = """\
 # Written by `python -m sandbox up`: nginx for the sandbox at {address}.
@@ -57,6 +58,7 @@ http {{
         include {upstream_file};
     }}
 
+{tls_server}
     server {{
         listen {address};
 
@@ -74,11 +76,31 @@ http {{
 """
 
 
+TLS_SERVER = """\
+    # The same service over TLS, with the sandbox's own certificate ({cert}), so that
+    # [readiness.tls] has a real certificate to check (trusting the sandbox's CA).
+    server {{
+        listen {address} ssl;
+        ssl_certificate     {cert};
+        ssl_certificate_key {key};
+
+        location / {{
+            proxy_pass http://demo_backend;
+            proxy_next_upstream error timeout;
+            proxy_set_header Host $host;
+        }}
+    }}
+"""
+
+
 class Nginx:
     name = "nginx"
 
-    def __init__(self, sandbox_dir: Path, url: str, local: LocalPlatformSettings) -> None:
+    def __init__(
+        self, sandbox_dir: Path, url: str, local: LocalPlatformSettings, tls_port: int | None = None
+    ) -> None:
         self.port = urlsplit(url).port or 80
+        self.tls_port = tls_port
         self.prefix = sandbox_dir / "nginx"
         self.conf = self.prefix / "nginx.conf"
         self.error_log = self.prefix / "logs" / "error.log"
@@ -106,6 +128,7 @@ class Nginx:
                 pid_file=self.pid_file,
                 upstream_file=self.upstream_file,
                 user=_user_line(),
+                tls_server=self._tls_server(),
             )
         )
         try:
@@ -118,6 +141,12 @@ class Nginx:
         if not wait_for(lambda: self.pid() is not None and accepts(self.port), 5.0):
             raise SandboxError(f"nginx did not listen on {self.address}: {tail_file(self.error_log)}")
         return f"started on {self.address} (pid {self.pid()})"
+
+    def _tls_server(self) -> str:
+        if self.tls_port is None:
+            return ""
+        _ca, cert, key = sandbox_certificate(self.prefix / "tls")  # read by the master, as its owner
+        return TLS_SERVER.format(address=f"127.0.0.1:{self.tls_port}", cert=cert, key=key)
 
     def stop(self) -> str:
         pid = self.pid()

@@ -95,7 +95,7 @@ class Sandbox:
         self.local: LocalPlatformSettings = env.platform.local
         self.postgres = Postgres(self.dir, env.database.dsn, env.backup.pg_bin_dir)
         self.redis = Redis(self.dir, env.redis.url)
-        self.nginx = Nginx(self.dir, env.platform.url, self.local)
+        self.nginx = Nginx(self.dir, env.platform.url, self.local, env.sandbox.tls_port)
         self.platform = LocalPlatform(self.local, env.platform.url)
         self.prometheus: Prometheus | None = None
         if env.metrics is not None:

@@ -33,6 +33,12 @@ class GateRun:
         return (self.reports / "deployment-report.md").read_text()
 
 
+def everything_written(reports: Path) -> str:
+    """Every file a run left in its reports directory (reports, JUnit, HTML, Allure results,
+    the ledger and its WAL), as text: where a secret must never be found."""
+    return "\n".join(p.read_bytes().decode("latin-1") for p in sorted(reports.rglob("*")) if p.is_file())
+
+
 def run_gates(env_file: Path, release: str, *extra: str, **env_vars: str) -> GateRun:
     return run_suite("gates/", env_file, f"--release={release}", *extra, **env_vars)
 

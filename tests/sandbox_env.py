@@ -34,8 +34,8 @@ INSTANCE_PORTS = 8
 def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     """Write ``dir/sandbox-env.toml``: the sandbox environment on free ports, living under ``dir``."""
     raw = tomllib.loads(BASE_ENV.read_text(encoding="utf-8"))
-    base = free_port_block(4 + INSTANCE_PORTS)
-    pg, redis, nginx, prometheus, first = base, base + 1, base + 2, base + 3, base + 4
+    base = free_port_block(5 + INSTANCE_PORTS)
+    pg, redis, nginx, prometheus, tls, first = base, base + 1, base + 2, base + 3, base + 4, base + 5
     old = {
         _port(raw["database"]["dsn"]): pg,
         _port(raw["redis"]["url"]): redis,
@@ -43,6 +43,9 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     }
     if "metrics" in raw:
         old[_port(raw["metrics"]["prometheus_url"])] = prometheus
+    if "tls_port" in raw["sandbox"]:  # and every 127.0.0.1:PORT naming it ([readiness.tls] hosts)
+        old[raw["sandbox"]["tls_port"]] = tls
+        raw["sandbox"]["tls_port"] = tls
     raw = _replace_ports(raw, old)
     raw["platform"]["local"]["ports"] = [first, first + INSTANCE_PORTS - 1]
     raw["sandbox"]["dir"] = str(dir / "sandbox")
@@ -56,6 +59,17 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
         raw.get("readiness", {}).pop("monitoring", None)
     path = dir / "sandbox-env.toml"
     dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
+    return path
+
+
+def variant(env_file: Path, name: str, **overrides: Any) -> Path:
+    """The same sandbox with some keys changed (dotted paths, as for write_sandbox_env), written
+    next to it as ``NAME.toml``; the same reports directory unless ``report.dir`` is changed."""
+    raw = tomllib.loads(env_file.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        _set(raw, dotted, value)
+    path = env_file.parent / f"{name}.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     return path
 
@@ -85,7 +99,7 @@ def sandbox_down(env_file: Path, progress: stack.Progress = print) -> None:
 
 def free_port_block(count: int) -> int:
     """The first of ``count`` consecutive ports free on 127.0.0.1, below the ephemeral range
-    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28090, 28101-28120).
+    (32768) and away from the default sandbox's ports (25432, 26379, 28080, 28090, 28443, 28101-28120).
 
     Under pytest-xdist each worker draws from its own slice of the range, so two workers
     starting sandboxes at the same moment cannot pick the same ports."""

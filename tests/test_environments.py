@@ -40,3 +40,28 @@ def test_summit_goes_through_helm_and_follows_its_argo_rollout():
     assert k8s.strategy == "argo-rollout" and k8s.argo_rollout.name == "summit-canary-rollout"
     assert k8s.helm.chart == "./charts/summit" and k8s.helm.set_values == {"image.tag": "v{release}"}
     assert (k8s.preflight.max_node_cpu_ratio, k8s.preflight.max_node_memory_ratio) == (0.7, 0.8)
+
+
+def test_the_production_examples_check_ci_code_review_staging_and_certificates():
+    summit = load_environment("summit-production.example", ROOT).readiness
+    assert (summit.github.repo, summit.github.ref, summit.ci.workflow) == (
+        "summit/summit",
+        "v{release}",
+        "mvp4-gate.yml",
+    )
+    assert summit.github.token == "${GITHUB_TOKEN}", "a reference, never a value"
+    assert summit.approvals.min_approvals == 2  # "Code review approved by at least 2 reviewers"
+    assert (summit.staging.environment, summit.staging.drill) == (
+        "summit-staging",
+        True,
+    )  # "Rollback tested in staging"
+    assert summit.staging.ledger.dsn and summit.staging.ledger.password == "${RELEASEGATE_LEDGER_PASSWORD}"
+    assert load_environment("production.example", ROOT).readiness.approvals.min_approvals == 2
+    assert load_environment("release-manager-production.example", ROOT).readiness.approvals.min_approvals == 1
+    granter = load_environment("granter-production.example", ROOT).readiness
+    assert granter.approvals is None and granter.staging.drill and granter.tls.min_days == 30
+    staging = load_environment("staging.example", ROOT)
+    assert staging.readiness.staging is None, (
+        "staging is where the release is proven, not where it is checked"
+    )
+    assert staging.ledger.dsn == load_environment("production.example", ROOT).ledger.dsn, "one shared ledger"

@@ -54,16 +54,17 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         assert "requests failed during the rollout | 0 | <= 0 | pass" in report
 
         suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
-        # 24 gates, 8 of readiness, a baseline, 8 SLOs in verify, 4 journeys, 10 in observe and the
-        # burn rate; the Kubernetes gates are not collected for a local platform
-        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (56, 0, 0)
+        # 24 gates, 9 of readiness, a baseline, 8 SLOs in verify, 4 journeys, the policy bundle and
+        # 5 policy gates, 10 in observe and the burn rate; no Kubernetes gate for a local platform
+        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (63, 0, 0)
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
 
         results = list((run.reports / "allure-results").glob("*-result.json"))
-        assert len(results) == 56
+        assert len(results) == 63
         assert "alerts firing with severity critical | 0 (0 firing, none blocking)" in report, "readiness"
+        assert "issued by CN=releasegate sandbox CA) | > 30 days | pass |" in report, "over nginx's TLS"
         # The user journeys ran in verify: each step timed in the report, an Allure step each.
         assert (
             "**PASS** Run Smoke Tests" in report and "| granter step 3: scraper flow: multi-page |" in report

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from gate_runs import run_gates, serving
+from gate_runs import everything_written, run_gates, serving
 from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.notify import messages, slack
@@ -73,16 +73,6 @@ def notifying_sandbox(sandbox_dir: Path) -> Iterator[Path]:
 @pytest.fixture
 def env_file(sandbox_dir: Path) -> Iterator[Path]:
     yield from notifying_sandbox(sandbox_dir)
-
-
-def everything_written(reports: Path) -> str:
-    return "\n".join(
-        p.read_text(encoding="utf-8", errors="replace")
-        if p.suffix != ".sqlite"
-        else p.read_bytes().decode("latin-1")
-        for p in reports.rglob("*")
-        if p.is_file() and p.suffix in (".md", ".html", ".xml", ".json", ".txt", ".sqlite", ".properties")
-    )
 
 
 def test_a_deployment_tells_its_start_and_its_success(env_file, webhook):

@@ -9,16 +9,14 @@ import os
 import signal
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import tomli_w
 from gate_runs import database, run_gates, run_suite, serving
-from sandbox_env import _set, running_sandbox, write_sandbox_env
+from sandbox_env import running_sandbox, variant, write_sandbox_env
 
 from releasegate.config import load_environment
 from releasegate.platforms import make_platform
@@ -45,16 +43,6 @@ def scraping(env_file: Path) -> None:
     raise AssertionError(f"Prometheus at {url} never scraped the three instances")
 
 
-def variant(env_file: Path, name: str, **overrides: Any) -> Path:
-    """The same sandbox with some keys changed (dotted paths); the same reports directory."""
-    raw = tomllib.loads(env_file.read_text(encoding="utf-8"))
-    for dotted, value in overrides.items():
-        _set(raw, dotted, value)
-    path = env_file.parent / f"{name}.toml"
-    path.write_text(tomli_w.dumps(raw), encoding="utf-8")
-    return path
-
-
 def readiness(env_file: Path, *extra: str) -> Any:
     return run_suite(READINESS, env_file, "--release=2.0.0", *extra)
 
@@ -76,6 +64,9 @@ def test_a_ready_release_shows_every_checklist_item_in_the_report(env_file):
     ):
         assert line in report, line
     assert "deployment window open at" in report
+    tls = f"127.0.0.1:{load_environment(str(env_file), Path.cwd()).sandbox.tls_port}"
+    assert f"| certificate of {tls} | 90 days (expires " in report  # nginx's TLS listener, the sandbox's CA
+    assert "issued by CN=releasegate sandbox CA) | > 30 days | pass |" in report
     assert "| SBOM | CycloneDX 1.5, 5 components" in report
     assert "| provenance | https://slsa.dev/provenance/v1 for releasegate/demo:2.0.0" in report
     logged = json.loads((run.reports / "compliance.jsonl").read_text(encoding="utf-8").splitlines()[-1])

@@ -112,6 +112,9 @@ class SandboxSettings(Model):
 
     autostart: bool = True
     dir: str
+    tls_port: int | None = Field(
+        None, gt=0, lt=65536, description="nginx also serves TLS here, with a certificate the sandbox makes"
+    )
 
 
 class LocalPlatformSettings(Model):
@@ -1076,8 +1079,98 @@ class ChecklistReadiness(Model):
     file: str | None = Field(None, description='a TOML checklist: [items."NAME"] confirmed_by, at')
 
 
+_GITHUB_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _github_repo(value: str) -> str:
+    if not _GITHUB_REPO.match(value):
+        raise ValueError('expected "owner/name", e.g. "summit/summit"')
+    return value
+
+
+class GitHubReadiness(Model):
+    """The release's repository on GitHub (or GitHub Enterprise, by its API URL): the connection
+    that [readiness.ci] and [readiness.approvals] read through; not a check by itself."""
+
+    repo: Annotated[str, AfterValidator(_github_repo)] = Field(description='"owner/name"')
+    ref: str = Field(
+        "v{release}", description="the release's commit: a tag, a branch or a sha; {release} is filled in"
+    )
+    api_url: Annotated[str, AfterValidator(_no_inline_password)] = Field(
+        "https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3"
+    )
+    token: Secret | None = Field(
+        None,
+        description="e.g. ${GITHUB_TOKEN}; without one GitHub answers 60 requests an hour, public repos only",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    retries: int = Field(
+        2, ge=0, le=5, description="retries of a 5xx answer, a timeout or a refused connection"
+    )
+
+
+class CiReadiness(Model):
+    """Summit GA 1.1 "MVP-4 gate workflow passed" (`gh run list --workflow=mvp4-gate.yml`): the
+    workflow's latest run for the release's commit completed with conclusion success."""
+
+    workflow: str = Field(min_length=1, description='the workflow\'s file name ("mvp4-gate.yml") or its id')
+
+
+class ApprovalsReadiness(Model):
+    """ "Code review approved by at least 2 reviewers" (Summit), "Code review completed and
+    approved" (Release Manager): distinct approving reviewers on the release's pull request."""
+
+    min_approvals: int = Field(2, ge=1)
+    pull_request: str | int | None = Field(
+        None,
+        description="its number, or a template of it with {release}; default: the pull request of the "
+        "release's commit",
+    )
+
+
+class StagingReadiness(Model):
+    """ "Staging deployment successful" and "Rollback tested in staging" (Summit GA 1.1, Granter 6,
+    Release Manager): read from the ledger staging records its runs in."""
+
+    environment: str = Field("staging", description="the staging environment's name in the ledger")
+    within_days: float = Field(7.0, gt=0, description="how recent the staging run must be")
+    drill: bool = Field(True, description="a `pytest rollback/ --drill` of the release passed there too")
+    ledger: LedgerSettings | None = Field(
+        None, description="the ledger staging writes to; default: this environment's [ledger]"
+    )
+
+
+def _host_port(value: str) -> str:
+    host, port = split_host_port(value)
+    if not host or not 0 < port < 65536:
+        raise ValueError('expected "HOST:PORT" (or "HOST" for port 443)')
+    return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``api.internal:8443`` -> (api.internal, 8443); ``api.internal`` -> port 443; ``[::1]:443``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port or (":" in host and not host.startswith("[")):
+        host, port = value, "443"
+    try:
+        number = int(port)
+    except ValueError:
+        number = 0
+    return host.strip("[]"), number
+
+
+class TlsReadiness(Model):
+    """TLS certificates valid for more than `min_days`, and trusted, on every host users reach."""
+
+    hosts: list[Annotated[str, AfterValidator(_host_port)]] = Field(min_length=1)
+    min_days: float = Field(30.0, ge=0)
+    ca_file: str | None = Field(None, description="a PEM bundle to trust; default: the system's trust store")
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
 class ReadinessSettings(Model):
-    """The pre-deployment checklist as preflight gates; each sub-section present is a check."""
+    """The pre-deployment checklist as preflight gates; each sub-section present is a check
+    (``github`` is the connection ``ci`` and ``approvals`` use)."""
 
     security_scan: SecurityScanReadiness | None = None
     acceptance: AcceptanceReadiness | None = None
@@ -1085,6 +1178,20 @@ class ReadinessSettings(Model):
     window: WindowReadiness | None = None
     monitoring: MonitoringReadiness | None = None
     checklist: ChecklistReadiness | None = None
+    github: GitHubReadiness | None = None
+    ci: CiReadiness | None = None
+    approvals: ApprovalsReadiness | None = None
+    staging: StagingReadiness | None = None
+    tls: TlsReadiness | None = None
+
+    @model_validator(mode="after")
+    def _github_checks_need_github(self) -> ReadinessSettings:
+        for name in ("ci", "approvals"):
+            if getattr(self, name) is not None and self.github is None:
+                raise ValueError(
+                    f"readiness.{name} asks GitHub: it needs a [readiness.github] section (repo, ref, token)"
+                )
+        return self
 
 
 class NotifySettings(Model):
@@ -1156,12 +1263,12 @@ class Environment(Model):
 
 
 def configured(env: Environment, dotted: str) -> bool:
-    """Whether the environment has the section ``dotted`` (``readiness.window``): a check that
-    is not configured is off, not passed."""
+    """Whether the environment has the section ``dotted`` (``readiness.window``), or the switch
+    (``readiness.staging.drill = false`` is off): a check that is not configured is off, not passed."""
     node: Any = env
     for part in dotted.split("."):
         node = getattr(node, part, None)
-        if node is None:
+        if node is None or node is False:
             return False
     return True
 
@@ -1248,7 +1355,8 @@ def _describe(exc: ValidationError) -> str:
         text = f"{key}: required key is missing"
     else:
         message = first["msg"].removeprefix("Value error, ")
-        if message.startswith(_SECRET_REFUSALS):  # the value is the secret: never repeat it
+        if message.startswith(_SECRET_REFUSALS) or isinstance(first["input"], dict):
+            # the value is the secret, or a whole section: never repeat it
             text = f"{key}: {message}"
         else:
             text = f"{key}: {message} (got {first['input']!r})"

@@ -22,11 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from releasegate.errors import ProbeError
 from releasegate.evidence import Evidence
 from releasegate.redaction import redact
+
+if TYPE_CHECKING:
+    from releasegate.config import LedgerSettings
 
 RUNNING = "running"
 FINISHED = "finished"
@@ -400,10 +403,16 @@ class Ledger:
         rows = self._backend.read("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise KeyError(run_id)
-        row = dict(rows[0])
-        row["meta"] = json.loads(row["meta"])
-        row["undo_ok"] = None if row["undo_ok"] is None else bool(row["undo_ok"])
-        return RunRecord(**row)
+        return _header(rows[0])
+
+    def headers(self, environment: str, kind: str, limit: int = 200) -> list[RunRecord]:
+        """The newest runs of ``kind`` in ``environment``, headers only, in one query (what
+        another environment's readiness check reads, possibly over the network)."""
+        rows = self._backend.read(
+            "SELECT * FROM runs WHERE environment = ? AND kind = ? ORDER BY started_at DESC, id DESC LIMIT ?",
+            (environment, kind, limit),
+        )
+        return [_header(row) for row in rows]
 
     def intent_actions(self, run_id: str) -> list[str]:
         return [
@@ -463,6 +472,25 @@ class Ledger:
         """gate -> outcome for the gates that have finished (what the phase barrier waits on)."""
         rows = self._backend.read("SELECT gate, outcome FROM gates WHERE run_id = ?", (run_id,))
         return {r["gate"]: r["outcome"] for r in rows}
+
+
+def _header(row: dict[str, Any]) -> RunRecord:
+    row = dict(row)
+    row["meta"] = json.loads(row["meta"])
+    row["undo_ok"] = None if row["undo_ok"] is None else bool(row["undo_ok"])
+    return RunRecord(**row)
+
+
+def open_ledger(settings: LedgerSettings, default_path: Path | None) -> Ledger:
+    """The ledger a ``[ledger]`` section names: its PostgreSQL ``dsn`` (the password read from
+    its variable now), its SQLite ``path``, else ``default_path``."""
+    if settings.dsn:
+        password = settings.password.resolve() if settings.password else None
+        return Ledger(dsn=settings.dsn, password=password)
+    path = Path(settings.path) if settings.path else default_path
+    if path is None:
+        raise ValueError("a ledger section with neither path nor dsn, and no default")
+    return Ledger(path)
 
 
 # Backends ----------------------------------------------------------------------------------

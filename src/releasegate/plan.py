@@ -74,8 +74,10 @@ def render(env: Environment, release: str | None, items: list[pytest.Item]) -> l
                 watched = "watched" in getattr(getattr(item, "callspec", None), "params", {})
                 lines.append(f"          threshold {_describe_slo(slo_name, env, observe=watched)}")
             used = getattr(item, "fixturenames", [])
-            source = _journey_source(item, env) or next(
-                (describe(facts) for name, describe in _SOURCES.items() if name in used), None
+            source = (
+                _journey_source(item, env)
+                or _section_source(item, facts)
+                or next((describe(facts) for name, describe in _SOURCES.items() if name in used), None)
             )
             if source:
                 lines.append(f"          source    {source}")
@@ -226,6 +228,44 @@ _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a c
     "platform": lambda f: f"{f.env.platform.kind} platform state and each instance directly",
     "rollout": lambda f: f"the {f.env.platform.kind} platform's rollout result",
 }
+
+
+def _github(readiness: Any, release: str) -> str:
+    """``GitHub API at https://api.github.com, repo o/r, commit of v2.0.0, token from $GITHUB_TOKEN``"""
+    github = readiness.github
+    token = f"token from ${github.token.variable}" if github.token else "no token"
+    ref = github.ref.replace("{release}", release)
+    return redact(f"GitHub API at {github.api_url}, repo {github.repo}, commit of {ref}, {token}")
+
+
+def _staging_ledger(staging: Any, env: Environment) -> str:
+    """The ledger [readiness.staging] reads: its own, else this environment's [ledger]."""
+    named = staging.ledger
+    ledger = named if named and (named.path or named.dsn) else env.ledger
+    where = redact(ledger.dsn) if ledger.dsn else ledger.path or f"{env.report.dir}/ledger.sqlite"
+    return f"ledger {where}, runs of environment {staging.environment}"
+
+
+def _tls(tls: Any) -> str:
+    trust = f"trusting {tls.ca_file}" if tls.ca_file else "the system's trust store"
+    return f"TLS handshakes with {', '.join(tls.hosts)}, {trust}"
+
+
+_SECTION_SOURCES: dict[str, Callable[[Any, _Facts], str]] = {
+    "readiness.ci": lambda r, f: f"{_github(r, f.release)}: runs of {r.ci.workflow}",
+    "readiness.approvals": lambda r, f: f"{_github(r, f.release)}: its pull request's reviews",
+    "readiness.staging": lambda r, f: _staging_ledger(r.staging, f.env),
+    "readiness.staging.drill": lambda r, f: _staging_ledger(r.staging, f.env) + ", kind drill",
+    "readiness.tls": lambda r, f: _tls(r.tls),
+}
+"""Checks whose source is their [readiness] section (given as ``r``), not a fixture."""
+
+
+def _section_source(item: pytest.Item, facts: _Facts) -> str | None:
+    """Only checks of sections the environment has are collected, so ``readiness`` is there."""
+    marker = item.get_closest_marker("configured")
+    describe = _SECTION_SOURCES.get(marker.args[0]) if marker else None
+    return describe(facts.env.readiness, facts) if describe else None
 
 
 def _prometheus(facts: _Facts) -> str:

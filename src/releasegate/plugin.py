@@ -29,7 +29,7 @@ from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, Phase, configured, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
-from releasegate.ledger import Ledger
+from releasegate.ledger import Ledger, open_ledger
 from releasegate.notify import deployment as notify_deployment
 from releasegate.notify.messages import EVENT_OF_DECISION
 from releasegate.pipeline import PHASES, phase_index
@@ -587,12 +587,8 @@ def pytest_html_report_title(report: Any) -> None:
 
 
 def _open_ledger(env: Environment, reports: Path) -> Ledger:
-    settings = env.ledger
     try:
-        if settings.dsn:
-            password = settings.password.resolve() if settings.password else None
-            return Ledger(dsn=settings.dsn, password=password)
-        return Ledger(Path(settings.path) if settings.path else reports / "ledger.sqlite")
+        return open_ledger(env.ledger, reports / "ledger.sqlite")
     except ReleasegateError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -28,7 +28,8 @@ def kubernetes_env(sandbox_env: Path, cluster: Cluster, **maintenance: object) -
         "kubernetes": settings.model_dump(mode="json", exclude_none=True),
     }
     sandbox = raw.pop("sandbox")  # the gates must not manage the sandbox's instances here
-    raw["backup"]["dir"] = raw["backup"]["dir"].replace("{sandbox}", sandbox["dir"])
+    # ...but its paths stay where they are (backups, the TLS listener's CA)
+    raw = tomllib.loads(tomli_w.dumps(raw).replace("{sandbox}", sandbox["dir"]))
     raw["migrate"]["rehearse"] = False  # a failing rehearsal would stop before maintenance mode
     path = sandbox_env.parent / "kubernetes-env.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")

@@ -6,7 +6,7 @@ A refused connection or a timeout is a ProbeError naming the URL, never an empty
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,6 +25,8 @@ class Exchange:
     elapsed_ms: float
     body: Any
     text: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """Lower-case names: what rate limits and pagination are read from."""
 
     @property
     def source(self) -> str:
@@ -79,7 +81,13 @@ class Http:
         except ValueError:
             body = None
         return Exchange(
-            method, str(response.url), response.status_code, elapsed_ms, body, response.text[:max_text]
+            method,
+            str(response.url),
+            response.status_code,
+            elapsed_ms,
+            body,
+            response.text[:max_text],
+            {name.lower(): value for name, value in response.headers.items()},
         )
 
 

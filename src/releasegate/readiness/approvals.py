@@ -1,0 +1,64 @@
+"""Code review of a release: which pull request it is, and who approves it now.
+
+Summit "Code review approved by at least 2 reviewers", Release Manager "Code review completed
+and approved". What counts is each reviewer's latest deciding review, as GitHub itself reads
+them: an approval later followed by a request for changes, or dismissed, no longer counts; a
+comment changes nothing; the author's own reviews never count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from releasegate.errors import ConfigError
+
+APPROVED = "APPROVED"
+CHANGES_REQUESTED = "CHANGES_REQUESTED"
+DISMISSED = "DISMISSED"
+_DECIDING = frozenset({APPROVED, CHANGES_REQUESTED, DISMISSED})
+
+
+@dataclass(frozen=True)
+class ReviewTally:
+    approved: list[str] = field(default_factory=list)
+    changes_requested: list[str] = field(default_factory=list)
+
+
+def tally_reviews(reviews: list[dict[str, Any]], author: str | None = None) -> ReviewTally:
+    """Distinct reviewers by their latest APPROVED, CHANGES_REQUESTED or DISMISSED review."""
+    latest: dict[str, tuple[str, str, str]] = {}
+    ordered = sorted(enumerate(reviews), key=lambda ir: (str(ir[1].get("submitted_at") or ""), ir[0]))
+    for _index, review in ordered:
+        login = str((review.get("user") or {}).get("login") or "")
+        state = str(review.get("state") or "").upper()
+        if not login or state not in _DECIDING or login.lower() == (author or "").lower():
+            continue
+        latest[login.lower()] = (login, state, str(review.get("submitted_at") or ""))
+    approved = sorted(login for login, state, _at in latest.values() if state == APPROVED)
+    changes = sorted(
+        f"{login} ({at})" if at else login
+        for login, state, at in latest.values()
+        if state == CHANGES_REQUESTED
+    )
+    return ReviewTally(approved, changes)
+
+
+def pick_pull_request(pulls: list[dict[str, Any]], sha: str) -> dict[str, Any] | None:
+    """Of the pull requests containing ``sha``: the one merged as it, else a merged one, else the first."""
+    exact = [p for p in pulls if p.get("merge_commit_sha") == sha]
+    merged = [p for p in pulls if p.get("merged_at")]
+    found = exact or merged or pulls
+    return found[0] if found else None
+
+
+def pull_request_number(template: str | int | None, release: str) -> int | None:
+    """[readiness.approvals] pull_request: a number, or a template with {release}; None: find it."""
+    if template is None:
+        return None
+    text = str(template).replace("{release}", release).strip().lstrip("#")
+    if not text.isdigit():
+        raise ConfigError(
+            f"readiness.approvals.pull_request: {template!r} gives {text!r} for release {release}, not a number"
+        )
+    return int(text)
