@@ -59,7 +59,7 @@ from starlette.routing import Mount, Route
 from sandbox.granter import Granter
 from sandbox.releases import RELEASES, Release
 from sandbox.summit import Summit
-from sandbox.web import first_line
+from sandbox.web import first_line, select_one_ms
 
 log = logging.getLogger("demo")
 disable_created_metrics()  # no *_created series: the runbooks' queries do not use them
@@ -414,10 +414,7 @@ class Service:
 
     async def health_db(self, _request: Request) -> JSONResponse:
         try:
-            async with self.pool.connection(timeout=2.0) as conn:
-                started = time.perf_counter()
-                await (await conn.execute("SELECT 1")).fetchone()
-                latency_ms = (time.perf_counter() - started) * 1000
+            latency_ms = await select_one_ms(self.pool)
         except (PoolTimeout, psycopg.Error) as exc:
             return JSONResponse({"status": "error", "error": first_line(exc)}, status_code=503)
         return JSONResponse({"status": "connected", "latency_ms": round(latency_ms, 3)})

@@ -54,7 +54,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -88,6 +87,7 @@ from sandbox.web import (
     first_line,
     hash_password,
     read_json,
+    select_one_ms,
     timestamp,
     verify_password,
 )
@@ -160,10 +160,7 @@ class Summit:
 
     async def health_db(self, _request: Request) -> JSONResponse:
         try:
-            async with self.pool.connection(timeout=2.0) as conn:
-                started = time.perf_counter()
-                await (await conn.execute("SELECT 1")).fetchone()
-                latency_ms = (time.perf_counter() - started) * 1000
+            latency_ms = await select_one_ms(self.pool)
         except (PoolTimeout, psycopg.Error) as exc:
             return JSONResponse({"status": "disconnected", "error": first_line(exc)}, status_code=503)
         return JSONResponse({"status": "connected", "latency": f"{latency_ms:.1f}ms"})

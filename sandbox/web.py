@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -81,3 +82,12 @@ def first_line(exc: BaseException) -> str:
 def timestamp(moment: datetime) -> str:
     """``2026-01-02T10:00:00.123Z``: ISO 8601 in UTC, as the runbooks' JSON shows times."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def select_one_ms(pool: Any) -> float:
+    """The round trip of ``SELECT 1`` through the pool, in ms (every /health/db answers it);
+    raises the pool's or the driver's error when the database does not answer."""
+    async with pool.connection(timeout=2.0) as conn:
+        started = time.perf_counter()
+        await (await conn.execute("SELECT 1")).fetchone()
+        return (time.perf_counter() - started) * 1000
