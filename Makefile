@@ -23,7 +23,7 @@ demo: setup
 
 # Four workers, a file each (its tests share a sandbox): the integration tests mostly wait.
 test: setup
-	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile
+	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile --durations=30
 
 # The figures in BENCHMARKS.md (several minutes; not part of make test).
 bench: setup

@@ -30,7 +30,7 @@ def test_green_switches_in_and_blue_is_retired_after_the_warm_period(blue_green:
     assert run.code == 0, run.output
     assert serving(blue_green) == [("2.0.0", "healthy", "2.0.0")] * 3
     record = runs(blue_green)[0]
-    assert [i.action for i in record.intents] == ["migrate", "deploy", "deploy", "retire"]
+    assert [i.action for i in record.intents] == ["migrate", "policy", "deploy", "deploy", "retire"]
     assert "requests failed during the rollout | 0 | <= 0 | pass" in run.report
     assert "retiring blue 1.0.0" in run.output
 

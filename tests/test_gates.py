@@ -113,7 +113,7 @@ def test_an_unhealthy_release_is_rolled_back_and_the_sandbox_is_started_when_dow
         assert "| rollback | passed |" in report
         ledger = Ledger(run.reports / "ledger.sqlite")
         record = ledger.run(ledger.runs("sandbox")[0])
-        assert [i.action for i in record.intents] == ["deploy"]
+        assert [i.action for i in record.intents] == ["policy", "deploy"]
         assert record.intents[0].undo["previous_release"] == "1.0.0"
     finally:
         sandbox_down(env_file)

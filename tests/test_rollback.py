@@ -129,7 +129,7 @@ def test_four_workers_back_up_roll_out_and_roll_back_exactly_once(sandbox_dir: P
         assert run.code == 11, run.output
         assert serving(env_file) == ONE_ZERO
         record = runs(env_file)[0]
-        assert [i.action for i in record.intents] == ["migrate", "deploy"]
+        assert [i.action for i in record.intents] == ["migrate", "policy", "deploy"]
         assert sorted(record.results) == [
             "backup",
             "deploy",
@@ -236,4 +236,6 @@ def test_resume_continues_a_killed_run(sandbox_env: Path) -> None:
     before = {g["gate"]: g["outcome"] for g in killed.gates if g["phase"] == "preflight"}
     after = {g["gate"]: g["outcome"] for g in record.gates if g["phase"] == "preflight"}
     assert "passed" in before.values() and after == before, "what passed before the kill is not run again"
-    assert [i.action for i in record.intents] == ["migrate", "deploy", "deploy"], "the rollout, resumed"
+    assert [i.action for i in record.intents] == ["migrate", "policy", "deploy", "deploy"], (
+        "the rollout, resumed"
+    )

@@ -33,7 +33,8 @@ def test_a_slow_leak_passes_verify_and_is_caught_in_observe(metrics_sandbox: Pat
     assert serving(metrics_sandbox) == ONE_ZERO
     record = runs(metrics_sandbox)[0]
     assert record.failed_phase == "observe"
-    assert record.failed_gate.endswith("test_slo_holds_through_the_watch[memory_growth]")
+    # Whichever the watch sees first: the growth, or the memory it grew into on a slow machine.
+    assert record.failed_gate.split("[")[-1] in ("memory_growth]", "memory]"), record.failed_gate
     verify = [g for g in record.gates if g["phase"] == "verify"]
     assert verify and all(g["outcome"] == "passed" for g in verify), "the leak does not show in verify"
 

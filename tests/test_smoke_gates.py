@@ -29,9 +29,9 @@ def test_a_release_that_breaks_a_journey_is_rolled_back_and_smoke_passes_on_the_
         )
         assert serving(env_file) == [("1.0.0", "healthy", "1.0.0")] * 3
         report = run.report
-        # Only the journey saw it: health on every instance, through nginx, of the database passed.
+        # Only the journey saw it: health on every instance, through nginx, the database and the policy passed.
         verify = report[report.index("### verify") : report.index("### observe")]
-        assert verify.count("**PASS**") == 4 and verify.count("**FAIL**") == 1
+        assert verify.count("**PASS**") == 9 and verify.count("**FAIL**") == 1
         assert "**FAIL** Run Smoke Tests" in verify
         assert "| granter: extract a prose document: HTTP status | 422 (" in verify
         assert "| granter step 5: IA flow: extraction + fallback |" in verify
