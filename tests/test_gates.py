@@ -19,7 +19,7 @@ from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 from releasegate.ledger import Ledger
 from sandbox import stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spread]
 
 SECRET = "s3cr3t-Pa55-for-the-report-test"
 
@@ -114,7 +114,7 @@ def test_an_unhealthy_release_is_rolled_back_and_the_sandbox_is_started_when_dow
         ledger = Ledger(run.reports / "ledger.sqlite")
         record = ledger.run(ledger.runs("sandbox")[0])
         assert [i.action for i in record.intents] == ["policy", "deploy"]
-        assert record.intents[0].undo["previous_release"] == "1.0.0"
+        assert record.intents[1].undo["previous_release"] == "1.0.0"
     finally:
         sandbox_down(env_file)
 

@@ -28,7 +28,7 @@ from gate_runs import (
 )
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spread]
 
 ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
 TWO_ZERO = [("2.0.0", "healthy", "2.0.0")] * 3
@@ -134,6 +134,7 @@ def test_four_workers_back_up_roll_out_and_roll_back_exactly_once(sandbox_dir: P
             "backup",
             "deploy",
             "migrate",
+            "policy",
             "previous_release",
             "rehearsal",
             "scratch",

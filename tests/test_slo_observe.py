@@ -11,7 +11,7 @@ from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
 from sandbox import stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.spread]
 
 ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
 
