@@ -21,10 +21,10 @@ demo: setup
 	    echo "The sandbox is stopped (make demo KEEP=1 leaves it running)."; fi; \
 	  exit $$code
 
-# Four workers, a file each (its tests share a sandbox) or, in files marked `spread`, a test each
-# (see tests/conftest.py): the integration tests mostly wait.
+# Four workers, a file each (its tests share a sandbox): the integration tests mostly wait. Keep
+# files of slow tests small, so that no one file decides how long the run takes (--durations).
 test: setup
-	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadgroup --no-loadscope-reorder --durations=30
+	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile --durations=30
 
 # The figures in BENCHMARKS.md (several minutes; not part of make test).
 bench: setup

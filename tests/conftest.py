@@ -17,26 +17,6 @@ if str(ROOT) not in sys.path:  # `sandbox` is a top-level package of the reposit
 from sandbox_env import running_sandbox, write_sandbox_env  # noqa: E402
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``make test`` runs ``--dist loadgroup``: a file's tests stay together on one worker (they
-    share a module's sandbox, or run in order), except in files marked ``spread``, whose tests
-    each start their own sandbox and go one by one to whichever worker is free, so that the
-    longest file no longer decides how long the whole run takes. With ``--no-loadscope-reorder``
-    xdist keeps this order, the longest first."""
-    for item in items:
-        if item.get_closest_marker("spread") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=_cost_rank)
-
-
-def _cost_rank(item: pytest.Item) -> int:
-    """Longest first: tests with a sandbox of their own, then files sharing one, then the rest."""
-    if item.get_closest_marker("spread") is not None:
-        return 0
-    return 1 if {"sandbox_dir", "module_sandbox_dir"} & set(getattr(item, "fixturenames", ())) else 2
-
-
 def _own_dir() -> Iterator[Path]:
     """A directory outside pytest's numbered temp dirs: a concurrent pytest session (another
     terminal, CI on the same runner) prunes old numbered dirs, and a running PostgreSQL whose

@@ -9,7 +9,7 @@ import pytest
 from gate_runs import run_gates, runs, serving
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.spread]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from gate_runs import run_gates, runs, serving
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.spread]
+pytestmark = pytest.mark.integration
 
 STEPS = [5, 50, 100]
 
@@ -23,6 +23,9 @@ def canary_sandbox(sandbox_dir: Path):
             "platform.local.strategy": "canary",
             "metrics.canary.steps": STEPS,
             "metrics.observe.schedule": [{"every_s": 2, "until_s": 4}],
+            # The watch compares with a baseline taken minutes before, which a busy test machine
+            # moves: these tests are about the canary, judged against stable at the same moment.
+            "metrics.observe.checks": ["error_ratio", "restarts"],
         },
     )
     sandbox_up(env_file)

@@ -201,13 +201,23 @@ def test_range_queries_give_one_sample_per_step_and_none_where_there_was_nothing
     assert youngest is not None
     served = min(youngest, load.stats.duration_s)
     time.sleep(max(0.0, 12 - served))  # every instance has had traffic for longer than the range
-    end = datetime.now(UTC)
-    start = end - timedelta(seconds=8)
 
-    serving = prometheus.query_range(
-        "request_rate", release=release, start=start, end=end, step_s=2, window="5s"
-    )
-    nothing = prometheus.query_range("request_rate", release="9.9.9", start=start, end=end, step_s=2)
+    def ranges() -> tuple[list[Sample], list[Sample]]:
+        end = datetime.now(UTC)
+        start = end - timedelta(seconds=8)
+        serving = prometheus.query_range(
+            "request_rate", release=release, start=start, end=end, step_s=2, window="5s"
+        )
+        return serving, prometheus.query_range(
+            "request_rate", release="9.9.9", start=start, end=end, step_s=2
+        )
+
+    # A busy machine scrapes late: wait (bounded) until Prometheus has the whole range of traffic.
+    deadline = time.monotonic() + 30
+    serving, nothing = ranges()
+    while not all(s.value for s in serving) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        serving, nothing = ranges()
 
     assert len(serving) == len(nothing) == 5
     assert all(s.value is not None and s.value > 0 for s in serving), [s.value for s in serving]

@@ -18,8 +18,6 @@ from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.notify import messages, slack
 
-pytestmark = pytest.mark.spread
-
 SECRET_PATH = "/services/T0RG/B0RG/xoxb-s3cr3t-path-42"
 
 

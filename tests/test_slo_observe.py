@@ -11,14 +11,22 @@ from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
 from sandbox import stack
 
-pytestmark = [pytest.mark.integration, pytest.mark.spread]
+pytestmark = pytest.mark.integration
 
 ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
 
 
 @pytest.fixture
 def metrics_sandbox(sandbox_dir: Path):
-    env_file = write_sandbox_env(sandbox_dir)
+    env_file = write_sandbox_env(
+        sandbox_dir,
+        **{
+            # A busy test machine moves a p95 by a third between the baseline and the watch: the
+            # leak, not the machine, must be what fails (test_slo_verify tests the relative limit).
+            "metrics.slo.latency_p95.max_increase_ratio": 0.6,
+            "metrics.observe.checks": ["error_ratio", "memory", "memory_growth", "restarts"],
+        },
+    )
     sandbox_up(env_file)
     try:
         yield env_file

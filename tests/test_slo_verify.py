@@ -10,7 +10,7 @@ import pytest
 from gate_runs import ledger, run_gates, runs, serving
 from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.spread]
+pytestmark = pytest.mark.integration
 
 ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
 
