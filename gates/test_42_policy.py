@@ -40,7 +40,6 @@ def test_policy_engine_is_healthy_with_the_expected_version(
     check.equals("policy version loaded", answer.version, expected_policy_version, source=source)
 
 
-@pytest.mark.threshold("policy.decision_field")
 def test_policy_decides_the_case_as_expected(
     rollout, policy_case, policy_engine, expected_policy_version, env, check
 ):

@@ -22,6 +22,18 @@ from releasegate.platforms import make_platform
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CRITICAL_PATH_STEPS = [
+    "test data: a requester cleared S and an approver cleared TS",
+    "requester logs in",
+    "requester creates an entity",
+    "requester asks for a high-risk operation: delete it",
+    "approver logs in and approves",
+    "requester reads the result",
+    "audit shows each step",
+]
+"""Summit GA 6.4's critical path as a reviewer reads it in the reports, step by step."""
+
+
 @dataclass
 class GateRun:
     code: int

@@ -7,7 +7,6 @@ journeys use the configured ``token = "${...}"`` for their cleanup and leak chec
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,12 +48,10 @@ def token_protected_env(dir: Path, **overrides: object) -> Path:
 
 @pytest.fixture(scope="module")
 def env(module_sandbox_dir: Path) -> Iterator[Environment]:
-    os.environ[TOKEN_VAR] = TOKEN
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_VAR, TOKEN)  # before the sandbox starts: its instances read it
         with running_sandbox(token_protected_env(module_sandbox_dir)) as env_file:
             yield environment(env_file)
-    finally:
-        os.environ.pop(TOKEN_VAR, None)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ which must never show in any output, report or record.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +36,6 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def policy_sandbox(module_sandbox_dir: Path) -> Iterator[Path]:
-    os.environ[TOKEN_VAR] = TOKEN
     path = write_sandbox_env(
         module_sandbox_dir,
         metrics=None,
@@ -47,11 +45,10 @@ def policy_sandbox(module_sandbox_dir: Path) -> Iterator[Path]:
             "policy.token": "${" + TOKEN_VAR + "}",
         },
     )
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_VAR, TOKEN)  # before the sandbox starts: its instances read it
         with running_sandbox(path) as env_file:
             yield env_file
-    finally:
-        os.environ.pop(TOKEN_VAR, None)
 
 
 def active_version(env_file: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from gate_runs import ROOT, environment, run_suite
+from gate_runs import CRITICAL_PATH_STEPS, ROOT, environment, run_suite
 from sandbox_env import _set, running_sandbox, write_sandbox_env
 
 from releasegate.ledger import Ledger
@@ -160,18 +160,7 @@ def test_e2e_runs_the_critical_path_alone_each_step_timed(env_file: Path) -> Non
     assert "1 passed" in run.output and "releasegate:" not in run.output
     suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
     evidence = [p.get("value") for p in suite.iter("property") if p.get("name") == "evidence"]
-    for n, step in enumerate(
-        [
-            "test data: a requester cleared S and an approver cleared TS",
-            "requester logs in",
-            "requester creates an entity",
-            "requester asks for a high-risk operation: delete it",
-            "approver logs in and approves",
-            "requester reads the result",
-            "audit shows each step",
-        ],
-        1,
-    ):
+    for n, step in enumerate(CRITICAL_PATH_STEPS, 1):
         assert any(line.startswith(f"summit-critical-path step {n}: {step}: ") for line in evidence), step
     html = (run.reports / "report.html").read_text()
     assert "summit-critical-path step 5: approver logs in and approves" in html

@@ -488,9 +488,16 @@ def policy_bundle(run: Run, env: Environment) -> dict:
                 "version": prepared.version,
                 "previous_version": prepared.previous_version,
             }
-            if not prepared.changes_something:
-                run.progress(f"policy bundle {prepared.version} is already active: nothing to change")
-                return {**facts, "changed": False, "active": prepared.version, "seconds": 0.0, "detail": ""}
+            if not prepared.changes:
+                run.progress(f"policy bundle {prepared.version} is already named: nothing to change")
+                # What the engine itself reported before the change, never an assumption.
+                return {
+                    **facts,
+                    "changed": False,
+                    "active": prepared.previous_version,
+                    "seconds": 0.0,
+                    "detail": "",
+                }
             with run.mutation("policy", prepared.about, prepared.undo) as step:
                 result = switch.apply(prepared, run.progress)
                 if not result.ok:

@@ -28,7 +28,7 @@ class OpaDouble:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.stuck = False
-        self.reported = self._template_value()
+        self.reported = self.template_value()
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,7 +47,7 @@ class OpaDouble:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def _template_value(self) -> str | None:
+    def template_value(self) -> str | None:
         container = next(
             c for c in self.cluster.deployment("opa").spec.template.spec.containers if c.name == "opa"
         )
@@ -55,7 +55,7 @@ class OpaDouble:
 
     def version(self) -> str | None:
         if not self.stuck and self.cluster.rolled_out("opa"):
-            self.reported = self._template_value()
+            self.reported = self.template_value()
         return self.reported
 
     def close(self) -> None:
@@ -101,20 +101,20 @@ def test_the_engines_deployment_is_told_its_bundle_and_told_back(cluster, opa):
     forward = bundles.apply(prepared, lines.append)
 
     assert forward.ok and forward.active == "v4.0.0-ga", forward.detail
-    assert opa._template_value() == "v4.0.0-ga"
+    assert opa.template_value() == "v4.0.0-ga"
     assert cluster.deployment("opa").metadata.annotations["deployment.kubernetes.io/revision"] == "2"
     assert any("successfully rolled out" in line for line in lines), "it waited for the restart"
 
     back = bundles.restore(prepared.undo, lines.append)
 
     assert back.ok and back.active == "v3.0.0-ga", back.detail
-    assert opa._template_value() == "v3.0.0-ga" and opa.version() == "v3.0.0-ga"
+    assert opa.template_value() == "v3.0.0-ga" and opa.version() == "v3.0.0-ga"
     bundles.close()
 
 
 def test_the_bundle_already_named_changes_nothing(cluster, opa):
     bundles = switch(cluster, opa)
-    assert not bundles.prepare("3.0.0").changes_something
+    assert not bundles.prepare("3.0.0").changes
     bundles.close()
 
 

@@ -46,13 +46,11 @@ class Prepared:
     """The intent's line: what is about to change."""
     undo: dict[str, Any]
     """Everything ``restore`` needs to put the previous bundle back, kept in the ledger."""
+    changes: bool
+    """False when the engine already has what the release asks for: nothing to do or undo."""
     facts: dict[str, Any] = field(default_factory=dict)
     """Evidence: the file and its checksum, or the Deployment and its variable."""
     payload: Any = None
-
-    @property
-    def changes_something(self) -> bool:
-        return self.previous_version != self.version
 
 
 @dataclass(frozen=True)
@@ -187,6 +185,7 @@ class HttpBundle:
         return Prepared(
             version=bundle.version,
             previous_version=previous_version,
+            changes=previous_version != bundle.version,
             about=f"activate policy bundle {bundle.version} (replacing {previous_version or 'no bundle'})",
             undo={
                 "previous_version": previous_version,

@@ -46,10 +46,10 @@ class KubernetesEnvBundle:
             previous_version = self.engine.active_version().version
         except ProbeError as exc:
             raise ActionError(f"{exc}: the version to go back to is unknown, not changing it") from None
-        change = current != value
         return Prepared(
             version=value,
-            previous_version=previous_version if change else value,
+            previous_version=previous_version,
+            changes=current != value,
             about=f"kubectl set env {self.where} {self.settings.env_var}={value} (was {current or 'unset'})",
             undo={
                 "previous_value": current,

@@ -64,8 +64,3 @@ class Session(Http):
             params=params,
             headers=sent,
         )
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None

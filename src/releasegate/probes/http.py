@@ -47,6 +47,11 @@ class Http:
             self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
         return self._client
 
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 

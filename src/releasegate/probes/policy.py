@@ -92,4 +92,4 @@ class PolicyEngine:
         return self._request("PUT", path, json=document)
 
     def close(self) -> None:
-        self.http.client.close()
+        self.http.close()
