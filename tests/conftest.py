@@ -16,6 +16,8 @@ if str(ROOT) not in sys.path:  # `sandbox` is a top-level package of the reposit
 
 from sandbox_env import running_sandbox, write_sandbox_env  # noqa: E402
 
+from releasegate.evidence import Checker, Evidence  # noqa: E402
+
 
 def _own_dir() -> Iterator[Path]:
     """A directory outside pytest's numbered temp dirs: a concurrent pytest session (another
@@ -54,3 +56,16 @@ def module_sandbox_env(module_sandbox_dir: Path) -> Iterator[Path]:
     """The same, shared by the tests of one module (for tests that leave it as they found it)."""
     with running_sandbox(write_sandbox_env(module_sandbox_dir, metrics=None)) as env_file:
         yield env_file
+
+
+@pytest.fixture
+def records() -> list[Evidence]:
+    """Every evidence record a test's ``check`` wrote, in order."""
+    return []
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest, records: list[Evidence]) -> Checker:
+    """The gates' Checker outside a deployment run, keeping what it records in ``records``
+    (journeys run in-process; plugin's own ``check`` needs a run)."""
+    return Checker(records.append, request.node.nodeid, "verify")

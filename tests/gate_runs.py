@@ -16,6 +16,7 @@ import httpx
 import psycopg
 
 from releasegate.config import Environment, load_environment
+from releasegate.evidence import Evidence
 from releasegate.ledger import Ledger, RunRecord
 from releasegate.platforms import make_platform
 
@@ -32,6 +33,11 @@ CRITICAL_PATH_STEPS = [
     "audit shows each step",
 ]
 """Summit GA 6.4's critical path as a reviewer reads it in the reports, step by step."""
+
+
+def lines(records: list[Evidence]) -> str:
+    """Evidence records as every report shows them, one a line."""
+    return "\n".join(r.line() for r in records)
 
 
 @dataclass

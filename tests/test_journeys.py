@@ -12,13 +12,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from gate_runs import environment
+from gate_runs import environment, lines
 from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, JourneySettings, SmokeSettings
 from releasegate.errors import ConfigError, ProbeError
-from releasegate.evidence import Checker, Evidence, GateFailure
+from releasegate.evidence import GateFailure
 from releasegate.journeys import Journeyer, journey, run_journey
 
 pytestmark = pytest.mark.integration
@@ -52,20 +52,6 @@ def env(module_sandbox_dir: Path) -> Iterator[Environment]:
         patch.setenv(TOKEN_VAR, TOKEN)  # before the sandbox starts: its instances read it
         with running_sandbox(token_protected_env(module_sandbox_dir)) as env_file:
             yield environment(env_file)
-
-
-@pytest.fixture
-def records() -> list[Evidence]:
-    return []
-
-
-@pytest.fixture
-def check(records: list[Evidence]) -> Checker:
-    return Checker(records.append, "tests/test_journeys.py", "verify")
-
-
-def lines(records: list[Evidence]) -> str:
-    return "\n".join(r.line() for r in records)
 
 
 def smoke_data(env: Environment) -> dict[str, int]:

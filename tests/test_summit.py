@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from gate_runs import CRITICAL_PATH_STEPS, environment
+from gate_runs import CRITICAL_PATH_STEPS, environment, lines
 from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.config import Environment, SmokeSettings
-from releasegate.evidence import Checker, Evidence, GateFailure
+from releasegate.evidence import GateFailure
 from releasegate.journeys import Journeyer, journey, run_journey
 from releasegate.platforms import make_platform
 from sandbox import stack
@@ -55,16 +55,6 @@ def env(module_sandbox_dir: Path) -> Iterator[Environment]:
             yield environment(env_file)
 
 
-@pytest.fixture
-def records() -> list[Evidence]:
-    return []
-
-
-@pytest.fixture
-def check(records: list[Evidence]) -> Checker:
-    return Checker(records.append, "tests/test_summit.py", "verify")
-
-
 class Summit:
     """The sandbox's Summit as a client reaches it, through nginx, with or without the token."""
 
@@ -90,10 +80,6 @@ def summit(env: Environment) -> Iterator[Summit]:
 def rows(env: Environment, sql: str, *args: Any) -> list[tuple]:
     with psycopg.connect(env.database.dsn) as conn:
         return conn.execute(sql, args).fetchall()
-
-
-def lines(records: list[Evidence]) -> str:
-    return "\n".join(r.line() for r in records)
 
 
 def smoke_data(env: Environment) -> dict[str, int]:
