@@ -35,12 +35,12 @@ class Server:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 time.sleep(server.delay_s)
                 status = 500 if self.path == "/fail" else 404 if self.path == "/missing" else 200
+                with server.lock:  # done before the answer leaves: the client's next request may
+                    server.in_flight -= 1  # arrive before this thread runs again
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
-                with server.lock:
-                    server.in_flight -= 1
 
             def log_message(self, *_args: object) -> None:
                 pass
