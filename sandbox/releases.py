@@ -28,7 +28,7 @@ class Release:
     """Its API returns each customer's tier (the column 0002_customer_tier adds)."""
     fault: str | None = None
     """None, "bad-health" (/health answers 503), "crashloop" (exits 1 s after it serves),
-    "bad-errors" (2 % of API requests answer 500), "bad-latency" (every answer takes 1.6 times
+    "bad-errors" (2 % of API requests answer 500), "bad-latency" (every answer takes twice
     as long), "slow-leak" (keeps 4 MiB more memory every second) or "bad-extraction" (the
     Granter's extraction has no fallback). See sandbox.service and sandbox.granter."""
     description: str = ""
@@ -69,7 +69,7 @@ RELEASES: dict[str, Release] = {
             "0002",
             customer_tier=True,
             fault="bad-latency",
-            description="2.0.0 that answers 60 % slower, still under 200 ms: only a comparison catches it",
+            description="2.0.0 that answers twice as slowly, still under 200 ms: only a comparison catches it",
         ),
         Release(
             "2.0.0-bad-extraction",

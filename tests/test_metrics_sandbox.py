@@ -141,7 +141,7 @@ def test_a_rollout_rewrites_the_targets_file_and_prometheus_follows_it(
     assert gone.value is None, "1.0.0's targets are gone: no data, not 0"
 
 
-def test_bad_latency_answers_about_1_6_times_slower_than_2_0_0_and_under_200_ms(
+def test_bad_latency_answers_about_twice_as_slowly_as_2_0_0_and_under_200_ms(
     env: Environment, platform: LocalPlatform, prometheus: Prometheus, load: LoadGenerator
 ) -> None:
     done = roll_out(env, platform, "2.0.0")  # already serving after the test above: nothing to do
@@ -153,7 +153,7 @@ def test_bad_latency_answers_about_1_6_times_slower_than_2_0_0_and_under_200_ms(
     bad = value(prometheus, "latency_p95", "2.0.0-bad-latency")
 
     assert 10 < good < 60, "2.0.0's p95 is its simulated downstream call, about 16 ms, and overhead"
-    assert 1.3 <= bad / good <= 2.0, f"p95 {bad:.1f} ms against 2.0.0's {good:.1f} ms"
+    assert 1.6 <= bad / good <= 2.5, f"p95 {bad:.1f} ms against 2.0.0's {good:.1f} ms"
     assert bad < 200, "under the absolute threshold: only a comparison with 2.0.0 catches it"
     assert value(prometheus, "error_ratio", "2.0.0-bad-latency") == 0
 

@@ -44,9 +44,12 @@ def test_a_slower_release_is_caught_by_the_baseline_though_under_the_absolute_li
 ) -> None:
     run = run_gates(metrics_sandbox, "2.0.0-bad-latency")
 
-    assert run.code == 11, run.output
-    assert serving(metrics_sandbox) == ONE_ZERO
     record = ledger(metrics_sandbox).run(runs(metrics_sandbox)[0].id)
+    latencies = [
+        f"{e.check}: {e.value} {e.verdict}" for e in record.evidence if e.check.startswith("latency_p95")
+    ]
+    assert run.code == 11, "\n".join(latencies)
+    assert serving(metrics_sandbox) == ONE_ZERO
     assert record.failed_gate.endswith("test_slo_holds_on_the_new_release[latency_p95]")
     baseline = next(e for e in record.evidence if e.check == "latency_p95 of 1.0.0")
     failed = [e for e in record.evidence if e.check.startswith("latency_p95 sample") and e.verdict == "fail"]
