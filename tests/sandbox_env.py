@@ -53,6 +53,9 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     # Tests roll out one instance at a time unless they ask for a canary or blue-green: the demo's
     # canary spends a minute in its steps, which the tests of other things do not need.
     raw["platform"]["local"]["strategy"] = "rolling"
+    # and replace every instance at once: one at a time spends a start and a min_ready_s hold per
+    # instance, in every gate run. Tests of the rolling order ask for max_surge 1.
+    raw["platform"]["local"]["max_surge"] = raw["platform"]["local"]["instances"]
     for dotted, value in overrides.items():
         _set(raw, dotted.replace("__", "."), value)
     if "metrics" not in raw:  # without Prometheus there is no monitoring to check either

@@ -12,7 +12,9 @@ from sandbox_env import sandbox_down, sandbox_up, write_sandbox_env
 
 pytestmark = pytest.mark.integration
 
-STEPS = [5, 50, 100]
+STEPS = [5, 25, 100]
+"""25 %, not 50: the one canary instance then carries as many requests as each of the three stable
+ones. At 50 % it carries three times as many, and on a busy machine its p99 is worse for that alone."""
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_a_healthy_canary_goes_through_every_step_and_is_promoted(canary_sandbox
     steps = {g["gate"]: g["outcome"] for g in record.gates if "test_canary_step" in g["gate"]}
     assert steps == {f"gates/test_30_deploy.py::test_canary_step[{s}]": "passed" for s in STEPS}
     moved = [e.value for e in record.evidence if e.check == "share of requests sent to 2.0.0"]
-    assert moved == [5.0, 50.0, 100.0], "the weights, in order"
+    assert moved == [5.0, 25.0, 100.0], "the weights, in order"
     assert [i.action for i in record.intents][-1] == "deploy" and "promote" in record.intents[-1].about_to
 
 

@@ -136,7 +136,8 @@ def test_stop_ends_the_run_early_and_counts_answers_by_kind(server: Server) -> N
 
 
 def test_no_answer_is_counted_as_an_error() -> None:
-    stats = LoadGenerator("http://127.0.0.1:1", ["/"], rps=20, concurrency=1, duration_s=0.3).start().wait()
+    # Seconds, not tenths: on a busy machine the client alone can take longer than 0.3 s to set up.
+    stats = LoadGenerator("http://127.0.0.1:1", ["/"], rps=5, concurrency=1, duration_s=2).start().wait()
 
     assert stats.sent == stats.errors > 0
     assert stats.first_failures[0] == "GET /: ConnectError"

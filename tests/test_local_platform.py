@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sandbox_env import running_sandbox, write_sandbox_env
 
 from releasegate.actions.migrate import apply_sql_migrations
 from releasegate.config import Environment, load_environment
@@ -24,6 +26,14 @@ from sandbox.releases import migrations_dir
 from sandbox.stack import ROOT
 
 pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def module_sandbox_env(module_sandbox_dir: Path) -> Iterator[Path]:
+    """The module's sandbox, rolling one instance at a time: the order is what these tests check."""
+    env_file = write_sandbox_env(module_sandbox_dir, metrics=None, **{"platform.local.max_surge": 1})
+    with running_sandbox(env_file):
+        yield env_file
 
 
 @pytest.fixture(scope="module")
