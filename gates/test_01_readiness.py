@@ -259,14 +259,18 @@ def test_code_review_approved(env, github, release_pull_request, check):
     """Code review approved (Summit: by at least 2 reviewers): distinct approvals standing now, none asking for changes."""
     number = release_pull_request["number"]
     reviews = github.reviews(number)
-    tally = tally_reviews(reviews.data, (release_pull_request.get("user") or {}).get("login"))
+    last_commit = (release_pull_request.get("head") or {}).get("sha")
+    ignore_stale = env.readiness.approvals.stale_approvals == "ignore"
+    author = (release_pull_request.get("user") or {}).get("login")
+    tally = tally_reviews(reviews.data, author, last_commit if ignore_stale else None)
     changes = f"changes requested by {', '.join(tally.changes_requested)}" if tally.changes_requested else ""
+    stale = f"stale, of a commit before {last_commit[:7]}: {', '.join(tally.stale)}" if tally.stale else ""
     check.at_least(
         f"distinct approving reviewers of #{number}",
         len(tally.approved),
         env.readiness.approvals.min_approvals,
         source=reviews.source,
-        detail="; ".join(filter(None, [", ".join(tally.approved) or "nobody approves it", changes])),
+        detail="; ".join(filter(None, [", ".join(tally.approved) or "nobody approves it", stale, changes])),
     )
     check.at_most(
         f"reviewers requesting changes on #{number}",

@@ -24,6 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 REPO = "summit/summit"
 WORKFLOW = "mvp4-gate.yml"
 SHA = "3f7c2a9d4b1e8f6a0c5d2e9b7a4f1c8e6d3b0a92"
+HEAD = "8b1d4e7a2c5f9036e1a4d7b0c3f6e9a2d5b8c1e4"
+"""The pull request's last commit, which its reviews approve; SHA is the merge commit."""
 PULL = 812
 AUTHOR = "release-bot"
 
@@ -47,8 +49,8 @@ def workflow_run(
     }
 
 
-def review(login: str, state: str, at: str = "2026-11-22T10:00:00Z") -> dict[str, Any]:
-    return {"user": {"login": login}, "state": state, "submitted_at": at, "commit_id": SHA}
+def review(login: str, state: str, at: str = "2026-11-22T10:00:00Z", commit: str = HEAD) -> dict[str, Any]:
+    return {"user": {"login": login}, "state": state, "submitted_at": at, "commit_id": commit}
 
 
 @dataclass
@@ -98,6 +100,7 @@ class GitHubDouble:
             "state": "closed",
             "merged_at": "2026-11-22T12:00:00Z",
             "merge_commit_sha": SHA,
+            "head": {"sha": HEAD},
             "user": {"login": AUTHOR},
         }
         self.pulls_of_commit[SHA] = [pull]

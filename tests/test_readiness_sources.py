@@ -130,6 +130,7 @@ def test_red_ci_one_approval_and_bad_certificates_each_abort_with_their_own_line
             review("alice", "APPROVED"),
             review("bob", "APPROVED"),
             review("bob", "CHANGES_REQUESTED", "2026-11-22T12:00:00Z"),  # takes the approval back
+            review("carol", "APPROVED", commit="d" * 40),  # before the last push: stale
         ],
     )
     closed = free_port_block(1)
@@ -151,8 +152,8 @@ def test_red_ci_one_approval_and_bad_certificates_each_abort_with_their_own_line
     for line in (
         "| mvp4-gate.yml for v2.0.0 (3f7c2a9) | failure (run #41 concluded failure at 2026-11-23T09:00:00Z: "
         f"fix the release, run {WORKFLOW} again (https://github.com/{REPO}/actions/runs/9041)) | == success | fail |",
-        f"| distinct approving reviewers of #{PULL} | 1 (alice; changes requested by bob (2026-11-22T12:00:00Z)) "
-        "| >= 2 | fail |",
+        f"| distinct approving reviewers of #{PULL} | 1 (alice; stale, of a commit before 8b1d4e7: carol "
+        "(approved ddddddd); changes requested by bob (2026-11-22T12:00:00Z)) | >= 2 | fail |",
         f"| certificate of localhost:{certificates.valid.port} | 90 days (expires ",
         f"| certificate of {expiring} | 5 days (expires ",
         f"| certificate of {expired} | no data (certificate does not verify: certificate has expired (renew it, "

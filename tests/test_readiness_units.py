@@ -237,6 +237,22 @@ def test_each_reviewers_latest_deciding_review_counts():
     assert tally.changes_requested == ["bob (2026-11-22T12:00:00Z)"]
 
 
+def test_an_approval_of_an_earlier_commit_is_stale_until_the_reviewer_approves_the_last_one():
+    last, earlier = "c" * 40, "a" * 40
+    reviews = [
+        {**gh_review("alice", "APPROVED", "2026-11-22T10:00:00Z"), "commit_id": earlier},
+        {**gh_review("bob", "APPROVED", "2026-11-22T10:00:00Z"), "commit_id": earlier},
+        {**gh_review("bob", "APPROVED", "2026-11-22T12:00:00Z"), "commit_id": last},  # approved again
+        {**gh_review("carol", "APPROVED", "2026-11-22T12:00:00Z"), "commit_id": last},
+    ]
+
+    tally = tally_reviews(reviews, head_sha=last)
+    assert tally.approved == ["bob", "carol"]
+    assert tally.stale == ["alice (approved aaaaaaa)"]
+    # Without the last commit (stale_approvals = "count") every standing approval counts.
+    assert tally_reviews(reviews).approved == ["alice", "bob", "carol"]
+
+
 def test_the_release_pull_request_is_the_one_merged_as_its_commit_or_a_configured_number():
     open_one = {"number": 1, "merged_at": None, "merge_commit_sha": "x"}
     merged_other = {"number": 2, "merged_at": "2026-11-22T12:00:00Z", "merge_commit_sha": "y"}

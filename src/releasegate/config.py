@@ -1126,6 +1126,11 @@ class ApprovalsReadiness(Model):
         description="its number, or a template of it with {release}; default: the pull request of the "
         "release's commit",
     )
+    stale_approvals: Literal["ignore", "count"] = Field(
+        "ignore",
+        description="approvals given before the pull request's last commit: ignored (they approved other "
+        "code), or counted as GitHub does unless its 'dismiss stale approvals' is on",
+    )
 
 
 class StagingReadiness(Model):

@@ -3,7 +3,9 @@
 Summit "Code review approved by at least 2 reviewers", Release Manager "Code review completed
 and approved". What counts is each reviewer's latest deciding review, as GitHub itself reads
 them: an approval later followed by a request for changes, or dismissed, no longer counts; a
-comment changes nothing; the author's own reviews never count.
+comment changes nothing; the author's own reviews never count. An approval given on an earlier
+commit than the pull request's last is stale (GitHub's "dismiss stale approvals"): the reviewer
+approved other code than what ships, so it does not count unless the environment says so.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ _DECIDING = frozenset({APPROVED, CHANGES_REQUESTED, DISMISSED})
 class ReviewTally:
     approved: list[str] = field(default_factory=list)
     changes_requested: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    """Reviewers whose standing approval is of an earlier commit, with that commit."""
 
 
-def tally_reviews(reviews: list[dict[str, Any]], author: str | None = None) -> ReviewTally:
-    """Distinct reviewers by their latest APPROVED, CHANGES_REQUESTED or DISMISSED review."""
+def tally_reviews(
+    reviews: list[dict[str, Any]], author: str | None = None, head_sha: str | None = None
+) -> ReviewTally:
+    """Distinct reviewers by their latest APPROVED, CHANGES_REQUESTED or DISMISSED review; with
+    ``head_sha`` (the pull request's last commit) an approval of another commit is stale."""
     latest: dict[str, tuple[str, str, str]] = {}
+    stale: dict[str, str] = {}
     ordered = sorted(enumerate(reviews), key=lambda ir: (str(ir[1].get("submitted_at") or ""), ir[0]))
     for _index, review in ordered:
         login = str((review.get("user") or {}).get("login") or "")
@@ -35,13 +43,20 @@ def tally_reviews(reviews: list[dict[str, Any]], author: str | None = None) -> R
         if not login or state not in _DECIDING or login.lower() == (author or "").lower():
             continue
         latest[login.lower()] = (login, state, str(review.get("submitted_at") or ""))
-    approved = sorted(login for login, state, _at in latest.values() if state == APPROVED)
+        commit = str(review.get("commit_id") or "")
+        if state == APPROVED and head_sha and commit and commit != head_sha:
+            stale[login.lower()] = f"{login} (approved {commit[:7]})"
+        else:
+            stale.pop(login.lower(), None)
+    approved = sorted(
+        login for key, (login, state, _at) in latest.items() if state == APPROVED and key not in stale
+    )
     changes = sorted(
         f"{login} ({at})" if at else login
         for login, state, at in latest.values()
         if state == CHANGES_REQUESTED
     )
-    return ReviewTally(approved, changes)
+    return ReviewTally(approved, changes, sorted(stale.values()))
 
 
 def pick_pull_request(pulls: list[dict[str, Any]], sha: str) -> dict[str, Any] | None:
