@@ -156,7 +156,8 @@ def test_red_ci_one_approval_and_bad_certificates_each_abort_with_their_own_line
         "(approved ddddddd); changes requested by bob (2026-11-22T12:00:00Z)) | >= 2 | fail |",
         f"| certificate of localhost:{certificates.valid.port} | 90 days (expires ",
         f"| certificate of {expiring} | 5 days (expires ",
-        f"| certificate of {expired} | no data (certificate does not verify: certificate has expired (renew it, "
+        f"| certificate of {expired} | no data (certificate does not verify: certificate has expired on "
+        f"{certificates.expired.issued.not_after:%Y-%m-%d %H:%M} UTC (renew it, "
         "or trust its issuer with [readiness.tls] ca_file)) | > 30 days | fail |",
         f"| certificate of {untrusted} | no data (certificate does not verify: self-signed certificate",
         f"| certificate of 127.0.0.1:{closed} | no data (connection refused (is the host right, and does it listen "

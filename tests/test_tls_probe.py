@@ -57,13 +57,14 @@ def test_a_trusted_certificate_is_read_by_name_and_by_address(authority, ca_file
 
 
 def test_a_certificate_that_does_not_verify_names_the_host_and_why(authority, ca_file, serve):
-    expired = serve(authority.issue(valid_for=timedelta(days=-1)))
+    ran_out = authority.issue(valid_for=timedelta(days=-1))
+    expired = serve(ran_out)
     untrusted = serve(self_signed(valid_for=timedelta(days=90)))
     fine = serve(authority.issue(valid_for=timedelta(days=90)))
 
     assert refusal("localhost", expired.port, ca_file=ca_file) == (
         f"TLS localhost:{expired.port}: certificate does not verify: certificate has expired "
-        "(renew it, or trust its issuer with [readiness.tls] ca_file)"
+        f"on {ran_out.not_after:%Y-%m-%d %H:%M} UTC (renew it, or trust its issuer with [readiness.tls] ca_file)"
     )
     assert f"TLS localhost:{untrusted.port}: certificate does not verify: self-signed certificate" in refusal(
         "localhost", untrusted.port, ca_file=ca_file

@@ -21,6 +21,7 @@ class TlsServer:
     """Serves one certificate on 127.0.0.1 (a free port) until closed."""
 
     def __init__(self, issued: Issued) -> None:
+        self.issued = issued
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         with tempfile.TemporaryDirectory() as tmp:
             self.context.load_cert_chain(*issued.write(Path(tmp), "server"))

@@ -48,9 +48,10 @@ def peer_certificate(
         ):
             cert = tls.getpeercert()
     except ssl.SSLCertVerificationError as exc:
+        when = _expired_on(host, port, timeout_s) if exc.verify_code == X509_V_ERR_CERT_HAS_EXPIRED else ""
         raise ProbeError(
             component,
-            f"certificate does not verify: {exc.verify_message}",
+            f"certificate does not verify: {exc.verify_message}{when}",
             "renew it, or trust its issuer with [readiness.tls] ca_file",
         ) from None
     except TimeoutError:
@@ -76,6 +77,30 @@ def peer_certificate(
         _name(cert.get("subject")),
         _name(cert.get("issuer")),
     )
+
+
+X509_V_ERR_CERT_HAS_EXPIRED = 10
+"""OpenSSL's verify code for a certificate past its notAfter."""
+
+
+def _expired_on(host: str, port: int, timeout_s: float) -> str:
+    """`` on 2026-11-01 12:00 UTC``: when an expired certificate ran out, read from it again
+    without verifying (a verified handshake refuses to show it); empty when that fails too."""
+    from cryptography import x509  # only here: every gate run imports this module
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc if der else None
+    except (OSError, ValueError):
+        return ""
+    return f" on {not_after:%Y-%m-%d %H:%M} UTC" if not_after else ""
 
 
 def _name(parts: Any) -> str:
