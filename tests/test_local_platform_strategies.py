@@ -140,7 +140,11 @@ def test_a_canary_starts_unrouted_then_gets_its_share_of_real_requests(
     details = sorted(i.detail.split(";")[0] for i in status.instances)
     assert details == ["canary, nginx weight 1"] + ["stable, nginx weight 3"] * 3
 
-    assert canary.set_canary_weight(50) == 50.0
+    assert canary.set_canary_weight(50, lines.append) == 50.0
+    assert lines[-1] == (
+        "each 2.0.0 instance carries 3.0 times the requests of each 1.0.0 one: this step compares them "
+        "under unequal load (canary_instances = 3 evens it at 50 %)"
+    )
     half = answers(env, 400)
     assert 170 <= half["2.0.0"] <= 230, half
 

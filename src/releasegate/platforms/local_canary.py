@@ -38,6 +38,11 @@ RESOLUTION = 1000
 """nginx weights are integers: the canary's share is set in steps of 100 / RESOLUTION %."""
 
 
+OVERLOAD = 1.5
+"""A canary instance carrying this many times a stable one's requests is said to: its latency
+and resources are then judged under more load than the release it is compared with."""
+
+
 def nginx_weights(percent: float, canaries: int, stables: int) -> tuple[int, int]:
     """The ``weight=`` of each canary and of each stable server (0: not in the upstream) that
     give the ``canaries`` instances together ``percent`` % of requests, as small as possible.
@@ -139,6 +144,13 @@ class LocalCanary:
             how = f"nginx -> {state.release}×{len(stables)} only; the canary not routed)"
         line = head + how
         p._route(state, set(weights), say, weights if canary_w and stable_w else None, line)
+        if canary_w and stable_w and canary_w >= OVERLOAD * stable_w:
+            evens = math.ceil(share * len(stables) / (100 - share))
+            say(
+                f"each {state.canary} instance carries {canary_w / stable_w:.1f} times the requests of each "
+                f"{state.release} one: this step compares them under unequal load "
+                f"(canary_instances = {evens} evens it at {_pct(share)} %)"
+            )
         state.canary_weight = round(share, 3)
         p._save(state)
         return state.canary_weight
