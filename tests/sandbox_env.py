@@ -56,6 +56,11 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
     # and replace every instance at once: one at a time spends a start and a min_ready_s hold per
     # instance, in every gate run. Tests of the rolling order ask for max_surge 1.
     raw["platform"]["local"]["max_surge"] = raw["platform"]["local"]["instances"]
+    if "load" in raw.get("metrics", {}):
+        # Half the demo's synthetic load: 500 requests in a 10 s window still make a steady p95, and
+        # the load (the generator, nginx, three instances) was a fifth of the suite's CPU. The
+        # canary's tests ask for 100: its first step needs 60 requests at 5 %.
+        raw["metrics"]["load"]["rps"] = 50
     for dotted, value in overrides.items():
         _set(raw, dotted.replace("__", "."), value)
     if "metrics" not in raw:  # without Prometheus there is no monitoring to check either

@@ -24,6 +24,7 @@ def canary_sandbox(sandbox_dir: Path):
         **{
             "platform.local.strategy": "canary",
             "metrics.canary.steps": STEPS,
+            "metrics.load.rps": 100,  # 5 % of it is the 5 requests/s the first step's 60 need
             "metrics.observe.schedule": [{"every_s": 2, "until_s": 4}],
             # The watch compares with a baseline taken minutes before, which a busy test machine
             # moves: these tests are about the canary, judged against stable at the same moment.
