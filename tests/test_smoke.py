@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from gate_runs import CRITICAL_PATH_STEPS, ROOT, environment, run_suite
+from gate_runs import CRITICAL_PATH_STEPS, ROOT, TEST_PLUGINS_OFF, environment, run_suite
 from sandbox_env import _set, running_sandbox, write_sandbox_env
 
 from releasegate.ledger import Ledger
@@ -120,6 +120,7 @@ def test_two_smoke_runs_at_once_do_not_interfere(env_file: Path) -> None:
                 sys.executable,
                 "-m",
                 "pytest",
+                *TEST_PLUGINS_OFF,
                 "smoke/test_granter.py",
                 f"--env={variant(env_file, f'twin-{n}')}",
             ],

@@ -42,11 +42,7 @@ def peer_certificate(
             component, f"cannot read the CA file {ca_file}: {exc}", "check [readiness.tls] ca_file"
         ) from None
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout_s) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
-            cert = tls.getpeercert()
+        cert = _handshake(context, host, port, timeout_s)
     except ssl.SSLCertVerificationError as exc:
         when = _expired_on(host, port, timeout_s) if exc.verify_code == X509_V_ERR_CERT_HAS_EXPIRED else ""
         raise ProbeError(
@@ -79,6 +75,17 @@ def peer_certificate(
     )
 
 
+def _handshake(
+    context: ssl.SSLContext, host: str, port: int, timeout_s: float, *, binary: bool = False
+) -> Any:
+    """The certificate ``host`` presents in a TLS handshake under ``context`` (DER with ``binary``)."""
+    with (
+        socket.create_connection((host, port), timeout=timeout_s) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        return tls.getpeercert(binary_form=binary)
+
+
 X509_V_ERR_CERT_HAS_EXPIRED = 10
 """OpenSSL's verify code for a certificate past its notAfter."""
 
@@ -92,11 +99,7 @@ def _expired_on(host: str, port: int, timeout_s: float) -> str:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout_s) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
+        der = _handshake(context, host, port, timeout_s, binary=True)
         not_after = x509.load_der_x509_certificate(der).not_valid_after_utc if der else None
     except (OSError, ValueError):
         return ""

@@ -34,29 +34,28 @@ def tally_reviews(
 ) -> ReviewTally:
     """Distinct reviewers by their latest APPROVED, CHANGES_REQUESTED or DISMISSED review; with
     ``head_sha`` (the pull request's last commit) an approval of another commit is stale."""
-    latest: dict[str, tuple[str, str, str]] = {}
-    stale: dict[str, str] = {}
+    latest: dict[str, dict[str, Any]] = {}
     ordered = sorted(enumerate(reviews), key=lambda ir: (str(ir[1].get("submitted_at") or ""), ir[0]))
     for _index, review in ordered:
         login = str((review.get("user") or {}).get("login") or "")
         state = str(review.get("state") or "").upper()
         if not login or state not in _DECIDING or login.lower() == (author or "").lower():
             continue
-        latest[login.lower()] = (login, state, str(review.get("submitted_at") or ""))
-        commit = str(review.get("commit_id") or "")
-        if state == APPROVED and head_sha and commit and commit != head_sha:
-            stale[login.lower()] = f"{login} (approved {commit[:7]})"
-        else:
-            stale.pop(login.lower(), None)
-    approved = sorted(
-        login for key, (login, state, _at) in latest.items() if state == APPROVED and key not in stale
-    )
+        latest[login.lower()] = {**review, "login": login, "state": state}
+
+    def of_another_commit(review: dict[str, Any]) -> bool:
+        commit = review.get("commit_id")
+        return bool(head_sha and commit and commit != head_sha)
+
+    approvals = [r for r in latest.values() if r["state"] == APPROVED]
+    approved = sorted(r["login"] for r in approvals if not of_another_commit(r))
+    stale = sorted(f"{r['login']} (approved {r['commit_id'][:7]})" for r in approvals if of_another_commit(r))
     changes = sorted(
-        f"{login} ({at})" if at else login
-        for login, state, at in latest.values()
-        if state == CHANGES_REQUESTED
+        f"{r['login']} ({r['submitted_at']})" if r.get("submitted_at") else r["login"]
+        for r in latest.values()
+        if r["state"] == CHANGES_REQUESTED
     )
-    return ReviewTally(approved, changes, sorted(stale.values()))
+    return ReviewTally(approved, changes, stale)
 
 
 def pick_pull_request(pulls: list[dict[str, Any]], sha: str) -> dict[str, Any] | None:
