@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from releasegate.actions.migrate import migrations_directory, read_migrations
+from releasegate.config import duration_seconds
 from releasegate.probes.disk import free_bytes
 from releasegate.probes.postgres import BLOCKING_LOCKS_SQL, OLDEST_TRANSACTION_SQL, PRIMARY_SQL
 from releasegate.verification import health_is
@@ -17,6 +18,7 @@ from releasegate.verification import health_is
 pytestmark = pytest.mark.phase("preflight")
 
 MIB = 1024 * 1024
+INITIAL = "initial release: nothing serves yet"
 
 
 def test_database_primary_accepts_writes(postgres, check):
@@ -55,8 +57,25 @@ def test_redis_answers_pong(redis, check):
     check.equals("Redis PING", reply, "PONG", source=redis.source, detail=f"{elapsed_ms:.1f} ms")
 
 
-def test_current_release_is_recorded(previous_release, release, check):
-    """Previous version identified (Granter 6): the release a rollback goes back to."""
+def test_current_release_is_recorded(previous_release, release, platform, check):
+    """Previous version identified (Granter 6): the release a rollback goes back to; or, on an
+    empty platform, the initial release: nothing to compare with and nothing to go back to."""
+    if previous_release is None:
+        running = platform.status().instances
+        check.equals(
+            "instances running without a recorded release",
+            len(running),
+            0,
+            source="platform state",
+            detail=", ".join(f"{i.name} {i.release}" for i in running),
+        )
+        check.record(
+            "release serving now",
+            "nothing: initial release",
+            source="platform state",
+            detail="no canary, no baseline; if a gate fails its instances are stopped",
+        )
+        return
     check.present("release serving now", previous_release, source="platform state")
     check.that(
         "release to deploy is not already serving", release, "!=", previous_release, source="platform state"
@@ -66,6 +85,8 @@ def test_current_release_is_recorded(previous_release, release, check):
 @pytest.mark.threshold("verify.health_path")
 def test_current_release_is_healthy(service, env, previous_release, check):
     """Target environment health verified: we start from a healthy release, or not at all."""
+    if previous_release is None:
+        pytest.skip(INITIAL)
     health_is(check, service, env.verify.health_path, previous_release, "current release")
 
 
@@ -90,7 +111,9 @@ def test_migration_scripts_ready(env, release, postgres, check):
     if env.migrate is None:
         pytest.skip("no [migrate] section: this service has no migrations")
     if env.migrate.runner != "sql":
-        check.record("migration command", " ".join(env.migrate.command or []))
+        check.record(
+            "migration command", " ".join(p.replace("{release}", release) for p in env.migrate.command or [])
+        )
         return
     directory = migrations_directory(env.migrate, release)
     migrations = read_migrations(directory)
@@ -106,9 +129,47 @@ def test_migration_scripts_ready(env, release, postgres, check):
     )
 
 
+def test_every_query_answers_for_the_serving_release(prometheus, env, previous_release, run, check):
+    """Every PromQL query the run will ask, asked once of the release serving now: a metric or
+    label name that does not match this service answers nothing, and is named here, not found
+    later as a baseline that waits for ever or a canary judged on no data."""
+    if previous_release is None:
+        pytest.skip(INITIAL)
+    metrics = env.metrics
+    queries = metrics.queries_in_use()
+    wait = duration_seconds(metrics.window) + 3 * metrics.scrape_interval_s
+    run.progress(
+        f"asking Prometheus each of {len(queries)} queries for {previous_release} (up to {wait:g} s)"
+    )
+    first = next(iter(queries))
+    prometheus.wait_for_data(first, release=previous_release or "", timeout_s=wait, window=queries[first])
+    silent = []
+    for name, window in queries.items():
+        sample = prometheus.query(name, release=previous_release or "", window=window)
+        check.record(f"{name} of {previous_release}", sample.value, source=sample.source)
+        if sample.value is None and not _inconclusive_allowed(env, name):
+            silent.append(f"{name} ({sample.source})")
+    check.holds(
+        "every query answers for the serving release",
+        not silent,
+        detail=f"no data from {'; '.join(silent)}: check the metric and label names in [metrics.queries]"
+        if silent
+        else "",
+        source=metrics.prometheus_url,
+    )
+
+
+def _inconclusive_allowed(env, query: str) -> bool:
+    """No data is a failure unless every check asking this query says on_no_data = "inconclusive"."""
+    users = [slo for slo in env.metrics.slo.values() if slo.query == query]
+    return bool(users) and all(slo.on_no_data == "inconclusive" for slo in users)
+
+
 def test_baseline_of_the_serving_release(baseline, previous_release, env, check):
     """Error rate baseline established (Granter 7): every SLO metric of the release serving now,
     the "production" a new release must stay within 10-20 % of."""
+    if previous_release is None:
+        pytest.skip(f"{INITIAL}: the new release is held to the absolute thresholds alone")
     for name, measured in baseline.items():
         slo = env.metrics.slo[name]
         samples = ", ".join("none" if v is None else f"{v:.4g}" for v in measured["samples"])

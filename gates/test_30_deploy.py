@@ -9,6 +9,7 @@ set image`, `kubectl rollout status`); Granter phase 3. A failure ROLLS BACK (ex
 import pytest
 
 from releasegate.analysis.thresholds import Verdict
+from releasegate.evidence import Evidence
 from releasegate.state import ENV_KEY
 
 pytestmark = pytest.mark.phase("deploy")
@@ -35,19 +36,51 @@ def test_canary_instances_start_beside_stable(canary_started, release, check):
 
 
 @pytest.mark.strategy("canary")
+@pytest.mark.threshold("metrics.canary.confidence", "metrics.canary.max_step_s")
 def test_canary_step(canary_weight, canary_step, release, previous_release, env, check):
-    """Progressive traffic with analysis at each step: canary and stable over the same window."""
+    """Progressive traffic with analysis at each step: each canary instance asked for its health
+    and version first, then canary and stable over the same window, on enough requests."""
     result = canary_step(canary_weight)
-    check.record(
-        f"share of requests sent to {release}", result["effective"], unit="%", source="load balancer weights"
-    )
-    if result.get("canary_requests") is not None:
-        check.record(
-            "requests the canary served in this step",
-            round(result["canary_requests"]),
-            source="Prometheus request_rate over the step",
+    health = result.get("health")
+    if health is not None:
+        for record in health["evidence"]:
+            seen = Evidence.from_dict(record)
+            check.sample(
+                seen.check,
+                seen.value,
+                seen.verdict,
+                unit=seen.unit,
+                comparator=seen.comparator,
+                threshold=seen.threshold,
+                source=seen.source,
+                detail=seen.detail,
+                at=seen.at,
+            )
+        check.holds(
+            f"every canary instance healthy on {release} ({health['instances']} asked)",
+            health["healthy"],
+            detail=health["problem"],
+            source="each canary instance",
         )
-    for metric in result["metrics"]:
+    if result.get("effective") is not None:
+        check.record(
+            f"share of requests sent to {release}",
+            result["effective"],
+            unit="%",
+            source="load balancer weights",
+        )
+    if result.get("requests_needed") is not None:
+        served = result.get("canary_requests")
+        check.sample(
+            "requests the canary served in this step",
+            None if served is None else round(served),
+            Verdict.PASS if (served or 0) >= result["requests_needed"] else Verdict.NO_DATA,
+            comparator=">=",
+            threshold=result["requests_needed"],
+            source="Prometheus request_rate over the step",
+            detail=f"{result['requests_why']}; the step may run {result['max_step_s']:g} s",
+        )
+    for metric in result.get("metrics", []):
         slo = env.metrics.slo[metric["name"]]
         for side, release_name in (("canary", release), ("stable", previous_release)):
             values = result["samples"][side][metric["name"]]

@@ -82,12 +82,14 @@ def environment(env_file: Path) -> Environment:
 
 
 def serving(env_file: Path) -> list[tuple[str, str, str]]:
-    """(release, /health status, /health version) asked of every instance nginx routes to."""
-    status = make_platform(environment(env_file)).status()
+    """(release, health status, health version) asked of every instance nginx routes to, at the
+    environment's own health path."""
+    env = environment(env_file)
+    status = make_platform(env).status()
     answers = []
     for instance in status.instances:
         if instance.name in status.in_service:
-            body = httpx.get(f"{instance.url}/health", timeout=5).json()
+            body = httpx.get(f"{instance.url}{env.verify.health_path}", timeout=5).json()
             answers.append((instance.release, body["status"], body["version"]))
     return answers
 

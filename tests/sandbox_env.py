@@ -62,7 +62,7 @@ def write_sandbox_env(dir: Path, **overrides: Any) -> Path:
         # canary's tests ask for 100: its first step needs 60 requests at 5 %.
         raw["metrics"]["load"]["rps"] = 50
     for dotted, value in overrides.items():
-        _set(raw, dotted.replace("__", "."), value)
+        set_key(raw, dotted.replace("__", "."), value)
     if "metrics" not in raw:  # without Prometheus there is no monitoring to check either
         raw.get("readiness", {}).pop("monitoring", None)
     path = dir / "sandbox-env.toml"
@@ -76,7 +76,7 @@ def variant(env_file: Path, name: str, **overrides: Any) -> Path:
     next to it as ``NAME.toml``; the same reports directory unless ``report.dir`` is changed."""
     raw = tomllib.loads(env_file.read_text(encoding="utf-8"))
     for dotted, value in overrides.items():
-        _set(raw, dotted, value)
+        set_key(raw, dotted, value)
     path = env_file.parent / f"{name}.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     return path
@@ -156,7 +156,7 @@ def _replace_ports(value: Any, ports: dict[int, int]) -> Any:
     return value
 
 
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Set a key by its dotted path; None removes it (``metrics=None``: a sandbox without Prometheus)."""
     *parents, key = dotted.split(".")
     node = raw

@@ -16,6 +16,7 @@ from releasegate.analysis.canary import (
     judge_metric,
     mann_whitney_worse,
 )
+from releasegate.analysis.detection import RequestsNeeded, detectable_rate, requests_to_detect
 from releasegate.analysis.slo import SloRule, SloSeries, judge_sample, judge_series, schedule_offsets
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import CanarySettings, SloCheck
@@ -346,3 +347,55 @@ def test_a_canary_rule_from_the_environment() -> None:
         "max", 200, RelativeLimit(ratio=0.2), min_samples=6, alpha=0.05, min_effect_size=0.3
     )
     assert CanaryRule.from_settings(errors, canary).relative == RelativeLimit(points=0.001)
+
+
+# -- canary: requests a step needs before it can pass ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rate", "confidence", "requests"),
+    [(0.02, 0.95, 149), (0.001, 0.95, 2995), (0.05, 0.95, 59), (0.01, 0.95, 299), (0.02, 0.99, 228)],
+)
+def test_requests_to_detect_a_rate_by_hand(rate: float, confidence: float, requests: int) -> None:
+    # ceil(ln(1 - c) / ln(1 - p)); 0.02 and 0.95: ln 0.05 / ln 0.98 = 148.3
+    assert requests_to_detect(rate, confidence) == requests
+    assert (1 - rate) ** requests <= 1 - confidence < (1 - rate) ** (requests - 1)
+
+
+def test_what_a_number_of_requests_can_see() -> None:
+    # the 5 % step: 62 requests see a 0.5 % error rate only about once in four runs
+    missed = 0.995**62
+    assert missed == pytest.approx(0.733, abs=0.001)
+    assert detectable_rate(62, 0.95) == pytest.approx(0.0472, abs=0.0001)
+    assert detectable_rate(149, 0.95) <= 0.02
+    assert detectable_rate(0, 0.95) == 1.0
+
+
+@pytest.mark.parametrize(("rate", "confidence"), [(0, 0.95), (1, 0.95), (0.02, 1), (0.02, 0)])
+def test_a_rate_or_confidence_outside_zero_to_one_is_refused(rate: float, confidence: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        requests_to_detect(rate, confidence)
+
+
+def test_the_requests_a_step_needs_come_from_the_error_check_a_detect_ratio_or_an_explicit_number() -> None:
+    slo = {
+        "error_ratio": SloCheck(query="error_ratio", max=0.02),
+        "errors_any": SloCheck(query="error_ratio", max=0),
+        "latency_p95": SloCheck(query="latency_p95", max=200),
+    }
+
+    derived = RequestsNeeded.from_settings(CanarySettings(), slo)
+    assert (derived.count, derived.source) == (149, "metrics.slo.error_ratio max")
+    assert derived.why == (
+        "149 requests: enough to see an error ratio of 0.02 with 95 % confidence (metrics.slo.error_ratio max)"
+    )
+    assert RequestsNeeded.from_settings(CanarySettings(confidence=0.99), slo).count == 228
+    assert RequestsNeeded.from_settings(CanarySettings(detect_error_ratio=0.05), slo).count == 59
+    explicit = RequestsNeeded.from_settings(CanarySettings(min_requests=60), slo)
+    assert (explicit.count, round(explicit.rate, 3)) == (60, 0.049)
+    with pytest.raises(ValueError, match="error_check: 'errors' is not a"):
+        RequestsNeeded.from_settings(CanarySettings(error_check="errors"), slo)
+    with pytest.raises(ValueError, match="needs a max between 0 and 1"):
+        RequestsNeeded.from_settings(CanarySettings(error_check="latency_p95"), slo)
+    with pytest.raises(ValueError, match="needs a max between 0 and 1"):
+        RequestsNeeded.from_settings(CanarySettings(error_check="errors_any"), slo)

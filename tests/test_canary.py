@@ -1,6 +1,8 @@
 """The progressive canary on the local platform, judged on a real Prometheus: a healthy canary
 goes through every step and is promoted; a build that fails requests and one that is only
-slower are each caught at the first step, taken out of the load balancer, and rolled back."""
+slower are each caught at the first step, taken out of the load balancer, and rolled back; one
+whose own /health fails is taken out before the first step moves any traffic to it. The same
+against the notes service, with the requests each step needs derived: test_canary_notes.py."""
 
 from __future__ import annotations
 
@@ -48,6 +50,14 @@ def test_a_healthy_canary_goes_through_every_step_and_is_promoted(canary_sandbox
     assert steps == {f"gates/test_30_deploy.py::test_canary_step[{s}]": "passed" for s in STEPS}
     moved = [e.value for e in record.evidence if e.check == "share of requests sent to 2.0.0"]
     assert moved == [5.0, 25.0, 100.0], "the weights, in order"
+    served = [e for e in record.evidence if e.check == "requests the canary served in this step"]
+    assert [e.threshold for e in served] == [59, 59], "environments/sandbox.toml: a 5 % error ratio, 95 %"
+    assert all(e.value >= e.threshold and e.verdict == "pass" for e in served), served
+    asked = [
+        e.check for e in record.evidence if e.check.startswith("canary ") and e.check.endswith("version")
+    ]
+    before = [a.split(" before ")[1] for a in asked]
+    assert before == ["5 % /health version", "25 % /health version", "100 % /health version"], asked
     assert [i.action for i in record.intents][-1] == "deploy" and "promote" in record.intents[-1].about_to
 
 
@@ -68,3 +78,21 @@ def test_a_bad_canary_is_caught_at_the_first_step(canary_sandbox: Path, release:
     assert judged.verdict == "fail"
     if caught_by == "latency_p95":
         assert judged.value < 200, "under the absolute limit: caught by the comparison with stable"
+
+
+def test_a_canary_whose_own_health_fails_is_taken_out_before_it_gets_any_traffic(
+    canary_sandbox: Path,
+) -> None:
+    """2.0.0-bad-health is ready (/health/live) and its requests succeed: only its /health says
+    that its database check fails. Before: it went through every step and verify caught it."""
+    run = run_gates(canary_sandbox, "2.0.0-bad-health")
+
+    assert run.code == 11, run.output
+    assert serving(canary_sandbox) == [("1.0.0", "healthy", "1.0.0")] * 3
+    record = runs(canary_sandbox)[0]
+    assert record.failed_gate == "gates/test_30_deploy.py::test_canary_step[5]"
+    assert "every canary instance healthy on 2.0.0-bad-health (1 asked): no: fail" in (record.failure or "")
+    assert "database: fail: connection pool exhausted" in (record.failure or "")
+    assert not any(e.check == "share of requests sent to 2.0.0-bad-health" for e in record.evidence)
+    status = next(e for e in record.evidence if e.check.endswith("before 5 % /health status"))
+    assert (status.value, status.verdict) == ("unhealthy", "fail")

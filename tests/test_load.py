@@ -144,6 +144,23 @@ def test_no_answer_is_counted_as_an_error() -> None:
     assert stats.server_error_ratio is None
 
 
+def test_a_request_that_timed_out_is_a_failure_like_a_5xx(server: Server) -> None:
+    """A user who got no answer was not served: the summary says failed, not "0 answered 5xx"."""
+    server.delay_s = 1.0
+
+    stats = (
+        LoadGenerator(server.url, ["/ok"], rps=4, concurrency=2, duration_s=1, timeout_s=0.3).start().wait()
+    )
+
+    assert stats.sent == stats.errors == stats.timed_out == stats.failed > 0
+    assert stats.server_errors == 0 and stats.failure_ratio == 1.0
+    assert stats.first_failures[0] == "GET /ok: ReadTimeout"
+    assert stats.summary() == (
+        f"{stats.sent} requests, {stats.sent} failed (0 answered 5xx, {stats.sent} no answer: "
+        f"{stats.sent} timed out)"
+    )
+
+
 def test_settings_from_the_environment(server: Server) -> None:
     settings = LoadSettings(paths=["/x"], rps=10, concurrency=1, duration_s=0.5)
 

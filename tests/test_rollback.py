@@ -136,4 +136,4 @@ def test_a_dry_run_changes_nothing(sandbox_env: Path) -> None:
     assert "serving now: 1.0.0" in plan.output
     assert "action  migrate demo: 0002_customer_tier" in plan.output
     assert "threshold verify.max_db_latency_ms = 100" in plan.output
-    assert "deploy, verify     roll back to 1.0.0" in plan.output
+    assert "in deploy, verify, observe, finalize: no further gate runs; roll back to 1.0.0" in plan.output

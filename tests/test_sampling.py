@@ -161,7 +161,13 @@ ERRORS_RULE = CanaryRule(
 
 
 def canary_step(
-    fake: FakeClock, requests_per_s: float, steps: int
+    fake: FakeClock,
+    requests_per_s: float,
+    steps: int,
+    *,
+    min_requests: int = 60,
+    max_step_s: float | None = None,
+    said: list[str] | None = None,
 ) -> tuple[CanaryVerdict, StepSamples, Scripted]:
     """A 10 s step sampled every 2 s with no errors anywhere; the canary gets ``requests_per_s``."""
     prometheus = Scripted(fake, {"error_ratio": [0.0] * 4 * steps, "request_rate": [requests_per_s] * steps})
@@ -173,8 +179,11 @@ def canary_step(
         pause_s=10,
         interval_s=2,
         window="4s",
-        min_requests=60,
+        min_requests=min_requests,
+        max_step_s=max_step_s,
         scrape_interval_s=1,
+        label="5 % step",
+        progress=(said if said is not None else []).append,
         clock=fake.clock,
     )
     return verdict, samples, prometheus
@@ -193,4 +202,32 @@ def test_a_canary_step_without_enough_requests_is_no_data_never_a_pass(fake: Fak
     verdict, _, _ = canary_step(fake, requests_per_s=1, steps=20)
 
     assert verdict.verdict is Verdict.NO_DATA  # three pauses (30 s) and still under 60 requests
-    assert "the canary served 29 of the 60 needed" in verdict.note
+    assert "the canary served 29 of 60 requests needed in 30 s" in verdict.note
+
+
+def test_a_step_waits_for_the_derived_requests_up_to_its_bound_saying_so(fake: FakeClock) -> None:
+    """149 requests (a 2 % error rate with 95 % confidence) at 5 rps: 31 s, past the pause and
+    three pauses; a bound of 40 s lets the step pass at 32 s, saying while it waits."""
+    said: list[str] = []
+    verdict, samples, prometheus = canary_step(
+        fake, requests_per_s=5, steps=20, min_requests=149, max_step_s=40, said=said
+    )
+
+    assert verdict.verdict is Verdict.PASS
+    assert prometheus.asked[-1][0] == 32
+    assert samples.canary_requests == pytest.approx(155)
+    assert said == [
+        "5 % step: 45 of 149 requests, waiting up to 30 s more",
+        "5 % step: 95 of 149 requests, waiting up to 20 s more",
+        "5 % step: 145 of 149 requests, waiting up to 10 s more",
+    ]
+
+
+def test_a_step_that_cannot_reach_its_requests_within_its_bound_is_no_data(fake: FakeClock) -> None:
+    verdict, _, prometheus = canary_step(fake, requests_per_s=5, steps=20, min_requests=149, max_step_s=20)
+
+    assert verdict.verdict is Verdict.NO_DATA
+    assert prometheus.asked[-1][0] == 20  # the bound, not three pauses
+    assert verdict.note == (
+        "not enough requests to judge: the canary served 95 of 149 requests needed in 20 s (the step may run 20 s)"
+    )

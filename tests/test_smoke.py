@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 from gate_runs import CRITICAL_PATH_STEPS, ROOT, TEST_PLUGINS_OFF, environment, run_suite
-from sandbox_env import _set, running_sandbox, write_sandbox_env
+from sandbox_env import running_sandbox, set_key, write_sandbox_env
 
 from releasegate.ledger import Ledger
 from sandbox.releases import policy_bundle
@@ -58,7 +58,7 @@ def variant(env_file: Path, name: str, **overrides: object) -> Path:
     raw = tomllib.loads(env_file.read_text())
     raw["report"]["dir"] = str(env_file.parent / f"reports-{name}")
     for dotted, value in overrides.items():
-        _set(raw, dotted, value)
+        set_key(raw, dotted, value)
     path = env_file.parent / f"{name}.toml"
     path.write_text(tomli_w.dumps(raw))
     return path

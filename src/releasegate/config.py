@@ -446,6 +446,9 @@ class MigrateSettings(Model):
         None, description="sql runner: directory of NNNN_name.sql, may use {release}"
     )
     command: list[str] | None = Field(None, description="command runner: argv run with the DSN in dsn_env")
+    workdir: str | None = Field(
+        None, description="command runner: the directory it runs in (a relative alembic.ini); default: here"
+    )
     dsn_env: str = "DATABASE_URL"
     version_query: str = "SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1"
     expected_version: str | None = Field(None, description="command runner: the version the release expects")
@@ -454,6 +457,28 @@ class MigrateSettings(Model):
     rehearse: bool = True
     on_failure: Literal["restore", "down-migrations"] = "restore"
     timeout_s: float = Field(900.0, gt=0)
+    max_lock_s: float = Field(
+        5.0,
+        gt=0,
+        description="the longest a migration may hold a lock users wait on (pg_locks, sampled); "
+        "the rehearsal over it stops the run before production",
+    )
+    traffic_paths: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="user routes the probe traffic requests while the migration runs; "
+        "default: verify.traffic_path",
+    )
+    max_failed_requests: int = Field(
+        0, ge=0, description="user requests that may fail (5xx or no answer in time) during the migration"
+    )
+
+    @field_validator("traffic_paths")
+    @classmethod
+    def _paths(cls, value: list[str] | None) -> list[str] | None:
+        if value and any(not p.startswith("/") for p in value):
+            raise ValueError("each path starts with /")
+        return value
 
     @model_validator(mode="after")
     def _runner_is_configured(self) -> MigrateSettings:
@@ -667,11 +692,35 @@ class CanarySettings(Model):
         "samples independent, which the Mann-Whitney test assumes",
     )
     min_samples: int = Field(5, ge=2, description="samples of each side before any verdict")
-    min_requests: int = Field(
-        100,
+    min_requests: int | None = Field(
+        None,
         ge=0,
-        description="requests the canary must have served in a step before the step can pass: at 5 % "
-        "of little traffic, a 2 % error rate shows only after about 50 requests",
+        description="requests the canary must have served in a step before the step can pass; default "
+        "(None): derived, enough to see an error ratio at the error check's max with `confidence`",
+    )
+    confidence: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="the probability that a step sees at least one error of a canary failing at the "
+        "threshold: ceil(ln(1 - confidence) / ln(1 - max)) requests (max 0.02: 149)",
+    )
+    error_check: str = Field(
+        "error_ratio", description="the [metrics.slo] check (an error ratio) whose max sets the requests"
+    )
+    detect_error_ratio: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="the error ratio each step must be able to see, when not the error check's max "
+        "(a max of 0.001 needs 2995 requests a step)",
+    )
+    max_step_s: float | None = Field(
+        None,
+        gt=0,
+        description="how long a step may run on waiting for its requests (from its weight change), then "
+        "it is no data and the canary is rolled back; default: three pauses, or the pause and twice "
+        "min_samples intervals, whichever is longer",
     )
     max_relative_degradation: float = Field(
         0.2, ge=0, description="the canary may be this much worse (0.2 = 20 %)"
@@ -697,6 +746,27 @@ class CanarySettings(Model):
     def pause_for(self, step_index: int) -> float:
         """The pause after step ``step_index`` (0-based)."""
         return self.pause_s[step_index] if isinstance(self.pause_s, list) else self.pause_s
+
+    @model_validator(mode="after")
+    def _a_step_can_end(self) -> CanarySettings:
+        if self.max_step_s is None:
+            return self
+        judged = [self.pause_for(i) for i, step in enumerate(self.steps) if step < 100]
+        if judged and self.max_step_s < max(judged):
+            raise ValueError(f"max_step_s {self.max_step_s:g} is shorter than a pause ({max(judged):g} s)")
+        if self.max_step_s < self.min_samples * self.interval_s:
+            raise ValueError(
+                f"max_step_s {self.max_step_s:g} leaves no time for min_samples {self.min_samples} "
+                f"samples interval_s {self.interval_s:g} apart"
+            )
+        return self
+
+    def max_step_for(self, step_index: int) -> float:
+        """How long step ``step_index`` may run waiting for its samples and requests before it is no data."""
+        if self.max_step_s is not None:
+            return self.max_step_s
+        pause = self.pause_for(step_index)
+        return max(pause + 2 * self.min_samples * self.interval_s, 3 * pause)
 
 
 class ObserveStep(Model):
@@ -819,6 +889,27 @@ class MetricsSettings(Model):
             raise ValueError(f"burn_rate.query: no query named {self.burn_rate.query!r}")
         return self
 
+    @model_validator(mode="after")
+    def _canary_requests_derive(self) -> MetricsSettings:
+        """A [metrics.canary] section must say how many requests a step needs: explicitly, or by a
+        check the canary compares whose max is an error ratio (see analysis.detection)."""
+        if "canary" not in self.model_fields_set:
+            return self
+        from releasegate.analysis.detection import RequestsNeeded
+
+        canary = self.canary
+        try:
+            RequestsNeeded.from_settings(canary, self.slo)
+        except ValueError as exc:
+            raise ValueError(f"canary.{exc}") from None
+        derived = canary.min_requests is None and canary.detect_error_ratio is None
+        if derived and canary.error_check not in self.check_names("canary"):
+            raise ValueError(
+                f"canary.error_check: {canary.error_check!r} is not among the checks the canary compares "
+                "(canary.checks): the requests it needs would see errors nobody judges"
+            )
+        return self
+
     def check_names(self, section: Literal["verify", "canary", "observe"]) -> list[str]:
         """The SLO checks a phase uses: its own list, or every check."""
         names = {"verify": self.verify.checks, "canary": self.canary.checks, "observe": self.observe.checks}[
@@ -826,10 +917,22 @@ class MetricsSettings(Model):
         ]
         return list(names) or list(self.slo)
 
+    def queries_in_use(self) -> dict[str, str | None]:
+        """Every query a run asks (name -> the window it is asked over, None: metrics.window):
+        each SLO check's, ``request_rate`` (traffic waits and the canary's request count) and
+        the burn rate's."""
+        used: dict[str, str | None] = {"request_rate": None}
+        for check in self.slo.values():
+            used.setdefault(check.query, check.window)
+        used.setdefault(self.burn_rate.query, None)
+        return used
+
 
 class VerifySettings(Model):
     health_path: str = "/health"
-    health_db_path: str = "/health/db"
+    health_db_path: str | None = Field(
+        None, description="a database health endpoint answering JSON with latency_ms (none: no such gate)"
+    )
     health_probes: int = Field(10, ge=1, description="the runbook's `for i in {1..10}`")
     health_interval_s: float = Field(2.0, ge=0)
     max_db_latency_ms: float = Field(100.0, gt=0)

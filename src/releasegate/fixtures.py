@@ -5,6 +5,7 @@ wait and read its result from the ledger. Each mutation writes its intent first.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -14,17 +15,19 @@ from typing import Any
 
 import pytest
 
-from releasegate.actions.backup import Dump, Restore, dump_database, restore_into_scratch
+from releasegate.actions.backup import Dump, Restore, drop_scratch_copies, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
 from releasegate.actions.policy import bundle_switch
 from releasegate.analysis.canary import CanaryRule
+from releasegate.analysis.detection import RequestsNeeded
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
 from releasegate.analysis.thresholds import Verdict
+from releasegate.canary_health import ask_canary_health
 from releasegate.config import Environment, MigrateSettings, duration_seconds
 from releasegate.errors import ActionError
 from releasegate.evidence import Checker
 from releasegate.journeys import JourneyResult, run_journey
-from releasegate.platforms import strategy_of
+from releasegate.platforms import instances_reachable, strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
 from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
@@ -37,6 +40,10 @@ from releasegate.rollback import RollbackSession
 from releasegate.run import Run
 from releasegate.sampling import sample_canary_step, sample_together, watch
 from releasegate.state import ENV_KEY, EVIDENCE_KEY, ROLLBACK_KEY, RUN_KEY, is_worker, phase_of
+
+NO_STRATEGY_FOR_INITIAL = (
+    "initial release: no stable release to compare with, it goes out on every instance at once"
+)
 
 
 @dataclass
@@ -89,7 +96,7 @@ def platform(run: Run) -> Platform:
 
 @pytest.fixture(scope="session")
 def postgres(env: Environment) -> Postgres:
-    return Postgres(env.database)
+    return Postgres.of(env)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +147,7 @@ def previous_release(run: Run) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def backup(run: Run, postgres: Postgres, env: Environment) -> list[Dump]:
+def backup(run: Run, postgres: Postgres, env: Environment, previous_release: str | None) -> list[Dump]:
     """``pg_dump -Fc`` of every configured database, row counts taken in the dump's snapshot."""
     settings = env.backup
 
@@ -148,12 +155,18 @@ def backup(run: Run, postgres: Postgres, env: Environment) -> list[Dump]:
         dumps = {}
         for dbname in settings.databases:
             run.progress(f"pg_dump {dbname} -> {settings.dir}")
+            tables = settings.verify_tables.get(dbname, [])
+            if previous_release is None:  # the initial release's migrations may create them
+                missing = sorted(set(tables) - set(postgres.existing_tables(tables, dbname)))
+                tables = [t for t in tables if t not in missing]
+                if missing:
+                    run.progress(f"initial release: {', '.join(missing)} not there yet, no rows to keep")
             dump = dump_database(
                 postgres,
                 dbname,
                 Path(settings.dir),
                 run.id,
-                tables=settings.verify_tables.get(dbname, []),
+                tables=tables,
                 bin_dir=settings.pg_bin_dir,
                 timeout_s=settings.timeout_s,
             )
@@ -169,7 +182,8 @@ def backup(run: Run, postgres: Postgres, env: Environment) -> list[Dump]:
 def scratch_copies(run: Run, backup: list[Dump], postgres: Postgres, env: Environment) -> dict[str, Restore]:
     """Each dump restored into a scratch database: proof it restores, and the rehearsal's stage.
 
-    The scratch databases are dropped when the run finishes (``Run.finish``)."""
+    Each is dropped as soon as it has served: the application database's copy right after the
+    rehearsal, the others right after their rows are counted (and any left when the run ends)."""
 
     def restore_all() -> dict:
         restores = {}
@@ -186,6 +200,9 @@ def scratch_copies(run: Run, backup: list[Dump], postgres: Postgres, env: Enviro
                     timeout_s=env.backup.timeout_s,
                 )
             )
+        rehearsed = postgres.dbname if env.migrate is not None and env.migrate.rehearse else None
+        done = [r["database"] for db, r in restores.items() if db != rehearsed]
+        drop_scratch_copies(postgres, done, run.progress)
         return restores
 
     return {db: Restore(**data) for db, data in run.once("scratch", restore_all).items()}
@@ -204,10 +221,17 @@ def rehearsal(
         pytest.fail(f"no scratch copy of {postgres.dbname}: add it to backup.databases", pytrace=False)
 
     def rehearse() -> dict:
-        run.progress(f"rehearsing migrations of {run.release} on {copy.database}")
-        return asdict(migrate(postgres, settings, run.release, copy.database))
+        run.progress(f"rehearsing migrations of {run.release} on {copy.database}, watching its locks")
+        try:
+            result = migrate(postgres, settings, run.release, copy.database, scratch=True)
+        finally:
+            drop_scratch_copies(postgres, [copy.database], run.progress)
+        longest = result.locks.longest if result.locks else None
+        if longest is not None:
+            run.progress(f"rehearsal held {longest.describe()}")
+        return asdict(result)
 
-    return MigrationResult(**run.once("rehearsal", rehearse))
+    return MigrationResult.from_dict(run.once("rehearsal", rehearse))
 
 
 @pytest.fixture(scope="session")
@@ -221,12 +245,17 @@ def migration(
         rehearsed = request.getfixturevalue("rehearsal")
         if not rehearsed.ok:
             pytest.fail(f"not migrating: the rehearsal failed ({rehearsed.error})", pytrace=False)
+        blocking = rehearsed.locks.problem(settings.max_lock_s) if rehearsed.locks else "no lock watch"
+        if blocking:
+            pytest.fail(f"not migrating: in the rehearsal {blocking}", pytrace=False)
 
     def apply() -> dict:
         before = postgres.schema_version(query=settings.version_query)
         pending = pending_migrations(postgres, settings, run.release)
         if not pending:
-            return asdict(migrate(postgres, settings, run.release))
+            result = migrate(postgres, settings, run.release)
+            result.unwatched = "nothing was pending: no migration ran"
+            return asdict(result)
         dump = run.dumps().get(postgres.dbname)
         undo = {
             "policy": settings.on_failure,
@@ -236,9 +265,26 @@ def migration(
             "row_counts": dump.row_counts if dump else None,
         }
         maintenance = _enter_maintenance(run, env)
+        # Users keep using the release serving now while the migration runs, unless the service
+        # is in maintenance mode for it: then nobody is served, by design, and nothing is sent.
+        serving = request.getfixturevalue("previous_release")
+        traffic = _migration_traffic(env) if maintenance is None and serving is not None else None
         with run.mutation("migrate", f"apply {', '.join(pending)} to {postgres.dbname}", undo) as step:
             run.progress(f"migrating {postgres.dbname}: {', '.join(pending)}")
-            result = migrate(postgres, settings, run.release)
+            with traffic if traffic is not None else contextlib.nullcontext():
+                result = migrate(postgres, settings, run.release)
+            if traffic is not None:
+                result.traffic = traffic.stats
+                run.progress(
+                    f"user requests during the migration: {traffic.stats.sent} sent, "
+                    f"{traffic.stats.failed} failed ({traffic.stats.timed_out} timed out)"
+                )
+            else:
+                result.unwatched = (
+                    "the service was in maintenance mode while the migration ran"
+                    if serving is not None
+                    else "no release was serving yet: no users to serve"
+                )
             if not result.ok:
                 step.failed(result.error)
         if result.ok and maintenance is not None and maintenance.mode == "env":
@@ -247,7 +293,7 @@ def migration(
             run.platform.leave_maintenance(maintenance, run.progress)  # type: ignore[attr-defined]
         return asdict(result)
 
-    return MigrationResult(**run.once("migrate", apply))
+    return MigrationResult.from_dict(run.once("migrate", apply))
 
 
 @pytest.fixture(scope="session")
@@ -258,7 +304,8 @@ def rollout(
     through the load balancer while the last move happens: a rolling update; a canary promoted
     after every step passed; green switched in after it answered directly."""
     _policy_first(request, env)
-    strategy = strategy_of(env)
+    # The initial release has nothing to be compared with or switched from: it goes out at once.
+    strategy = strategy_of(env) if previous_release is not None else "initial"
     if strategy == "canary":
         steps = env.metrics.canary.steps if env.metrics else [100]
         request.getfixturevalue("canary_step")(steps[-1])  # every step, in order, each judged
@@ -272,9 +319,10 @@ def rollout(
             f"switch traffic to green {run.release}",
         )
     else:
+        replacing = f"replacing {previous_release}" if previous_release else "as the initial release"
         move, about = (
             (lambda progress: run.platform.deploy(run.release, progress)),
-            f"roll out {run.release} replacing {previous_release}",
+            f"roll out {run.release} {replacing}",
         )
 
     def roll_out() -> dict:
@@ -298,6 +346,19 @@ def _as_result(outcome: RolloutResult | None, release: str) -> RolloutResult:
     return outcome if isinstance(outcome, RolloutResult) else RolloutResult(True, release, None, 0.0)
 
 
+def _migration_traffic(env: Environment) -> TrafficProbe:
+    """Probe traffic to user routes (migrate.traffic_paths, else verify.traffic_path) while the
+    migration runs: what a lock held by the migration does to users shows there."""
+    assert env.migrate is not None
+    verify, base = env.verify, env.platform.url.rstrip("/")
+    return TrafficProbe(
+        [f"{base}{path}" for path in env.migrate.traffic_paths or [verify.traffic_path]],
+        rps=verify.traffic_rps,
+        timeout_s=verify.request_timeout_s,
+        max_duration_s=env.migrate.timeout_s + verify.request_timeout_s,
+    )
+
+
 def _traffic(env: Environment) -> TrafficProbe:
     verify = env.verify
     return TrafficProbe(
@@ -316,6 +377,8 @@ def canary_started(
     request: pytest.FixtureRequest, run: Run, env: Environment, previous_release: str | None
 ) -> RolloutResult:
     """The canary instance(s) of the release beside the stable ones, taking no traffic yet."""
+    if previous_release is None:
+        pytest.skip(NO_STRATEGY_FOR_INITIAL)
     _policy_first(request, env)
 
     def start() -> dict:
@@ -353,18 +416,56 @@ def canary_step(
         index = canary.steps.index(step)
         if not canary_started.ok:
             raise ActionError(f"the canary did not start: {canary_started.reason}")
+        try:
+            needed = RequestsNeeded.from_settings(canary, metrics.slo)
+        except ValueError as exc:
+            raise ActionError(f"metrics.canary.{exc}") from None
         if index:
             before = do(canary.steps[index - 1])
             if before["verdict"] != "pass":
                 raise ActionError(f"the {canary.steps[index - 1]} % step did not pass: not going to {step} %")
 
+        def health(when: str) -> dict:
+            run.progress(f"canary {step} % step: asking each canary instance {env.verify.health_path} {when}")
+            return ask_canary_health(
+                run.platform,
+                run.release,
+                env.verify.health_path,
+                env.verify.request_timeout_s,
+                reachable=instances_reachable(env),
+                when=when,
+            )
+
+        def unhealthy(asked: dict, effective: float | None, when: str) -> dict:
+            run.progress(f"canary step {step} % failed: {asked['problem']}: taking the canary out")
+            run.platform.abort(run.progress)
+            reason = f"canary health {when}: {asked['problem']}"
+            return {
+                "step": step,
+                "effective": effective,
+                "verdict": "fail",
+                "reason": reason,
+                "health": asked,
+            }
+
         def act() -> dict:
+            # The canary's own word on its health and version, before it gets more traffic: the
+            # metrics only know the release label the platform gave it. A platform that starts the
+            # canary's instances with the weight (replicas at 0 %) is asked right after the move.
+            asked = health(f"before {step} %")
+            if asked["instances"] and not asked["healthy"]:
+                return unhealthy(asked, None, f"before {step} %")
             undo = {"abort": "canary weight 0, canary stopped", "previous_release": previous_release}
             with run.mutation("canary-weight", f"send {step} % of requests to {run.release}", undo):
                 effective = run.platform.set_canary_weight(step, run.progress)
+            if not asked["instances"]:
+                asked = health(f"at {step} %, once its instances run")
+                if not asked["healthy"]:
+                    return unhealthy(asked, effective, f"at {step} %")
             if step == 100:
                 return {
                     "step": step,
+                    "health": asked,
                     "effective": effective,
                     "verdict": "pass",
                     "metrics": [],
@@ -379,8 +480,11 @@ def canary_step(
                 pause_s=canary.pause_for(index),
                 interval_s=canary.interval_s,
                 window=canary.window or metrics.window,
-                min_requests=canary.min_requests,
+                min_requests=needed.count,
+                max_step_s=canary.max_step_for(index),
                 scrape_interval_s=metrics.scrape_interval_s,
+                label=f"canary {step} % step",
+                progress=run.progress,
             )
             if verdict.verdict is not Verdict.PASS:
                 run.progress(f"canary step {step} % failed: {verdict.reason}: taking the canary out")
@@ -396,6 +500,10 @@ def canary_step(
                 "samples": {"canary": samples.canary, "stable": samples.stable},
                 "sources": samples.sources,
                 "canary_requests": samples.canary_requests,
+                "requests_needed": needed.count,
+                "requests_why": needed.why,
+                "max_step_s": canary.max_step_for(index),
+                "health": asked,
             }
 
         return run.once(f"canary-{step}", act)
@@ -411,6 +519,8 @@ def green_started(
     request: pytest.FixtureRequest, run: Run, env: Environment, previous_release: str | None
 ) -> RolloutResult:
     """The new release on a full set of instances beside the serving ones, taking no traffic."""
+    if previous_release is None:
+        pytest.skip(NO_STRATEGY_FOR_INITIAL)
     _policy_first(request, env)
 
     def start() -> dict:
@@ -580,8 +690,11 @@ def baseline(
     metrics = env.metrics
     assert metrics is not None
 
+    if previous_release is None:
+        return {}  # the initial release: nothing to measure, only absolute thresholds apply
+
     def measure() -> dict:
-        release = previous_release or ""
+        release = previous_release
         wait = duration_seconds(metrics.window) + 3 * metrics.scrape_interval_s
         prometheus.wait_for_data("request_rate", release=release, timeout_s=wait)
         rounds = []

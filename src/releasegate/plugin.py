@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from releasegate import fixtures, hookspecs, plan
+from releasegate.actions.backup import drop_scratch_copies
 from releasegate.actions.load import LoadGenerator
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import Environment, Phase, configured, load_environment
@@ -35,6 +36,7 @@ from releasegate.notify.messages import EVENT_OF_DECISION
 from releasegate.pipeline import PHASES, phase_index
 from releasegate.platforms import strategy_of
 from releasegate.platforms.base import Progress
+from releasegate.probes.postgres import Postgres
 from releasegate.report import allure as allure_report
 from releasegate.report import compliance
 from releasegate.report import html as html_report
@@ -322,7 +324,12 @@ def pytest_collection_modifyitems(
     if config.getoption("rg_dry_run"):
         env = config.stash[ENV_KEY]
         terminal = config.pluginmanager.get_plugin("terminalreporter")
-        lines = plan.render(env, config.getoption("rg_release"), [i for i in items if phase_of(i)])
+        lines = plan.render(
+            env,
+            config.getoption("rg_release"),
+            [i for i in items if phase_of(i)],
+            show_gates=config.option.verbose > 0,
+        )
         if terminal is not None:
             terminal.ensure_newline()
             for line in lines:
@@ -478,9 +485,10 @@ class _Finisher:
             self.worker_lines.close()
         if self.load is not None:
             stats = self.load.stop()
-            run.progress(f"synthetic load stopped: {stats.sent} requests, {stats.server_errors} answered 5xx")
+            run.progress(f"synthetic load stopped: {stats.summary()}")
         if run.kind == "deploy":
             run.undo_if_needed()
+            _drop_scratch_left(run)
         run.finish()
         charts = _charts(run, config.stash[REPORTS_KEY])
         config.stash[CHARTS_KEY] = charts
@@ -519,6 +527,28 @@ class _Finisher:
             pytest.ExitCode.USAGE_ERROR,
         ):
             session.exitstatus = run.pipeline.exit_code
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """report.html: the decision, the failed gate and the charts above everything else, once
+        pytest-html has written it (it does so before the run's end is known under xdist)."""
+        run = config.stash.get(RUN_KEY, None)
+        html = getattr(config.option, "htmlpath", None)
+        if run is None or not html or config.getoption("rg_dry_run"):
+            return
+        html_report.put_first(Path(html), html_report.summary_html(run, config.stash.get(CHARTS_KEY, [])))
+
+
+def _drop_scratch_left(run: Run) -> None:
+    """The fallback: scratch copies a run left (it stopped before their use was over) are dropped
+    when it ends; normally each went right after its use."""
+    restored = run.ledger.result(run.id, "scratch") or {}
+    names = [r["database"] for r in restored.values() if isinstance(r, dict) and "database" in r]
+    if not names:
+        return
+    try:
+        drop_scratch_copies(Postgres(run.env.database), names, run.progress)
+    except ReleasegateError as exc:
+        run.progress(f"scratch database(s) {', '.join(names)} not dropped: {exc}")
 
 
 def _charts(run: Run, reports: Path) -> list[Path]:
@@ -569,16 +599,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tw.write_line(
         f"ledger: {run.ledger.where if run.ledger.dsn else _shown(Path(run.ledger.where))} (run {run.id})"
     )
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_html_results_summary(
-    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
-) -> None:
-    run = session.config.stash.get(RUN_KEY, None)
-    if run is not None:
-        html_report.summary(prefix, run)
-        prefix.append(html_report.charts_html(session.config.stash.get(CHARTS_KEY, [])))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -680,9 +700,9 @@ class _WorkerLines:
 
 
 def _title(item: pytest.Item) -> str:
-    """A gate's title is the first line of its docstring: the runbook line it implements."""
-    doc = getattr(getattr(item, "function", None), "__doc__", None)
-    return doc.strip().splitlines()[0] if doc else item.name
+    """A gate's title is the first line of its docstring (the runbook line it implements), filled
+    from the environment as the plan shows it."""
+    return plan.title(item, item.config.stash.get(ENV_KEY, None))
 
 
 def _one_line(report: pytest.TestReport) -> str:

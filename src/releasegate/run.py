@@ -72,7 +72,7 @@ class Run:
         self.release = record.release
         self.kind = record.kind
         self.target_run = record.target_run
-        self.postgres = Postgres(env.database)
+        self.postgres = Postgres.of(env)
         self.service = Http(
             env.platform.url, timeout_s=env.verify.request_timeout_s, component=env.environment.service
         )
@@ -250,7 +250,7 @@ class Run:
                 except (GateFailure, ReleasegateError) as exc:
                     problems.append(f"{step}: {exc}")
                     self.progress(f"rollback step failed: {step}: {exc}")
-            if Undo.ROLL_BACK_APPLICATION in plan and not problems:
+            if Undo.ROLL_BACK_APPLICATION in plan and not problems and not self.initial_release:
                 try:  # "smoke passes" on the previous release, its database as the policy left it
                     smoke_passes(check, self.env, self.progress)
                 except (GateFailure, ReleasegateError) as exc:
@@ -323,7 +323,16 @@ class Run:
         leave(None, self.progress)
         check.holds("maintenance mode left", True, source="platform", detail="replicas or variable restored")
 
+    @property
+    def initial_release(self) -> bool:
+        """Nothing served when this run began: it read so before changing anything."""
+        saved = self.ledger.result(self.id, "previous_release")
+        return saved is not None and saved.get("release") is None
+
     def _roll_back_application(self, check: Checker, target: str | None) -> None:
+        if target is None and self.initial_release:
+            self._withdraw_initial_release(check)
+            return
         if target is None:
             check.fail("application rollback", "the previous release was never recorded: roll back by hand")
             return
@@ -348,6 +357,28 @@ class Run:
             target,
             min(3, verify.health_probes),
             verify.health_interval_s,
+        )
+
+    def _withdraw_initial_release(self, check: Checker) -> None:
+        """The initial release has nothing to go back to: the platform is put back as it was,
+        empty, its instances stopped and out of the load balancer."""
+        stop_all = getattr(self.platform, "stop_all", None)
+        if stop_all is None:
+            check.fail(
+                "initial release withdrawn",
+                f"nothing to roll back to, and the {self.env.platform.kind} platform cannot stop a release: "
+                f"remove {self.release} by hand",
+            )
+            return
+        self.progress(f"initial release {self.release}: nothing to go back to, stopping its instances")
+        stop_all(self.progress)
+        status = self.platform.status()
+        check.equals(
+            "instances left running after the initial release was withdrawn",
+            len(status.instances),
+            0,
+            source="platform state",
+            detail="nothing served before this run; nothing serves now",
         )
 
     def _schema_version_before(self) -> str | None:
@@ -417,7 +448,7 @@ class Run:
             "schema version after down-migrations",
             result.version_after,
             before,
-            source=self.postgres.source("schema_migrations"),
+            source=self.postgres.source(self.postgres.version_query),
         )
 
     # The end ----------------------------------------------------------------------------

@@ -162,16 +162,22 @@ def sample_canary_step(
     interval_s: float,
     window: str | None,
     min_requests: int = 0,
+    max_step_s: float | None = None,
     scrape_interval_s: float = 0.0,
+    label: str = "canary step",
     on_sample: Callable[[int, StepSamples], None] = lambda _i, _s: None,
+    progress: Callable[[str], None] = lambda _line: None,
     clock: Clock = Clock(),
 ) -> tuple[CanaryVerdict, StepSamples]:
     """Canary and stable sampled over the same intervals for ``pause_s``, judged after each
     interval once they can be: a failure ends the step at once; a pass needs the whole pause,
-    the minimum samples with data on both sides, and ``min_requests`` served by the canary
-    (the step runs on, up to three pauses, while they are missing; then no data, never a pass).
-    Requests count only up to the last scrape (``scrape_interval_s`` ago): a request whose error
-    Prometheus has not seen yet cannot count towards a pass.
+    the minimum samples with data on both sides, and ``min_requests`` served by the canary.
+    While samples or requests are missing the step runs on, up to ``max_step_s`` from its start
+    (default: three pauses, or the pause and twice the minimum samples' intervals), saying so
+    through ``progress`` once the pause is over and once a pause after that; then it is no data,
+    never a pass: a step that passed on too few requests would catch a canary failing at the
+    threshold only by luck. Requests count only up to the last scrape (``scrape_interval_s``
+    ago): a request whose error Prometheus has not seen yet cannot count towards a pass.
 
     The absolute and relative limits use each side's total over the step so far (at 5 % of little
     traffic a 2 % error rate shows in the total long before it shows in a typical interval); the
@@ -180,7 +186,8 @@ def sample_canary_step(
     samples = StepSamples({n: [] for n in rules}, {n: [] for n in rules}, {})
     started = clock.now()
     needed = max(rule.min_samples for _check, rule in rules.values())
-    give_up = max(pause_s + 2 * needed * interval_s, 3 * pause_s)
+    give_up = max_step_s if max_step_s is not None else max(pause_s + 2 * needed * interval_s, 3 * pause_s)
+    next_word = started + pause_s
     index = 0
     while True:
         index += 1
@@ -213,14 +220,21 @@ def sample_canary_step(
         # rate() extrapolates to now; the requests since the last scrape are not judged yet.
         judged_s = max(0.0, elapsed_s - scrape_interval_s)
         samples.canary_requests = None if rate is None else rate * judged_s
-        enough_requests = (samples.canary_requests or 0) >= min_requests
+        served = samples.canary_requests or 0
+        enough_requests = served >= min_requests
         if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
             return verdict, samples
         if elapsed_s >= give_up:
-            if verdict.verdict is Verdict.PASS:
+            if verdict.verdict is Verdict.PASS or not enough_requests:
                 note = (
-                    f"not enough requests to judge: the canary served {samples.canary_requests or 0:.0f} "
-                    f"of the {min_requests} needed"
+                    f"not enough requests to judge: the canary served {served:.0f} of {min_requests} "
+                    f"requests needed in {elapsed_s:.0f} s (the step may run {give_up:g} s)"
                 )
+                if verdict.verdict is not Verdict.PASS:
+                    note += f"; {verdict.reason}"
                 verdict = CanaryVerdict(Verdict.NO_DATA, verdict.metrics, note=note)
             return verdict, samples
+        if elapsed_s >= pause_s and clock.now() >= next_word:
+            missing = f"{served:.0f} of {min_requests} requests" if not enough_requests else verdict.reason
+            progress(f"{label}: {missing}, waiting up to {give_up - elapsed_s:.0f} s more")
+            next_word = clock.now() + max(pause_s, interval_s)

@@ -102,7 +102,7 @@ def database_as_before(
                 source=pg.source(f"SELECT count(*) FROM {table}"),
             )
     check.equals(
-        f"{label}: schema version", pg.schema_version(), schema_version, source=pg.source("schema_migrations")
+        f"{label}: schema version", pg.schema_version(), schema_version, source=pg.source(pg.version_query)
     )
 
 

@@ -14,6 +14,7 @@ import hashlib
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,18 @@ def restore_in_place(
 def drop_database(pg: Postgres, dbname: str) -> None:
     with pg.connect("postgres") as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+def drop_scratch_copies(pg: Postgres, names: list[str], say: Callable[[str], None]) -> list[str]:
+    """Drop the scratch databases that still exist (a restored copy holds the production data it
+    was restored from: it must not outlive its use); returns those dropped."""
+    dropped = []
+    for name in names:
+        if pg.database_exists(name):
+            drop_database(pg, name)
+            say(f"dropped scratch database {name}")
+            dropped.append(name)
+    return dropped
 
 
 def sha256(path: Path) -> str:

@@ -39,6 +39,8 @@ class LoadStats:
     """Answered 5xx."""
     errors: int = 0
     """No answer: refused, reset, timed out."""
+    timed_out: int = 0
+    """Of the errors: no answer within the timeout."""
     duration_s: float = 0.0
     first_failures: tuple[str, ...] = field(default_factory=tuple)
 
@@ -47,9 +49,26 @@ class LoadStats:
         return self.ok + self.client_errors + self.server_errors
 
     @property
+    def failed(self) -> int:
+        """Answered 5xx or not answered at all: a request that timed out failed its user too."""
+        return self.server_errors + self.errors
+
+    @property
     def server_error_ratio(self) -> float | None:
         """5xx over answered requests; None before any answer."""
         return self.server_errors / self.answered if self.answered else None
+
+    @property
+    def failure_ratio(self) -> float | None:
+        """Failed (5xx or no answer) over sent; None before anything was sent."""
+        return self.failed / self.sent if self.sent else None
+
+    def summary(self) -> str:
+        """``300 requests, 4 failed (1 answered 5xx, 3 no answer: 2 timed out)``."""
+        return (
+            f"{self.sent} requests, {self.failed} failed ({self.server_errors} answered 5xx, "
+            f"{self.errors} no answer: {self.timed_out} timed out)"
+        )
 
     @property
     def rps(self) -> float:
@@ -192,15 +211,17 @@ class LoadGenerator:
 
     def _send(self, client: httpx.Client, path: str) -> None:
         failure = ""
+        timed_out = False
         try:
             status = client.get(path).status_code
         except httpx.HTTPError as exc:
             status = 0
+            timed_out = isinstance(exc, httpx.TimeoutException)
             failure = f"GET {path}: {type(exc).__name__}"
         with self._lock:
             s = self._stats
             if status == 0:
-                s = replace(s, errors=s.errors + 1)
+                s = replace(s, errors=s.errors + 1, timed_out=s.timed_out + timed_out)
             elif status >= 500:
                 s = replace(s, server_errors=s.server_errors + 1)
                 failure = f"GET {path}: {status}"

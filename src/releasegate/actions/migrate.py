@@ -6,24 +6,42 @@ and records each in ``schema_migrations``. A command runner gets the target data
 environment variable (``DATABASE_URL`` by default) and its password in ``PGPASSWORD``; both get
 ``lock_timeout`` and ``statement_timeout`` so a migration waits on a lock for seconds, not for
 ever.
+
+A command is an argv, never a shell string: each element gets ``{release}`` filled in on its own,
+and only a release name of letters, digits and ``. _ - +`` is put into a template. It runs in
+``migrate.workdir`` (a relative ``alembic.ini``). When it fails, the last 30 lines of its stderr
+(redacted) are kept: a traceback's cause is rarely on its last line.
+
+Either runner's backends carry an ``application_name`` of their own (the command gets it in
+``PGAPPNAME``), so ``probes.locks`` can watch which locks the migration holds while it runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from releasegate.config import MigrateSettings
 from releasegate.errors import ActionError
+from releasegate.probes.locks import LockReport, LockWatch
 from releasegate.probes.postgres import Postgres, version_key
+from releasegate.probes.traffic import TrafficStats
 from releasegate.redaction import redact
+
+STDERR_LINES = 30
+"""A failed command's evidence keeps this many of its last stderr lines."""
+_RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_CAUSE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Timeout\w*): |\b(?:ERROR|FATAL|[Ee]rror):")
 
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_.-]+?)(?P<down>\.down)?\.sql$")
 
@@ -66,10 +84,30 @@ class MigrationResult:
     error: str = ""
     duration_s: float = 0.0
     output: str = ""
+    stderr_tail: list[str] = field(default_factory=list)
+    """A failed command's last lines of stderr, redacted: where the cause usually is."""
+    locks: LockReport | None = None
+    """The locks users would wait on that it held while it ran (pg_locks, sampled)."""
+    traffic: TrafficStats | None = None
+    """The probe traffic to user routes while it ran (the production migration only)."""
+    unwatched: str = ""
+    """Why no probe traffic was sent while it ran, when none was."""
 
     @property
     def reached_expected(self) -> bool:
         return self.expected_version is not None and self.version_after == self.expected_version
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MigrationResult:
+        """Back from the ledger's JSON (``dataclasses.asdict``)."""
+        locks, traffic = data.get("locks"), data.get("traffic")
+        return cls(
+            **{
+                **data,
+                "locks": LockReport.from_dict(locks) if locks else None,
+                "traffic": TrafficStats(**traffic) if traffic else None,
+            }
+        )
 
 
 def read_migrations(directory: Path) -> list[Migration]:
@@ -106,10 +144,13 @@ def apply_sql_migrations(
     lock_timeout: str = "5s",
     statement_timeout: str = "5min",
     password: str | None = None,
+    application_name: str | None = None,
 ) -> MigrationResult:
     """Apply the pending migrations of ``directory``, one transaction each, stopping at the first error."""
     started = time.monotonic()
     migrations = read_migrations(directory)
+    if application_name:
+        conninfo = make_conninfo(conninfo, application_name=application_name)
     with _connect(conninfo, password) as conn:
         conn.execute(SCHEMA_TABLE_DDL)
         conn.execute("SELECT set_config('lock_timeout', %s, false)", [lock_timeout])
@@ -190,6 +231,16 @@ def revert_sql_migrations(
     return result
 
 
+@dataclass(frozen=True)
+class CommandOutcome:
+    ok: bool
+    output: str
+    """The tail of stdout and stderr together (redacted), for the evidence of a success."""
+    error: str = ""
+    """One line: what failed and how, with the line of its output most likely to be the cause."""
+    stderr_tail: list[str] = field(default_factory=list)
+
+
 def run_migration_command(
     command: list[str],
     env: Mapping[str, str],
@@ -198,26 +249,79 @@ def run_migration_command(
     statement_timeout: str,
     timeout_s: float,
     cwd: Path | None = None,
-) -> tuple[bool, str]:
-    """Run a migration command (``alembic upgrade head``); returns (succeeded, its output's tail)."""
+) -> CommandOutcome:
+    """Run a migration command (``alembic upgrade head``) as an argv, never through a shell."""
     env = dict(env)
     env["PGOPTIONS"] = (
         f"{env.get('PGOPTIONS', '')} -c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}".strip()
     )
+    shown = " ".join(command)
+    if cwd is not None and not cwd.is_dir():
+        return CommandOutcome(False, "", f"migrate.workdir {cwd} is not a directory: `{shown}` did not run")
     try:
         proc = subprocess.run(
             command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except FileNotFoundError:
-        return False, f"migration command not found: {command[0]}"
-    except subprocess.TimeoutExpired:
-        return False, f"migration command did not finish within {timeout_s:.0f} s: {' '.join(command)}"
-    output = redact((proc.stdout + proc.stderr).strip())
-    tail = "\n".join(output.splitlines()[-20:])
-    if proc.returncode != 0:
-        last = tail.splitlines()[-1] if tail else ""
-        return False, f"`{' '.join(command)}` exited with {proc.returncode}: {last}".strip()
-    return True, tail
+        return CommandOutcome(False, "", f"migration command not found: {command[0]}")
+    except subprocess.TimeoutExpired as exc:
+        return CommandOutcome(
+            False,
+            "",
+            f"migration command did not finish within {timeout_s:.0f} s: {shown}",
+            _tail(_text(exc.stderr) or _text(exc.stdout)),
+        )
+    output = "\n".join(redact((proc.stdout + proc.stderr).strip()).splitlines()[-20:])
+    if proc.returncode == 0:
+        return CommandOutcome(True, output)
+    tail = _tail(proc.stderr) or _tail(proc.stdout)
+    return CommandOutcome(
+        False, output, f"`{shown}` exited with {proc.returncode}: {cause_line(tail)}".strip(), tail
+    )
+
+
+def cause_line(lines: list[str]) -> str:
+    """The line of a failed command's output most likely to say why: the last exception or error
+    line (``sqlalchemy.exc.OperationalError: ... lock timeout``), else the last line. A traceback
+    often ends with a pointer ("Background on this error at: ...") after its cause."""
+    for line in reversed(lines):
+        if _CAUSE.search(line):
+            return line.strip()
+    return lines[-1].strip() if lines else ""
+
+
+def _text(data: str | bytes | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+
+
+def _tail(text: str) -> list[str]:
+    """The last STDERR_LINES non-blank lines, redacted."""
+    lines = [line.rstrip() for line in redact(text).splitlines() if line.strip()]
+    return lines[-STDERR_LINES:]
+
+
+def release_for_templates(release: str) -> str:
+    """``release`` when it may be put into a path or an argv template; one line naming it otherwise."""
+    if not _RELEASE_NAME.match(release):
+        raise ActionError(
+            f"release name {release!r} cannot be used in migrate's templates: "
+            "only letters, digits and . _ - + are allowed (starting with a letter or digit)"
+        )
+    return release
+
+
+def command_argv(settings: MigrateSettings, release: str) -> list[str]:
+    """The command with ``{release}`` filled into each element on its own: an argv, no shell."""
+    assert settings.command is not None
+    name = release_for_templates(release)
+    return [part.replace("{release}", name) for part in settings.command]
+
+
+def command_workdir(settings: MigrateSettings, release: str) -> Path | None:
+    """Where the command runs: ``migrate.workdir`` (placeholders such as {root} expanded at load)."""
+    if not settings.workdir:
+        return None
+    return Path(settings.workdir.replace("{release}", release_for_templates(release)))
 
 
 def _connect(conninfo: str, password: str | None) -> psycopg.Connection:
@@ -237,53 +341,84 @@ def _first_line(exc: BaseException) -> str:
 
 
 def migrations_directory(settings: MigrateSettings, release: str) -> Path:
+    """The sql runner's directory of ``release``; a relative one is under ``migrate.workdir``."""
     assert settings.directory is not None
-    return Path(settings.directory.replace("{release}", release))
+    directory = Path(settings.directory.replace("{release}", release_for_templates(release)))
+    workdir = command_workdir(settings, release)
+    return workdir / directory if workdir is not None and not directory.is_absolute() else directory
 
 
 def migrate(
-    pg: Postgres, settings: MigrateSettings, release: str, dbname: str | None = None
+    pg: Postgres,
+    settings: MigrateSettings,
+    release: str,
+    dbname: str | None = None,
+    *,
+    scratch: bool = False,
 ) -> MigrationResult:
-    """Bring ``dbname`` (default: the application database) to what ``release`` expects."""
+    """Bring ``dbname`` (default: the application database) to what ``release`` expects, watching
+    the locks it holds while it runs. On a ``scratch`` copy every backend of the database is the
+    migration's (nobody else uses it); elsewhere its backends are known by application_name."""
     password = pg.settings.password.resolve() if pg.settings.password else None
+    app = f"releasegate-migrate-{secrets.token_hex(4)}"
+    database = dbname or pg.dbname
+    watch = LockWatch(
+        pg.conninfo(dbname),
+        application_name=app,
+        database=database,
+        password=password,
+        whole_database=scratch,
+        source=pg.source("pg_locks x pg_stat_activity", dbname)
+        + (" (every backend of the scratch copy)" if scratch else f" (application_name {app})"),
+    )
     if settings.runner == "sql":
-        return apply_sql_migrations(
-            pg.conninfo(dbname),
-            migrations_directory(settings, release),
-            lock_timeout=settings.lock_timeout,
-            statement_timeout=settings.statement_timeout,
-            password=password,
-        )
-    assert settings.command is not None
+        directory = migrations_directory(settings, release)
+        with watch:
+            result = apply_sql_migrations(
+                pg.conninfo(dbname),
+                directory,
+                lock_timeout=settings.lock_timeout,
+                statement_timeout=settings.statement_timeout,
+                password=password,
+                application_name=app,
+            )
+        result.locks = watch.report
+        return result
+    argv, cwd = command_argv(settings, release), command_workdir(settings, release)
     started = time.monotonic()
     before = pg.schema_version(dbname, settings.version_query)
     env = pg.client_env()
     env[settings.dsn_env] = pg.url(dbname)
-    ok, output = run_migration_command(
-        [part.replace("{release}", release) for part in settings.command],
-        env,
-        lock_timeout=settings.lock_timeout,
-        statement_timeout=settings.statement_timeout,
-        timeout_s=settings.timeout_s,
-    )
+    env["PGAPPNAME"] = app
+    with watch:
+        outcome = run_migration_command(
+            argv,
+            env,
+            lock_timeout=settings.lock_timeout,
+            statement_timeout=settings.statement_timeout,
+            timeout_s=settings.timeout_s,
+            cwd=cwd,
+        )
     after = pg.schema_version(dbname, settings.version_query)
     expected = settings.expected_version.replace("{release}", release) if settings.expected_version else None
     return MigrationResult(
-        ok=ok,
+        ok=outcome.ok,
         version_before=before,
         version_after=after,
         expected_version=expected,
-        applied=[after] if ok and after and after != before else [],
-        error="" if ok else output,
+        applied=[after] if outcome.ok and after and after != before else [],
+        error=outcome.error,
         duration_s=time.monotonic() - started,
-        output=output,
+        output=outcome.output,
+        stderr_tail=outcome.stderr_tail,
+        locks=watch.report,
     )
 
 
 def pending_migrations(pg: Postgres, settings: MigrateSettings, release: str) -> list[str]:
     """Labels of what the sql runner would apply now (for the plan and the ledger intent)."""
     if settings.runner != "sql":
-        return [" ".join(settings.command or [])]
+        return [" ".join(command_argv(settings, release))]
     try:
         with pg.connect() as conn:
             applied = {str(r[0]) for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}

@@ -431,6 +431,7 @@ class LocalPlatform:
             failure = None
             s = self.settings
             if not switched:
+                self._ensure_upstream_file()
                 self._nginx_master()  # refuse before starting anything, not half way
                 say(
                     f"{action} {before or '(nothing)'} -> {target}: {s.instances} instance(s), "
@@ -749,12 +750,23 @@ class LocalPlatform:
         try:
             pid = int(self.nginx_pid_file.read_text().strip())
         except FileNotFoundError:
-            raise ActionError(f"{shown}: no pid file; start it (python -m sandbox up)") from None
+            self._ensure_upstream_file()
+            raise ActionError(
+                f"{shown}: no pid file; start nginx, its conf including {self.upstream_file} "
+                "(releasegate writes it: a placeholder until a release is in service)"
+            ) from None
         except ValueError:
             raise ActionError(f"{shown}: the pid file is unreadable") from None
         if not _cmdline_has(pid, "nginx"):
             raise ActionError(f"{shown}: process {pid} is gone")
         return pid
+
+    def _ensure_upstream_file(self) -> None:
+        """On first use the upstream file nginx includes may not exist yet, and nginx will not
+        start without it: write the placeholder (one server marked down) for it to include."""
+        if not self.upstream_file.exists():
+            self.upstream_file.parent.mkdir(parents=True, exist_ok=True)
+            write_upstream_file(self.upstream_file, [], self.settings.ports[0])
 
     def _reload_nginx(self) -> None:
         """SIGHUP the master; done when a new worker runs and every old one is shutting down.

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from releasegate.config import DatabaseSettings
+from releasegate.config import DatabaseSettings, Environment
 from releasegate.errors import ProbeError
 from releasegate.redaction import redact
 
@@ -36,14 +36,24 @@ def version_key(version: str) -> tuple[int, str]:
 
 
 class Postgres:
-    """A PostgreSQL server as one environment describes it, with its application database."""
+    """A PostgreSQL server as one environment describes it, with its application database.
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    ``version_query`` is how this application's schema version is read (``schema_migrations``,
+    alembic's ``alembic_version``, flyway's history...): every check of "the schema is what it
+    was" asks it, never an assumed table."""
+
+    def __init__(self, settings: DatabaseSettings, version_query: str = SCHEMA_VERSION_SQL) -> None:
         self.settings = settings
+        self.version_query = version_query
         parts = urlsplit(settings.dsn)
         self.host = parts.hostname or "localhost"
         self.port = parts.port or 5432
         self.dbname = parts.path.lstrip("/")
+
+    @classmethod
+    def of(cls, env: Environment) -> Postgres:
+        """The environment's application database, read with its own ``migrate.version_query``."""
+        return cls(env.database, env.migrate.version_query if env.migrate else SCHEMA_VERSION_SQL)
 
     def describe(self, dbname: str | None = None) -> str:
         return f"PostgreSQL database '{dbname or self.dbname}' at {self.host}:{self.port}"
@@ -127,8 +137,16 @@ class Postgres:
                     ) from None
             return counts
 
-    def schema_version(self, dbname: str | None = None, query: str = SCHEMA_VERSION_SQL) -> str | None:
+    def existing_tables(self, tables: list[str], dbname: str | None = None) -> list[str]:
+        """Those of ``tables`` (``name`` or ``schema.name``) that exist in the database."""
+        with self.connect(dbname) as conn:
+            return [
+                t for t in tables if conn.execute("SELECT to_regclass(%s)", [t]).fetchone()[0] is not None
+            ]
+
+    def schema_version(self, dbname: str | None = None, query: str | None = None) -> str | None:
         """The latest applied migration version, None when no migration table exists yet."""
+        query = query or self.version_query
         with self.connect(dbname) as conn:
             try:
                 versions = [str(row[0]) for row in conn.execute(query).fetchall() if row[0] is not None]

@@ -57,11 +57,15 @@ def charts_html(paths: Sequence[Path]) -> str:
     if not paths:
         return ""
     images = "".join(
-        f"<img src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}' "
-        f"alt='{escape(path.stem.replace('-', ' '))}' style='max-width:100%;display:block;margin:6px 0'>"
+        f"<figure style='display:inline-block;width:49%;margin:6px 0;vertical-align:top'>"
+        f"<img src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode('ascii')}' alt='{escape(path.stem.replace('-', ' '))}' "
+        f"style='max-width:100%;display:block'><figcaption>{escape(path.stem.replace('-', ' '))}"
+        "</figcaption></figure>"
         for path in paths
+        if path.is_file()
     )
-    return f"<div class='releasegate-charts'><h3>Charts</h3>{images}</div>"
+    return f"<div class='releasegate-charts'><h3>Charts</h3>{images}</div>" if images else ""
 
 
 def attach_evidence(report: pytest.TestReport, records: list[Evidence]) -> None:
@@ -72,25 +76,54 @@ def attach_evidence(report: pytest.TestReport, records: list[Evidence]) -> None:
     report.extras = [*getattr(report, "extras", []), extras.html(evidence_table(records))]
 
 
-def summary(prefix: list[str], run: Run) -> None:
-    """The decision, the failed gate and the rollback, above the results table."""
+def summary_html(run: Run, charts: Sequence[Path] = ()) -> str:
+    """What a reader must see first: the decision, the failed gate, the rollback, the charts."""
     pipeline = run.pipeline
     decision = str(pipeline.decision)
     colour = {"SUCCESS": "#1a7f37", "ROLLED_BACK": "#9a6700"}.get(decision, "#cf222e")
     lines = [
-        f"<h2 style='color:{colour}'>Decision: {escape(decision)} (exit {pipeline.exit_code})</h2>",
+        f"<h2 id='releasegate-decision' style='color:{colour}'>Decision: {escape(decision)} "
+        f"(exit {pipeline.exit_code})</h2>",
         f"<p>Release <b>{escape(run.release)}</b> to <b>{escape(run.env.name)}</b>; previous release "
-        f"<b>{escape(run.previous_release or 'unknown')}</b>; run <code>{escape(run.id)}</code></p>",
+        f"<b>{escape(run.previous_release or 'none (initial release)')}</b>; run <code>{escape(run.id)}</code></p>",
     ]
     if pipeline.failure:
         lines.append(
-            f"<p>Failed gate: <code>{escape(pipeline.failure.gate)}</code> ({escape(pipeline.failure.phase)}): "
-            f"{escape(pipeline.failure.message)}</p>"
+            f"<p id='releasegate-failed-gate'>Failed gate: <code>{escape(pipeline.failure.gate)}</code> "
+            f"({escape(pipeline.failure.phase)}): {escape(pipeline.failure.message)}</p>"
         )
+    rollback = []
     if run.rollback_duration_s is not None:
         state = "verified" if pipeline.undo_ok else "FAILED: " + pipeline.undo_detail
-        lines.append(f"<p>Rollback {escape(state)} in {run.rollback_duration_s:.1f} s</p>")
+        lines.append(
+            f"<p id='releasegate-rollback'>Rollback {escape(state)} in {run.rollback_duration_s:.1f} s</p>"
+        )
         rollback = [e for e in run.ledger.run(run.id).evidence if e.phase == "rollback"]
-        if rollback:
-            lines.append(evidence_table(rollback))
-    prefix.extend(lines)
+    lines.append(charts_html(charts))
+    if rollback:  # below the charts, folded: a rollback's evidence runs to dozens of lines
+        lines.append(
+            f"<details><summary>Rollback evidence ({len(rollback)} checks)</summary>{evidence_table(rollback)}"
+            "</details>"
+        )
+    return (
+        "<section id='releasegate-summary' style='border:1px solid #d0d7de;padding:8px 12px;margin:8px 0'>"
+        + "".join(lines)
+        + "</section>"
+    )
+
+
+def put_first(report: Path, block: str) -> bool:
+    """Insert ``block`` into pytest-html's report right under its title, above its environment
+    table and results: pytest-html offers a place only below its environment table, and it
+    writes the file before the run's end (the rollback under xdist, the charts) is known."""
+    try:
+        text = report.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    for anchor in ("</h1>", "<body>"):
+        at = text.find(anchor)
+        if at != -1:
+            at += len(anchor)
+            report.write_text(text[:at] + block + text[at:], encoding="utf-8")
+            return True
+    return False

@@ -7,13 +7,14 @@ every change made with how to undo it, every gate with its evidence, and the rol
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from releasegate.config import Environment
 from releasegate.evidence import Evidence
-from releasegate.ledger import RunRecord
+from releasegate.ledger import Intent, RunRecord
 from releasegate.pipeline import PHASES
 
 Out = Callable[[str], None]
@@ -84,7 +85,7 @@ def render(
         out("")
     _phases(record, env, out)
     _charts(charts, relative_to, out)
-    _changes(record, out)
+    _changes(record, env, out)
     _gates(record, out)
     rollback = [e for e in record.evidence if e.phase == "rollback"]
     if rollback:
@@ -155,22 +156,83 @@ def _charts(charts: Sequence[Path], relative_to: Path | None, out: Out) -> None:
         out("")
 
 
-def _changes(record: RunRecord, out: Out) -> None:
+def _changes(record: RunRecord, env: Environment, out: Out) -> None:
     out("## Changes made (written to the ledger before each one)")
     out("")
     if not record.intents:
         out("None: nothing in the target was changed.")
         out("")
         return
-    out("| # | Action | About to | How to undo | Outcome |")
-    out("| --- | --- | --- | --- | --- |")
+    out("| # | Action | About to | Done | How to undo | Undone |")
+    out("| --- | --- | --- | --- | --- | --- |")
+    rollback = [e for e in record.evidence if e.phase == "rollback"]
     for number, intent in enumerate(record.intents, 1):
-        undo = ", ".join(f"{k}: {_undo_value(v)}" for k, v in intent.undo.items() if v is not None)
-        outcome = intent.outcome or "did not finish"
-        if intent.detail:
-            outcome += f": {intent.detail}"
-        out(f"| {number} | {intent.action} | {_cell(intent.about_to)} | {_cell(undo)} | {_cell(outcome)} |")
+        about = intent.about_to.replace("{release}", record.release)
+        out(
+            f"| {number} | {intent.action} | {_cell(about)} | {_cell(_done(intent, record))} | "
+            f"{_cell(_how_to_undo(intent))} | {_cell(_undone(intent, record, env, rollback))} |"
+        )
     out("")
+
+
+def _done(intent: Intent, record: RunRecord) -> str:
+    """What the change did: for a migration, the versions it applied and where the schema went."""
+    outcome = intent.outcome or "did not finish"
+    result = record.results.get("migrate") if intent.action == "migrate" else None
+    if isinstance(result, dict) and "version_before" in result:
+        applied = ", ".join(str(v) for v in result.get("applied") or []) or "nothing"
+        moved = f"schema {result.get('version_before') or 'none'} -> {result.get('version_after') or 'none'}"
+        text = f"applied {applied} ({moved}, in {float(result.get('duration_s') or 0):.2f} s)"
+        if not result.get("ok", True):
+            text = f"failed: {result.get('error') or intent.detail}; {moved}"
+        return text if outcome == "done" else f"{outcome}: {text}"
+    return f"{outcome}: {intent.detail}" if intent.detail else outcome
+
+
+def _how_to_undo(intent: Intent) -> str:
+    """How the change can be undone, from what the ledger kept before it happened."""
+    undo = dict(intent.undo)
+    if intent.action == "migrate":
+        backup = undo.get("backup")
+        sha = str(undo.get("sha256") or "")[:12]
+        before = undo.get("schema_version_before") or "none"
+        restore = f"restore {backup} (sha256 {sha}...)" if backup else "restore from the run's backup"
+        if undo.get("policy") == "down-migrations":
+            return f"down-migrations back to {before}; else {restore}"
+        return f"{restore}: schema back to {before}, rows as at the backup"
+    return ", ".join(f"{k}: {_undo_value(v)}" for k, v in undo.items() if v is not None)
+
+
+_UNDONE_BY: dict[str, tuple[str, ...]] = {
+    "migrate": ("database restored", "down-migrations"),
+    "deploy": (
+        "application rolled back",
+        "instances left running after the initial release",
+        "initial release",
+    ),
+    "canary-weight": ("application rolled back", "instances left running after the initial release"),
+    "policy": ("policy bundle active after the rollback",),
+    "maintenance": ("maintenance mode",),
+    "retire": (),
+}
+"""The rollback's checks that undo each kind of change (see releasegate.run)."""
+
+
+def _undone(intent: Intent, record: RunRecord, env: Environment, rollback: list[Evidence]) -> str:
+    """What was actually done to undo it: nothing (not needed), or the rollback's own checks."""
+    if not any(p["phase"] == "rollback" for p in record.phases):
+        return "not needed" if record.decision == "SUCCESS" else "-"
+    prefixes = _UNDONE_BY.get(intent.action, ())
+    done = [e for e in rollback if e.check.startswith(prefixes)] if prefixes else []
+    if done:
+        failed = [e for e in done if str(e.verdict) not in ("pass", "info", "recorded")]
+        shown = "; ".join(f"{e.check}: {e.shown_value()}" for e in done[:2])
+        return ("FAILED: " if failed else "") + shown
+    if intent.action == "migrate":
+        if record.decision == "ABORTED" or env.rollback.database != "never":
+            return "not undone: see Rollback"
+        return "kept as migrated (rollback.database = never): the previous release runs on this schema"
+    return "-"
 
 
 def _undo_value(value: object) -> str:
@@ -191,7 +253,16 @@ def _gates(record: RunRecord, out: Out) -> None:
             continue
         out("")
         out(f"### {phase}")
+        skipped: dict[str, list[dict]] = {}
         for gate in gates:
+            if gate["outcome"] == "skipped":
+                skipped.setdefault(gate["message"] or "", []).append(gate)
+        for gate in gates:
+            same = skipped.get(gate["message"] or "", []) if gate["outcome"] == "skipped" else []
+            if len(same) > 1:
+                if gate is same[0]:
+                    _skipped_together(same, out)
+                continue
             out("")
             mark = _MARK.get(gate["outcome"], gate["outcome"].upper())
             out(f"- **{mark}** {gate['title']}  ")
@@ -203,6 +274,17 @@ def _gates(record: RunRecord, out: Out) -> None:
                 out("")
                 _evidence_table(evidence, out, indent="  ")
     out("")
+
+
+def _skipped_together(gates: list[dict], out: Out) -> None:
+    """Gates skipped for one reason (everything after a failure): one line, with a count."""
+    titles: dict[str, int] = {}
+    for gate in gates:  # "Metrics acceptable (GA 6.3): the SLO ... [cpu]" -> "Metrics acceptable (GA 6.3)"
+        short = re.sub(r" \[[^\]]*\]$", "", gate["title"]).split(": ", 1)[0].rstrip(".")
+        titles[short] = titles.get(short, 0) + 1
+    out("")
+    out(f"- **SKIP** {len(gates)} gates: {_cell(gates[0]['message'] or 'skipped')}  ")
+    out("  " + _cell("; ".join(t if n == 1 else f"{t} (x{n})" for t, n in titles.items())))
 
 
 def _evidence_table(records: list[Evidence], out: Out, indent: str = "") -> None:
