@@ -73,7 +73,7 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
 
         results = list((run.reports / "allure-results").glob("*-result.json"))
-        assert len(results) == 63
+        assert len(results) == 67
         assert "alerts firing with severity critical | 0 (0 firing, none blocking)" in report, "readiness"
         assert "issued by CN=releasegate sandbox CA) | > 30 days | pass |" in report, "over nginx's TLS"
         # The user journeys ran in verify: each step timed in the report, an Allure step each.

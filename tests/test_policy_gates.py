@@ -120,11 +120,11 @@ def test_the_plan_shows_the_policy_bundle_first_and_its_rollback(policy_sandbox)
     assert plan.code == 0, plan.output
     lines = plan.output.splitlines()
     bundle = next(i for i, line in enumerate(lines) if "activate policy bundle" in line)
-    rollout = next(i for i, line in enumerate(lines) if "action  roll out 2.0.0" in line)
+    rollout = next(i for i, line in enumerate(lines) if "action  rolling update: replace" in line)
     assert bundle < rollout
     assert "2.0.0/policy/bundle.json" in lines[bundle]
     assert "check   Test cases passing" in plan.output
-    assert ", then the policy bundle active before;" in plan.output
+    assert "the policy bundle active before is put back" in plan.output
     assert active_version(policy_sandbox) == "v2.0.0", "a plan changes nothing"
 
 
