@@ -87,7 +87,7 @@ def test_current_release_is_healthy(service, env, previous_release, check):
     """Target environment health verified: we start from a healthy release, or not at all."""
     if previous_release is None:
         pytest.skip(INITIAL)
-    health_is(check, service, env.verify.health_path, previous_release, "current release")
+    health_is(check, service, env.verify, previous_release, "current release")
 
 
 @pytest.mark.threshold("backup.free_space_factor")

@@ -25,10 +25,16 @@ def test_rehearsal_on_the_restored_copy(rehearsal, check):
         check.present(
             "rehearsal schema version",
             rehearsal.version_after,
-            detail="migrate.expected_version is not set: production must reach the version the rehearsal reached",
+            detail="neither migrate.expected_version nor expected_version_command is set: production must "
+            "reach the version the rehearsal reached",
         )
     else:
-        check.equals("rehearsal schema version", rehearsal.version_after, rehearsal.expected_version)
+        check.equals(
+            "rehearsal schema version",
+            rehearsal.version_after,
+            rehearsal.expected_version,
+            detail=f"expected by {rehearsal.expected_from}" if rehearsal.expected_from else "",
+        )
 
 
 @pytest.mark.threshold("migrate.max_lock_s")
@@ -90,10 +96,10 @@ def test_migration_held_no_lock_users_would_wait_on_too_long(migration, env, che
 
 
 def test_schema_version_is_what_the_release_expects(request, migration, postgres, env, check):
-    """{migrate.version_query}: the latest migration
-    (migrate.expected_version; without it, the version the rehearsal reached)."""
+    """{migrate.version_query}: the latest migration (what the release ships: its newest file,
+    migrate.expected_version or expected_version_command; without them, the version the rehearsal reached)."""
     query = env.migrate.version_query
-    expected, why = migration.expected_version, "migrate.expected_version"
+    expected, why = migration.expected_version, f"expected by {migration.expected_from or 'the release'}"
     if expected is None and env.migrate.rehearse:
         expected, why = request.getfixturevalue("rehearsal").version_after, "reached by the rehearsal"
     now = postgres.schema_version(query=query)

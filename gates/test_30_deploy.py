@@ -9,7 +9,7 @@ set image`, `kubectl rollout status`); Granter phase 3. A failure ROLLS BACK (ex
 import pytest
 
 from releasegate.analysis.thresholds import Verdict
-from releasegate.evidence import Evidence
+from releasegate.instance_health import replay
 from releasegate.state import ENV_KEY
 
 pytestmark = pytest.mark.phase("deploy")
@@ -43,25 +43,7 @@ def test_canary_step(canary_weight, canary_step, release, previous_release, env,
     result = canary_step(canary_weight)
     health = result.get("health")
     if health is not None:
-        for record in health["evidence"]:
-            seen = Evidence.from_dict(record)
-            check.sample(
-                seen.check,
-                seen.value,
-                seen.verdict,
-                unit=seen.unit,
-                comparator=seen.comparator,
-                threshold=seen.threshold,
-                source=seen.source,
-                detail=seen.detail,
-                at=seen.at,
-            )
-        check.holds(
-            f"every canary instance healthy on {release} ({health['instances']} asked)",
-            health["healthy"],
-            detail=health["problem"],
-            source="each canary instance",
-        )
+        replay(check, health, "canary", release)
     if result.get("effective") is not None:
         check.record(
             f"share of requests sent to {release}",
@@ -112,18 +94,7 @@ def test_green_starts_beside_blue(green_started, release, check):
 @pytest.mark.strategy("blue-green")
 def test_green_answers_before_it_takes_traffic(green_smoke, release, check):
     """Smoke test green environment: each green instance asked directly, before the switch."""
-    for answer in green_smoke["answers"]:
-        check.equals(
-            f"{answer['instance']} /health status",
-            answer["status"],
-            "healthy",
-            source=answer["source"],
-            detail=", ".join(f"{k}: {v}" for k, v in answer["failing"].items()),
-        )
-        check.equals(
-            f"{answer['instance']} /health version", answer["version"], release, source=answer["source"]
-        )
-    check.holds("every green instance healthy", green_smoke["healthy"], detail=green_smoke["problem"])
+    replay(check, green_smoke, "green", release)
 
 
 # Every strategy ends with the release taking all the traffic --------------------------------

@@ -54,9 +54,7 @@ def test_rollback_is_carried_out_and_verified(rollback, check):
 def test_the_previous_release_serves_everywhere(rollback, env, service, check):
     """Verify rollback: rollout status, and every instance healthy on the previous release."""
     rollback.verify_serving(check)
-    health_repeatedly(
-        check, service, env.verify.health_path, rollback.back_to, 3, env.verify.health_interval_s
-    )
+    health_repeatedly(check, service, env.verify, rollback.back_to, 3, env.verify.health_interval_s)
 
 
 def test_the_schema_is_what_the_policy_says(rollback, postgres, env, check):

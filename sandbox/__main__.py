@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         "--env", default="sandbox", help="environment name or path to its TOML (default: sandbox)"
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument(
+        "--force", action="store_true", help="down: even while a run holds the environment's lease"
+    )
     args = parser.parse_args(argv)
 
     def say(line: str) -> None:
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             sandbox.up(say)
         elif args.command == "down":
-            sandbox.down(say)
+            sandbox.down(say, force=args.force)
         else:
             state = sandbox.status()
             for component in state.components:

@@ -27,6 +27,7 @@ from psycopg.types.json import Json
 from releasegate.actions.migrate import apply_sql_migrations
 from releasegate.config import Environment, LocalPlatformSettings, load_environment
 from releasegate.errors import ReleasegateError
+from releasegate.lease import holder_line, live_lease
 from releasegate.platforms.local import LocalPlatform
 from sandbox.common import ComponentStatus, SandboxError
 from sandbox.nginx import Nginx
@@ -137,8 +138,19 @@ class Sandbox:
         else:
             progress(f"sandbox is already up: {where}")
 
-    def down(self, progress: Progress = print) -> None:
-        """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory."""
+    def down(self, progress: Progress = print, *, force: bool = False) -> None:
+        """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory;
+        refused while a run holds the environment's lease (``force`` tears it down anyway)."""
+        if not force and self.postgres.status().up:
+            try:
+                held = live_lease(self.env)
+            except ReleasegateError:
+                held = None  # no lease can be read, so none can be checked: a down database holds none
+            if held is not None:
+                raise SandboxError(
+                    f"not tearing down: {holder_line(self.env.name, held)} "
+                    "(or python -m sandbox down --force)"
+                )
         problems = []
         if self.prometheus is not None:
             try:
@@ -278,8 +290,10 @@ def up(env: Environment | str | Path = "sandbox", progress: Progress = print) ->
     load(env).up(progress)
 
 
-def down(env: Environment | str | Path = "sandbox", progress: Progress = print) -> None:
-    load(env).down(progress)
+def down(
+    env: Environment | str | Path = "sandbox", progress: Progress = print, *, force: bool = False
+) -> None:
+    load(env).down(progress, force=force)
 
 
 def status(env: Environment | str | Path = "sandbox") -> SandboxStatus:

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 
 from releasegate.config import Environment, load_environment
 from releasegate.evidence import Evidence
 from releasegate.ledger import Ledger, RunRecord
 from releasegate.platforms import make_platform
+from releasegate.probes.health import read_health
+from releasegate.probes.http import Http
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PLUGINS_OFF = ("-p", "no:kmock", "-p", "no:asyncio", "-p", "no:anyio")
@@ -82,15 +83,17 @@ def environment(env_file: Path) -> Environment:
 
 
 def serving(env_file: Path) -> list[tuple[str, str, str]]:
-    """(release, health status, health version) asked of every instance nginx routes to, at the
-    environment's own health path."""
+    """(release, "healthy" or the status it gave, the version it reports) of every instance nginx
+    routes to, read by the environment's own health contract."""
     env = environment(env_file)
     status = make_platform(env).status()
     answers = []
     for instance in status.instances:
         if instance.name in status.in_service:
-            body = httpx.get(f"{instance.url}{env.verify.health_path}", timeout=5).json()
-            answers.append((instance.release, body["status"], body["version"]))
+            health = read_health(Http(instance.url, timeout_s=5), env.verify.health_path, env.verify.health)
+            answers.append(
+                (instance.release, "healthy" if health.healthy else str(health.status), health.version)
+            )
     return answers
 
 

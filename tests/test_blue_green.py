@@ -43,7 +43,7 @@ def test_a_failure_after_the_switch_switches_back_without_starting_anything(blue
     assert serving(blue_green) == [("1.0.0", "healthy", "1.0.0")] * 3
     assert "switching back, no process starts" in run.output
     record = runs(blue_green)[0]
-    assert record.failed_gate == "gates/test_40_verify.py::test_database_health_latency"
+    assert record.failed_gate == "gates/test_40_verify.py::test_database_answers_in_time"
     assert "started 1.0.0" not in run.output, "blue was kept warm: the rollback started no process"
 
 

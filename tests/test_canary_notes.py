@@ -119,5 +119,9 @@ def test_a_healthy_release_passes_every_step_on_enough_requests(notes_canary: Pa
     served = [e for e in record.evidence if e.check == "requests the canary served in this step"]
     assert len(served) == 1, "the 50 % step; at 100 % the verify phase judges the release alone"
     assert served[0].value >= 149 and served[0].threshold == 149
-    asked = [e for e in record.evidence if e.check.endswith("/internal/status version")]
+    asked = [
+        e
+        for e in record.evidence
+        if e.check.startswith("canary ") and e.check.endswith("/internal/status version")
+    ]
     assert [(e.value, e.verdict) for e in asked] == [("1.5.0", "pass")] * 2, "before 50 % and before 100 %"

@@ -72,7 +72,7 @@ def test_a_rollback_takes_the_database_back_as_the_environment_says(sandbox_dir:
         assert serving(env_file) == [("1.0.0", "healthy", "1.0.0")] * 3
         assert database(env_file) == before, "schema 0001 and every row as before"
         report = run.report
-        assert "Failed gate: `gates/test_40_verify.py::test_database_health_latency`" in report
+        assert "Failed gate: `gates/test_40_verify.py::test_database_answers_in_time`" in report
         assert "Rollback: verified" in report
         lost = "anything written after the backup was taken is lost" in report
         assert lost is (policy == "restore"), "only a restore loses writes, and the report says so"

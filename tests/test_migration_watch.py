@@ -20,7 +20,14 @@ from pathlib import Path
 import psycopg
 import pytest
 from gate_runs import run_gates
-from notes_service.stack import NOTES, REVISIONS, notes_database, running_notes, write_notes_env
+from notes_service.stack import (
+    NOTES,
+    REVISIONS,
+    notes_database,
+    notes_migrate_settings,
+    running_notes,
+    write_notes_env,
+)
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sandbox_env import free_port_block, variant
@@ -109,7 +116,7 @@ def test_any_other_release_name_is_refused_in_one_line(release: str) -> None:
     with pytest.raises(ActionError) as raised:
         release_for_templates(release)
     message = str(raised.value)
-    assert "\n" not in message and "only letters, digits and . _ - + are allowed" in message
+    assert "\n" not in message and "is not a release name: letters, digits and . _ - + only" in message
 
 
 # Probe traffic: concurrent, timeouts are failures ---------------------------------------------
@@ -255,42 +262,26 @@ def test_a_watch_that_cannot_connect_says_so_and_the_migration_is_not_its_busine
 
 # The command runner against the notes service's own alembic migrations ----------------------
 
-NOTES_DIR = ROOT / "tests" / "notes_service"
-
-
-def notes_settings(**overrides: object) -> MigrateSettings:
-    """migrate as the notes service's team writes it: a relative alembic.ini, run in workdir."""
-    fields: dict[str, object] = {
-        "runner": "command",
-        "command": [sys.executable, "-m", "alembic", "-c", "releases/{release}.ini", "upgrade", "head"],
-        "workdir": str(NOTES_DIR),
-        "version_query": "SELECT version_num FROM alembic_version",
-        "lock_timeout": "2s",
-        "statement_timeout": "60s",
-        **overrides,
-    }
-    return MigrateSettings.model_validate(fields)
-
 
 def test_the_command_runs_in_workdir_with_a_relative_alembic_ini(db: Postgres) -> None:
-    first = migrate(db, notes_settings(), "1.4.0")
-    second = migrate(db, notes_settings(), "1.5.0")
+    first = migrate(db, notes_migrate_settings(), "1.4.0")
+    second = migrate(db, notes_migrate_settings(), "1.5.0")
 
     assert (first.ok, first.version_after) == (True, "7c1e0a2f9b01"), first.error
     assert (second.ok, second.version_before, second.version_after) == (True, "7c1e0a2f9b01", "3f9d4b6a2c10")
     assert second.locks is not None and second.locks.samples >= 2 and second.locks.error == ""
-    without = migrate(db, notes_settings(workdir=None), "1.5.0")
+    without = migrate(db, notes_migrate_settings(workdir=None), "1.5.0")
     assert not without.ok and "releases/1.5.0.ini" in "\n".join([*without.stderr_tail, without.error])
 
 
 def test_alembic_s_backend_is_found_by_its_application_name_and_its_lock_timed(db: Postgres) -> None:
     """Not the scratch copy: only the backends named for this migration (PGAPPNAME) are watched."""
-    assert migrate(db, notes_settings(), "1.4.0").ok
+    assert migrate(db, notes_migrate_settings(), "1.4.0").ok
     with _session(db, "a-user") as user:
         user.execute("LOCK TABLE alembic_version IN SHARE MODE")  # someone else's lock: not reported
         user.commit()
 
-    result = migrate(db, notes_settings(), "1.5.0-lock")
+    result = migrate(db, notes_migrate_settings(), "1.5.0-lock")
 
     assert result.ok and result.locks is not None and result.locks.error == ""
     longest = result.locks.longest
@@ -300,11 +291,11 @@ def test_alembic_s_backend_is_found_by_its_application_name_and_its_lock_timed(d
 
 
 def test_a_failed_command_keeps_the_last_30_lines_of_stderr_where_the_cause_is(db: Postgres) -> None:
-    assert migrate(db, notes_settings(), "1.4.0").ok
+    assert migrate(db, notes_migrate_settings(), "1.4.0").ok
     with psycopg.connect(db.conninfo(), autocommit=True) as conn:
         conn.execute("INSERT INTO notes (body) VALUES ('a'), ('b')")  # the backfill divides by zero on a row
 
-    result = migrate(db, notes_settings(), "1.5.0-bad-migration")
+    result = migrate(db, notes_migrate_settings(), "1.5.0-bad-migration")
 
     assert not result.ok and result.version_after == "7c1e0a2f9b01"
     assert result.stderr_tail[-1].startswith("(Background on this error at:"), "the last line is no cause"
@@ -328,7 +319,7 @@ def test_secrets_never_reach_the_kept_stderr(
         "print('url postgresql://app:' + os.environ['PGPASSWORD'] + '@db/x', file=sys.stderr)\n"
         "sys.exit(4)\n"
     )
-    result = migrate(secret_db, notes_settings(command=[sys.executable, str(script)]), "1.5.0")
+    result = migrate(secret_db, notes_migrate_settings(command=[sys.executable, str(script)]), "1.5.0")
 
     assert not result.ok and "exited with 4" in result.error
     kept = "\n".join([result.error, result.output, *result.stderr_tail])

@@ -96,7 +96,11 @@ def test_a_rollback_is_told_with_the_failed_gate_and_a_refused_message_changes_n
 
     assert run.code == 11, run.output  # the decision, whatever the chat says
     assert serving(env_file) == [("1.0.0", "healthy", "1.0.0")] * 3
-    rolled_back = webhook.texts[-1]
+    in_progress, rolled_back = webhook.texts[-2:]  # Granter: "Rollback IN PROGRESS", before it starts
+    assert in_progress.startswith(
+        ":warning: Rollback IN PROGRESS for demo 2.0.0-bad-health in sandbox: gates/"
+    )
+    assert "Going back to 1.0.0" in in_progress
     assert rolled_back.startswith(":rewind: demo 2.0.0-bad-health was ROLLED BACK in sandbox: gates/")
     assert "1.0.0 serves again, verified" in rolled_back
     assert (

@@ -116,3 +116,66 @@ def test_a_changed_policy_bundle_goes_back_after_the_application_and_before_the_
 
 def test_the_policy_bundle_is_left_alone_when_this_run_did_not_change_it():
     assert Undo.ROLL_BACK_POLICY not in failed_in(Phase.VERIFY, Change.APPLICATION).undo_plan()
+
+
+# rollback.maintenance: Granter's rollback order (issue 11) ----------------------------------
+
+
+@pytest.mark.parametrize("policy", ["restore", "down-migrations"])
+def test_granter_s_order_takes_the_service_out_undoes_the_database_then_brings_the_previous_release(policy):
+    """Granter's rollback: scale down (2), the database (3), the previous images (4); maintenance
+    is left last, whether or not the migration had entered it."""
+    database = Undo.RESTORE_DATABASE if policy == "restore" else Undo.REVERT_MIGRATIONS
+    for changes in [
+        (Change.DATABASE, Change.APPLICATION),
+        (Change.MAINTENANCE, Change.DATABASE, Change.APPLICATION),
+    ]:
+        pipeline = failed_in(Phase.OBSERVE, *changes, database_policy=policy, maintenance_first=True)
+        assert pipeline.undo_plan() == (
+            Undo.ENTER_MAINTENANCE,
+            database,
+            Undo.ROLL_BACK_APPLICATION,
+            Undo.LEAVE_MAINTENANCE,
+        )
+        assert pipeline.exit_code == 11
+
+
+def test_the_default_order_is_summit_s_application_first():
+    pipeline = failed_in(Phase.VERIFY, Change.DATABASE, Change.APPLICATION, database_policy="restore")
+    assert pipeline.undo_plan() == (Undo.ROLL_BACK_APPLICATION, Undo.RESTORE_DATABASE)
+
+
+def test_without_a_database_undo_maintenance_first_changes_nothing():
+    """Nothing to restore (database = never, or this run did not migrate): nobody is taken out."""
+    kept = failed_in(
+        Phase.VERIFY, Change.DATABASE, Change.APPLICATION, database_policy="never", maintenance_first=True
+    )
+    unmigrated = failed_in(
+        Phase.VERIFY, Change.APPLICATION, database_policy="restore", maintenance_first=True
+    )
+    assert kept.undo_plan() == unmigrated.undo_plan() == (Undo.ROLL_BACK_APPLICATION,)
+
+
+def test_a_failed_migration_is_undone_as_before_with_maintenance_first():
+    """Before the release went out the previous release still runs on it: the migrate path is unchanged."""
+    pipeline = failed_in(Phase.MIGRATE, Change.MAINTENANCE, Change.DATABASE, maintenance_first=True)
+    assert pipeline.undo_plan() == (Undo.RESTORE_DATABASE, Undo.LEAVE_MAINTENANCE)
+    assert pipeline.exit_code == 10
+
+
+def test_a_policy_bundle_goes_back_with_the_application_after_the_database():
+    pipeline = failed_in(
+        Phase.VERIFY,
+        Change.DATABASE,
+        Change.POLICY,
+        Change.APPLICATION,
+        database_policy="restore",
+        maintenance_first=True,
+    )
+    assert pipeline.undo_plan() == (
+        Undo.ENTER_MAINTENANCE,
+        Undo.RESTORE_DATABASE,
+        Undo.ROLL_BACK_APPLICATION,
+        Undo.ROLL_BACK_POLICY,
+        Undo.LEAVE_MAINTENANCE,
+    )

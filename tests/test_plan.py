@@ -78,6 +78,7 @@ def test_the_plan_lists_the_gates_the_run_executes_with_every_template_filled(sa
     assert re.search(r"not run Run Smoke Tests.*: no \[smoke\] journeys", plan), plan
     # Its own strategy, its own migration command and version query, every template filled.
     assert "strategy:    rolling update on the local platform: 2 instance(s), max surge 2" in plan
+    assert "health:      1.5.0 (build.version of /internal/status)" in plan, "what the release reports"
     assert "releases/1.5.0.ini upgrade head" in plan and "{release}" not in plan and "{python}" not in plan
     assert "check   SELECT version_num FROM alembic_version: the latest migration" in plan
     assert "schema_migrations" not in plan

@@ -50,6 +50,7 @@ def test_four_workers_back_up_roll_out_and_roll_back_exactly_once(sandbox_dir: P
         assert sorted(record.results) == [
             "backup",
             "deploy",
+            "lease",
             "migrate",
             "policy",
             "previous_release",

@@ -17,6 +17,7 @@ import re
 import sys
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from datetime import date
 from datetime import time as dt_time
 from enum import StrEnum
@@ -100,11 +101,43 @@ def _no_inline_password(url: str) -> str:
     return url
 
 
+RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+"""What a release may be called anywhere: it is put into paths, image tags and argv templates."""
+
+
+def _compiles(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
 class EnvironmentInfo(Model):
     name: str
     tier: Tier = Tier.STAGING
     service: str = Field(description="the service being released, as named in reports")
     description: str = ""
+    release_pattern: Annotated[str | None, AfterValidator(_compiles)] = Field(
+        None, description=r'what --release must look like here, e.g. "^\d+\.\d+\.\d+$" (a version)'
+    )
+
+
+def check_release(release: str, env: Environment | None = None) -> str:
+    """``release`` when it is a name releasegate can put into paths, tags and argv (and matches the
+    environment's release_pattern); ConfigError, one line, otherwise: a usage error, exit 4."""
+    if not RELEASE_NAME.match(release) or ".." in release:
+        raise ConfigError(
+            f"--release {release!r} is not a release name: letters, digits and . _ - + only, starting "
+            "with a letter or digit, no '..', at most 128 characters (e.g. 2.0.0, v4.0.0-ga)"
+        )
+    pattern = env.environment.release_pattern if env is not None else None
+    if pattern is not None and not re.search(pattern, release):
+        raise ConfigError(
+            f"--release {release!r} does not match {env.environment.name}'s environment.release_pattern {pattern!r}"
+        )
+    return release
 
 
 class SandboxSettings(Model):
@@ -451,7 +484,20 @@ class MigrateSettings(Model):
     )
     dsn_env: str = "DATABASE_URL"
     version_query: str = "SELECT version FROM schema_migrations ORDER BY version DESC LIMIT 1"
-    expected_version: str | None = Field(None, description="command runner: the version the release expects")
+    expected_version: str | None = Field(
+        None,
+        description="command runner: the version the release expects, set by hand (may use {release}); "
+        "it wins over expected_version_command",
+    )
+    expected_version_command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="command runner: an argv that prints the version the release ships, run in workdir "
+        "with {release} filled into each element (as the migration command); the first word of its "
+        "stdout's last non-empty line is the version: `alembic heads` prints `3f9d4b6a2c10 (head)`. "
+        "It must only read (the dry run runs it too). Without it or expected_version, the version "
+        "the rehearsal reached is expected",
+    )
     lock_timeout: str = "5s"
     statement_timeout: str = "5min"
     rehearse: bool = True
@@ -486,12 +532,33 @@ class MigrateSettings(Model):
             raise ValueError("runner = 'sql' needs `directory`")
         if self.runner == "command" and not self.command:
             raise ValueError("runner = 'command' needs `command`")
+        if self.runner == "sql" and (self.expected_version_command or self.expected_version):
+            raise ValueError(
+                "the sql runner expects its newest file: expected_version(_command) is for 'command'"
+            )
         return self
 
 
 class RollbackSettings(Model):
     database: Literal["restore", "down-migrations", "never"] = "never"
-    timeout_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="the longest a rollback may take, from its first step to the end of its verification: "
+        "one over it runs to its end (never stopped half way) and is ROLLBACK_FAILED (exit 12)",
+    )
+    database_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="the same limit for an undo that is the database alone (a failed migration's restore "
+        "or down-migrations); default: timeout_s",
+    )
+    maintenance: bool = Field(
+        False,
+        description="when the database is undone after the release went out: maintenance mode "
+        "(platform.kubernetes.maintenance) first, then the database, then the previous release brought "
+        "back onto it (Granter's rollback steps 2-4); default: the application first (Summit GA 7.1-7.3)",
+    )
 
 
 # -- metrics: Prometheus, SLO checks, canary analysis, the watch after release ----------------
@@ -928,10 +995,64 @@ class MetricsSettings(Model):
         return used
 
 
+HealthValue = str | bool | int
+
+
+class HealthContract(Model):
+    """What this service's health endpoint answers when it is healthy, in its own shape: the
+    runbooks' ``{"status": "healthy", "version": "v4.0.0-ga"}``, Spring Boot's ``{"status": "UP"}``,
+    a boolean, or nothing but HTTP 200. Dotted paths reach into nested JSON (``build.version``);
+    an empty one means the answer has no such field."""
+
+    status_field: str = Field(
+        "status", description='where the status is ("" = no status field: an HTTP 2xx answer is healthy)'
+    )
+    healthy: list[HealthValue] = Field(
+        default_factory=lambda: ["healthy"],
+        min_length=1,
+        description='the status values that mean healthy: ["healthy"], ["UP"], [true]',
+    )
+    version_field: str = Field(
+        "version", description='where the version is ("" = none: the platform\'s release is the truth)'
+    )
+    version_header: str = Field("", description="a response header that carries the version instead")
+    version: str = Field(
+        "{release}", description='the version a release reports, from its {release}: "v{release}-ga"'
+    )
+    checks_field: str = Field("checks", description='a map of named checks, each passing or not ("" = none)')
+    check_ok: list[HealthValue] = Field(
+        default_factory=lambda: ["ok", "up", "pass", "passing", "healthy", "connected", True],
+        description="values of a passing check (text compared without case); a check that is an object is "
+        "read at its status_field",
+    )
+
+    @model_validator(mode="after")
+    def _one_version_source(self) -> HealthContract:
+        if self.version_field and self.version_header:
+            raise ValueError("the version is read from version_field or version_header, not both")
+        if self.reports_version and "{release}" not in self.version:
+            raise ValueError('version must derive from the release: it needs {release} (e.g. "v{release}")')
+        return self
+
+    @property
+    def reports_version(self) -> bool:
+        """Whether the answer names a version at all (Granter's does not)."""
+        return bool(self.version_field or self.version_header)
+
+    def expected_version(self, release: str) -> str:
+        return self.version.replace("{release}", release)
+
+
 class VerifySettings(Model):
     health_path: str = "/health"
+    health: HealthContract = HealthContract()
     health_db_path: str | None = Field(
-        None, description="a database health endpoint answering JSON with latency_ms (none: no such gate)"
+        None,
+        description="a database health endpoint (none: the database is asked directly, a timed SELECT 1)",
+    )
+    health_db_latency_field: str = Field(
+        "latency_ms",
+        description='where /health/db puts its latency: a number of ms, or text with units ("<5ms", "4 ms")',
     )
     health_probes: int = Field(10, ge=1, description="the runbook's `for i in {1..10}`")
     health_interval_s: float = Field(2.0, ge=0)
@@ -964,6 +1085,19 @@ class LedgerSettings(Model):
         if self.path and self.dsn:
             raise ValueError("a ledger is either `path` (SQLite) or `dsn` (PostgreSQL), not both")
         return self
+
+
+class LeaseSettings(Model):
+    """One run changes the environment at a time: a lease row in the application's database,
+    renewed every ``duration_s / 3`` while its run lives, free ``duration_s`` after its last
+    renewal when its holder is gone (at once when it died on the same machine)."""
+
+    duration_s: float = Field(
+        30.0, ge=1, le=3600, description="a holder that stops renewing loses it after this"
+    )
+    name: str | None = Field(
+        None, description="what is leased; default: the environment's name (files sharing a target share it)"
+    )
 
 
 # -- smoke: user journeys (smoke/, e2e/, and the verify phase) --------------------------------
@@ -1302,16 +1436,27 @@ class ReadinessSettings(Model):
         return self
 
 
+NotifyEvent = Literal["start", "rollback_started", "success", "aborted", "rolled_back", "rollback_failed"]
+
+
 class NotifySettings(Model):
-    """A Slack-compatible webhook told when a deployment starts and how it ended."""
+    """A Slack-compatible webhook told when a deployment starts, when a rollback begins (Granter's
+    "IN PROGRESS"), and how it ended."""
 
     slack_webhook: Secret = Field(description="the incoming webhook's URL, e.g. ${SLACK_WEBHOOK_URL}")
     channel: str | None = None
     username: str | None = "releasegate"
-    events: list[Literal["start", "success", "aborted", "rolled_back", "rollback_failed"]] = Field(
-        default_factory=lambda: ["start", "success", "aborted", "rolled_back", "rollback_failed"]
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [
+            "start",
+            "rollback_started",
+            "success",
+            "aborted",
+            "rolled_back",
+            "rollback_failed",
+        ]
     )
-    templates: dict[Literal["start", "success", "aborted", "rolled_back", "rollback_failed"], str] = Field(
+    templates: dict[NotifyEvent, str] = Field(
         default_factory=dict, description="override a message; {release}, {environment}, {failure}, ..."
     )
     timeout_s: float = Field(5.0, gt=0, le=30)
@@ -1343,6 +1488,7 @@ class Environment(Model):
     compliance: ComplianceSettings | None = None
     report: ReportSettings = ReportSettings()
     ledger: LedgerSettings = LedgerSettings()
+    lease: LeaseSettings = LeaseSettings()
     smoke: SmokeSettings | None = None
     policy: PolicySettings | None = None
     planned_minutes: dict[Phase, float] = Field(
@@ -1396,27 +1542,111 @@ def resolve_env_path(name_or_path: str, root: Path) -> Path:
     return path
 
 
-def load_environment(name_or_path: str, root: Path) -> Environment:
-    """Read, expand and validate an environment file; errors are one line naming file and key."""
+def load_environment(name_or_path: str, root: Path, overrides: Sequence[str | Path] = ()) -> Environment:
+    """Read, expand and validate an environment file, with each override file (``--env-override``)
+    merged onto it in order; errors are one line naming the file (the override's when the key
+    came from it) and the key."""
     path = resolve_env_path(name_or_path, root)
     shown = _shown(path, root)
+    raw = _read_toml(path, shown)
+    from_override: dict[str, Any] = {}
+    override_shown = shown_with = shown
+    for override in overrides:
+        override_path = Path(override) if Path(override).is_absolute() else Path.cwd() / override
+        override_shown = _shown(override_path, root)
+        layer = _read_toml(override_path, override_shown)
+        try:
+            raw = merge_override(raw, layer)
+        except ValueError as exc:
+            raise ConfigError(f"{override_shown}: {exc}") from None
+        from_override = merge_override(from_override, {k: v for k, v in layer.items() if k != OVERRIDE_TABLE})
+        shown_with = f"{shown} with {override_shown}"
+    placeholders = _load_placeholders(raw, root)
+    unset = _unset_placeholder(raw, placeholders)
+    if unset:
+        raise ConfigError(f"{shown_with}: {unset}")
+    raw = _expand(raw, placeholders)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return Environment.model_validate({**raw, "source": path})
+    except ValidationError as exc:
+        loc = exc.errors(include_url=False)[0]["loc"]
+        where = override_shown if overrides and _sets(from_override, loc) else shown_with
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+
+
+def _read_toml(path: Path, shown: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{shown}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from None
-    placeholders = _load_placeholders(raw, root)
-    unset = _unset_placeholder(raw, placeholders)
-    if unset:
-        raise ConfigError(f"{shown}: {unset}")
-    raw = _expand(raw, placeholders)
-    try:
-        return Environment.model_validate({**raw, "source": path})
-    except ValidationError as exc:
-        raise ConfigError(f"{shown}: {_describe(exc)}") from None
+
+
+OVERRIDE_TABLE = "override"
+"""An override file's own table: ``[override] remove = ["notify", "readiness.github"]``."""
+
+
+def merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged onto ``base`` (neither is changed), so that one file can point an
+    environment elsewhere and leave the rest as its authors wrote it. The rules:
+
+    - first, every dotted key listed in ``[override] remove`` is taken out of ``base`` (a key
+      that is not there is an error: a typo would otherwise remove nothing, silently);
+    - then tables merge key by key, recursively; any other value (a string, a number, an array,
+      an array of tables) replaces the one in ``base``.
+
+    A section removed and set again in the same file is thereby replaced whole."""
+    meta = override.get(OVERRIDE_TABLE, {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"{OVERRIDE_TABLE}: expected a table with `remove`")
+    unknown = sorted(set(meta) - {"remove"})
+    if unknown:
+        raise ValueError(f"{OVERRIDE_TABLE}.{unknown[0]}: unknown key (known: remove)")
+    remove = meta.get("remove", [])
+    if not isinstance(remove, list) or not all(isinstance(k, str) and k for k in remove):
+        raise ValueError(f'{OVERRIDE_TABLE}.remove: expected a list of dotted keys, e.g. ["notify"]')
+    merged = _deep_copy(base)
+    for dotted in remove:
+        parent: Any = merged
+        *path, last = dotted.split(".")
+        for part in path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or last not in parent:
+            raise ValueError(f"{OVERRIDE_TABLE}.remove: {dotted!r} is not in the environment")
+        del parent[last]
+    return _merge(merged, {k: v for k, v in override.items() if k != OVERRIDE_TABLE})
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _merge(base[key], value)
+        else:
+            base[key] = _deep_copy(value)
+    return base
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _sets(raw: dict[str, Any], loc: tuple[int | str, ...]) -> bool:
+    """Whether the override set the key at ``loc`` (or the section holding it)."""
+    node: Any = raw
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict):
+            return True
+    return True
 
 
 def _load_placeholders(raw: dict[str, Any], root: Path) -> dict[str, str]:

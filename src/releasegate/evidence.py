@@ -162,6 +162,26 @@ class Checker:
             return
         raise GateFailure(evidence.line())
 
+    def judged(
+        self,
+        check: str,
+        value: Any,
+        ok: bool,
+        *,
+        comparator: str = "",
+        threshold: Any = None,
+        source: str = "",
+        detail: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> Any:
+        """A value judged by a rule of its own (a health contract: these values, an HTTP 2xx and
+        every check passing): recorded, then the gate fails unless ``ok``; no value is no data."""
+        verdict = Verdict.NO_DATA if value is None else Verdict.PASS if ok else Verdict.FAIL
+        evidence = self._record(check, value, verdict, "", comparator, threshold, source, detail, data)
+        if verdict is not Verdict.PASS:
+            raise GateFailure(evidence.line())
+        return value
+
     def fail(self, check: str, problem: str, *, source: str = "") -> None:
         """Record that something could not be measured or did not happen, then fail."""
         evidence = self._record(check, None, Verdict.FAIL, "", "", None, source, problem)

@@ -22,14 +22,13 @@ from releasegate.analysis.canary import CanaryRule
 from releasegate.analysis.detection import RequestsNeeded
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, schedule_offsets
 from releasegate.analysis.thresholds import Verdict
-from releasegate.canary_health import ask_canary_health
 from releasegate.config import Environment, MigrateSettings, duration_seconds
 from releasegate.errors import ActionError
 from releasegate.evidence import Checker
+from releasegate.instance_health import ask_health, instances_of
 from releasegate.journeys import JourneyResult, run_journey
 from releasegate.platforms import instances_reachable, strategy_of
 from releasegate.platforms.base import Platform, RolloutResult
-from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
 from releasegate.probes.policy import PolicyEngine
 from releasegate.probes.postgres import Postgres
@@ -427,11 +426,11 @@ def canary_step(
 
         def health(when: str) -> dict:
             run.progress(f"canary {step} % step: asking each canary instance {env.verify.health_path} {when}")
-            return ask_canary_health(
-                run.platform,
+            return ask_health(
+                instances_of(run.platform, run.release, "canary_instances"),
                 run.release,
-                env.verify.health_path,
-                env.verify.request_timeout_s,
+                env.verify,
+                role="canary",
                 reachable=instances_reachable(env),
                 when=when,
             )
@@ -542,29 +541,14 @@ def green_smoke(run: Run, env: Environment, green_started: RolloutResult) -> dic
 
     def smoke() -> dict:
         if not green_started.ok:
-            return {"healthy": False, "problem": green_started.reason, "answers": []}
-        answers = []
-        for instance in run.platform.green_instances():
-            health = read_health(
-                Http(instance.url, timeout_s=env.verify.request_timeout_s, component=instance.name),
-                env.verify.health_path,
-            )
-            answers.append(
-                {
-                    "instance": instance.name,
-                    "status": health.status,
-                    "version": health.version,
-                    "source": health.source,
-                    "failing": health.failing_checks,
-                }
-            )
-        bad = [a for a in answers if a["status"] != "healthy" or a["version"] != run.release]
-        problem = "; ".join(f"{a['instance']}: {a['status']} {a['version']}" for a in bad)
-        return {
-            "healthy": bool(answers) and not bad,
-            "problem": problem or ("no green instance" if not answers else ""),
-            "answers": answers,
-        }
+            return {"instances": 0, "healthy": False, "problem": green_started.reason, "evidence": []}
+        return ask_health(
+            instances_of(run.platform, run.release, "green_instances"),
+            run.release,
+            env.verify,
+            role="green",
+            reachable=instances_reachable(env),
+        )
 
     return run.once("green-smoke", smoke)
 

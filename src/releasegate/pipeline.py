@@ -52,6 +52,7 @@ class Undo(StrEnum):
     REVERT_MIGRATIONS = "run this run's down-migrations"
     ROLL_BACK_APPLICATION = "roll the application back to the previous release"
     ROLL_BACK_POLICY = "put the previous policy bundle back"
+    ENTER_MAINTENANCE = "put the service in maintenance mode before its database is undone"
     LEAVE_MAINTENANCE = "take the service out of maintenance mode"
 
 
@@ -70,6 +71,8 @@ class Pipeline:
     """rollback.database: restore | down-migrations | never (for deploy..finalize failures)."""
     migrate_policy: str = "restore"
     """migrate.on_failure: restore | down-migrations (for a failed migration)."""
+    maintenance_first: bool = False
+    """rollback.maintenance: the service out before its database is undone, back after (Granter)."""
     changes: set[Change] = field(default_factory=set)
     failure: Failure | None = None
     undo_ok: bool | None = None
@@ -101,7 +104,13 @@ class Pipeline:
         """What must be undone, in order, given the failure and what changed."""
         if self.failure is None:
             return ()
-        return undo_plan(self.failure.phase, self.changes, self.database_policy, self.migrate_policy)
+        return undo_plan(
+            self.failure.phase,
+            self.changes,
+            self.database_policy,
+            self.migrate_policy,
+            maintenance_first=self.maintenance_first,
+        )
 
     def undo_finished(self, ok: bool, detail: str = "") -> None:
         self.undo_ok = ok
@@ -125,11 +134,20 @@ class Pipeline:
 
 
 def undo_plan(
-    failed_phase: Phase, changes: set[Change], database_policy: str, migrate_policy: str
+    failed_phase: Phase,
+    changes: set[Change],
+    database_policy: str,
+    migrate_policy: str,
+    *,
+    maintenance_first: bool = False,
 ) -> tuple[Undo, ...]:
     """The decision tree's undo for a run that stopped in ``failed_phase`` having made ``changes``.
 
     Shared by a failing run and by ``pytest rollback/`` planning for a run that was killed.
+    ``maintenance_first`` (rollback.maintenance) orders a rollback that undoes the database as
+    Granter's runbook does: nobody is served while the database goes back (steps 2-3), then the
+    previous release comes up on it (4), instead of the previous release running on the new
+    schema until the database is undone.
     """
     # Maintenance mode ends last: the service comes back on the database it will run on.
     leave = [Undo.LEAVE_MAINTENANCE] if Change.MAINTENANCE in changes else []
@@ -143,6 +161,10 @@ def undo_plan(
     if Change.POLICY in changes:
         steps.append(Undo.ROLL_BACK_POLICY)
     if Change.DATABASE in changes and database_policy != "never":
+        if maintenance_first:
+            # Granter: scale down (2), the database (3), the previous images (4); leaving
+            # maintenance then finds the replicas back, or brings them back.
+            return (Undo.ENTER_MAINTENANCE, _database_undo(database_policy), *steps, Undo.LEAVE_MAINTENANCE)
         steps.append(_database_undo(database_policy))
     return (*steps, *leave)
 

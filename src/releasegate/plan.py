@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from releasegate.actions.migrate import pending_migrations
+from releasegate.actions.migrate import expected_version_of, pending_migrations
 from releasegate.analysis.detection import RequestsNeeded
 from releasegate.config import Environment, Phase
 from releasegate.errors import ReleasegateError
@@ -45,6 +45,41 @@ def resume_refusal(record: RunRecord, env: Environment) -> str | None:
     return None
 
 
+def identifiers(env: Environment, release: str) -> list[tuple[str, str]]:
+    """What each system calls this release, each derived from it by the environment's templates:
+    the version its health endpoint reports, the image tags, the git ref, the policy bundle."""
+    found: list[tuple[str, str]] = []
+    contract = env.verify.health
+    where = contract.version_header or contract.version_field
+    found.append(
+        (
+            "health",
+            f"{contract.expected_version(release)} ({where} of {env.verify.health_path})"
+            if contract.reports_version
+            else f"no version in {env.verify.health_path}: the platform's release is the truth",
+        )
+    )
+    k8s = env.platform.kubernetes
+    if k8s is not None:
+        images = [d.image.replace("{release}", release) for d in k8s.deployments]
+        if k8s.argo_rollout is not None:
+            images.append(k8s.argo_rollout.image.replace("{release}", release))
+        if k8s.helm is not None:
+            images += [
+                f"--set {key}={value.replace('{release}', release)}"
+                for key, value in k8s.helm.set_values.items()
+            ]
+        if images:
+            found.append(("images", ", ".join(images)))
+    if env.readiness is not None and env.readiness.github is not None:
+        found.append(("git ref", env.readiness.github.ref.replace("{release}", release)))
+    bundle = env.policy.bundle if env.policy is not None else None
+    if bundle is not None:
+        value = bundle.value if bundle.kind == "kubernetes-env" else bundle.file or ""
+        found.append(("policy", value.replace("{release}", release)))
+    return found
+
+
 def render(
     env: Environment, release: str | None, items: list[pytest.Item], *, show_gates: bool = False
 ) -> list[str]:
@@ -56,6 +91,7 @@ def render(
         f"releasegate plan (dry run: nothing is changed): {release} to {env.name} ({env.environment.tier})",
         f"  serving now: {facts.serving}",
         f"  strategy:    {_strategy(facts)}",
+        *(f"  {name + ':':<12} {value}" for name, value in identifiers(env, release or "?")),
         "",
     ]
     shown: set[str] = set()
@@ -262,8 +298,18 @@ class _Facts:
                 lambda: ", ".join(pending_migrations(self.postgres, m, self.release)) or "none pending"
             )
         now = self._read(lambda: str(self.postgres.schema_version(query=m.version_query) or "no version yet"))
-        expected = f", expecting {fill(m.expected_version, self.release)}" if m.expected_version else ""
-        return f"from {now} ({m.version_query}){expected}"
+        return f"from {now} ({m.version_query}), {self._read(self._expected)}"
+
+    def _expected(self) -> str:
+        """The version the release expects, read as the run reads it (the command only reads)."""
+        m = self.env.migrate
+        assert m is not None
+        command = m.expected_version_command and not m.expected_version
+        env = {**self.postgres.client_env(), m.dsn_env: self.postgres.url()} if command else None
+        expected = expected_version_of(m, self.release, env)
+        if expected.version is None:
+            return "expecting the version the rehearsal reaches (no expected version set)"
+        return f"expecting {expected.version} ({expected.source})"
 
     @staticmethod
     def _read(question: Callable[[], str]) -> str:
@@ -412,7 +458,7 @@ def _migration(facts: _Facts) -> list[str]:
     assert m is not None
     lines = [
         f"migrate {facts.postgres.dbname}: {facts.pending} ({_how(facts)}; lock_timeout {m.lock_timeout}, "
-        f"statement_timeout {m.statement_timeout})",
+        f"statement_timeout {m.statement_timeout}, stopped after migrate.timeout_s = {m.timeout_s:g} s)",
         f"if it fails: {_database_undo(facts)}, then ABORTED (exit 10)",
     ]
     k8s = facts.env.platform.kubernetes
@@ -635,8 +681,18 @@ def _on_failure(facts: _Facts, phases: list[Phase]) -> list[str]:
             f"  in {', '.join(changes)}: no further gate runs; {application}{policy}; {database}; "
             f"{verified}; ROLLED_BACK (exit 11)"
         )
+    rollback = env.rollback
+    if rollback.maintenance and env.rollback.database != "never" and changes:
+        lines.append(
+            "  rollback order (rollback.maintenance): maintenance mode, the database, then the previous "
+            "release brought back onto it"
+        )
+    limits = f"rollback.timeout_s = {rollback.timeout_s:g} s"
+    if rollback.database_timeout_s is not None:
+        limits += f" (a database undo alone: rollback.database_timeout_s = {rollback.database_timeout_s:g} s)"
     lines.append(
-        "  in the rollback or its verification: ROLLBACK_FAILED (exit 12), with what is left to do by hand"
+        "  in the rollback or its verification, or a rollback that takes longer than "
+        f"{limits}: ROLLBACK_FAILED (exit 12), with what is left to do by hand"
     )
     return lines
 

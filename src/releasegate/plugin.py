@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from releasegate import fixtures, hookspecs, plan
+from releasegate import fixtures, hookspecs, lease_hooks, plan
 from releasegate.actions.backup import drop_scratch_copies
 from releasegate.actions.load import LoadGenerator
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import Environment, Phase, configured, load_environment
+from releasegate.config import Environment, Phase, check_release, configured, load_environment
 from releasegate.errors import ConfigError, ReleasegateError
 from releasegate.evidence import Evidence, GateFailure
 from releasegate.ledger import Ledger, open_ledger
@@ -77,6 +77,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="environment: a name under environments/ or a path to a TOML file (default: sandbox)",
     )
     group.addoption(
+        "--env-override",
+        dest="rg_env_overrides",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a TOML file merged onto the environment key by key (repeatable, in order; "
+        "[override] remove = [...] takes sections out), e.g. sandbox/replicas/summit.toml",
+    )
+    group.addoption(
         "--release",
         dest="rg_release",
         metavar="VERSION",
@@ -119,6 +128,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="ITEM=NAME",
         help='confirm a checklist item of [readiness.checklist] by name, e.g. --confirm "war room=alice"',
     )
+    lease_hooks.add_options(group)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -136,7 +146,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.pluginmanager.register(fixtures, "releasegate-fixtures")
     try:
-        env = load_environment(config.getoption("rg_env") or "sandbox", config.rootpath)
+        env = load_environment(
+            config.getoption("rg_env") or "sandbox", config.rootpath, config.getoption("rg_env_overrides")
+        )
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     # A deployment: gates/, or any other gate modules run with --release (not the other suites).
@@ -147,11 +159,18 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--release is required to run the gates: the release to deploy, e.g. --release=2.0.0"
         )
+    if config.getoption("rg_release"):
+        try:
+            check_release(config.getoption("rg_release"), env)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[ENV_KEY] = env
     reports = Path(config.getoption("rg_reports") or env.report.dir)
     reports = reports if reports.is_absolute() else Path.cwd() / reports
     reports.mkdir(parents=True, exist_ok=True)
     config.stash[REPORTS_KEY] = reports
+    if config.getoption("rg_dry_run") and not is_worker(config):
+        lease_hooks.say_dry_run(env, _progress(config))
     if config.getoption("rg_dry_run") or config.option.collectonly:
         return  # a plan or a listing: nothing runs, the last run's reports and the ledger stay as they are
     if not config.option.xmlpath:
@@ -169,9 +188,14 @@ def pytest_configure(config: pytest.Config) -> None:
         if is_worker(config):
             if WORKER_RUN_ID in config.workerinput:  # none outside a deployment (pytest smoke/ -n 2)
                 config.stash[RUN_KEY] = Run(env, ledger, config.workerinput[WORKER_RUN_ID], progress)
+                lease_hooks.attach_worker(config, config.stash[RUN_KEY], progress)
         elif deploying:
+            lease_hooks.check_first(config, env, ledger, progress, "deploy", config.getoption("rg_release"))
             config.stash[RUN_KEY] = _deployment_run(config, env, ledger, progress)
+            lease_hooks.take(config, config.stash[RUN_KEY], progress)
         elif _targets(config, "rollback"):
+            kind = "drill" if config.getoption("rg_drill") else "rollback"
+            lease_hooks.check_first(config, env, ledger, progress, kind, config.getoption("rg_release"))
             session = RollbackSession.open(
                 env,
                 ledger,
@@ -182,6 +206,7 @@ def pytest_configure(config: pytest.Config) -> None:
             )
             config.stash[RUN_KEY] = session.run
             config.stash[ROLLBACK_KEY] = session
+            lease_hooks.take(config, session.run, progress)
     except ReleasegateError as exc:
         raise pytest.UsageError(str(exc)) from None
     if not is_worker(config) and RUN_KEY in config.stash:
@@ -210,9 +235,13 @@ def _deployment_run(config: pytest.Config, env: Environment, ledger: Ledger, pro
         )
         return Run(env, ledger, unfinished.id, progress)
     if unfinished is not None:
-        stopped = plan.last_phase(unfinished) or "preflight"
+        phase = plan.last_phase(unfinished) or "preflight"
+        # "stopped" only when it is: a live holder of the lease was refused before we got here.
+        how = lease_hooks.unfinished_text(config)
+        known = config.stash.get(lease_hooks.STATE_KEY, None) is not None
+        stopped = f"stopped during {phase}, {how}" if known else f"last in {phase}, {how}"
         raise ReleasegateError(
-            f"{env.name} has an unfinished run {unfinished.id} ({unfinished.release}, stopped during {stopped}, "
+            f"{env.name} has an unfinished run {unfinished.id} ({unfinished.release}, {stopped}, "
             f"pid {unfinished.pid} on {unfinished.host}): undo it with `pytest rollback/ --env={env.name}` "
             f"or continue it with `pytest gates/ --env={env.name} --release={unfinished.release} --resume`"
         )
@@ -242,6 +271,9 @@ def pytest_configure_node(node: Any) -> None:
     run = node.config.stash.get(RUN_KEY, None)
     if run is not None:
         node.workerinput[WORKER_RUN_ID] = run.id
+        held = lease_hooks.worker_input(node.config)
+        if held is not None:
+            node.workerinput[lease_hooks.WORKER_LEASE] = held
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -262,8 +294,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         config.hook.pytest_releasegate_prepare(config=config, env=env, progress=progress)
     except ReleasegateError as exc:
         progress(f"could not prepare {env.name}: {exc}")
+    if run is not None:
+        lease_hooks.take_pending(config, run, progress)
     if run is not None and run.kind == "deploy":
         finisher.notify("start", run, progress)
+        run.announce = lambda event: finisher.notify(event, run, progress)
     if (
         env.metrics is not None
         and env.metrics.load is not None
@@ -490,6 +525,7 @@ class _Finisher:
             run.undo_if_needed()
             _drop_scratch_left(run)
         run.finish()
+        lease_hooks.release(config, run)
         charts = _charts(run, config.stash[REPORTS_KEY])
         config.stash[CHARTS_KEY] = charts
         record = run.ledger.run(run.id)
@@ -531,6 +567,7 @@ class _Finisher:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """report.html: the decision, the failed gate and the charts above everything else, once
         pytest-html has written it (it does so before the run's end is known under xdist)."""
+        lease_hooks.release_quietly(config)
         run = config.stash.get(RUN_KEY, None)
         html = getattr(config.option, "htmlpath", None)
         if run is None or not html or config.getoption("rg_dry_run"):
@@ -620,7 +657,15 @@ def _sigterm_as_interrupt(signum: int, _frame: object) -> None:
 
 
 def _is_suite_run(config: pytest.Config) -> bool:
-    options = ("rg_env", "rg_release", "rg_reports", "rg_dry_run", "rg_resume", "rg_drill")
+    options = (
+        "rg_env",
+        "rg_env_overrides",
+        "rg_release",
+        "rg_reports",
+        "rg_dry_run",
+        "rg_resume",
+        "rg_drill",
+    )
     if any(config.getoption(o) for o in options):
         return True
     return any(_targets(config, suite) for suite in SUITES)

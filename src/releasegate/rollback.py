@@ -117,10 +117,15 @@ class RollbackSession:
     def full_plan(self) -> tuple[Undo, ...]:
         """The decision tree's undo for the target run, done or not."""
         migrate_policy = self.env.migrate.on_failure if self.env.migrate else "restore"
-        if self.target.decision == Decision.SUCCESS:
-            # Going back from a release that went out: as if its last phase had failed.
-            return undo_plan(Phase.FINALIZE, self.changes, self.env.rollback.database, migrate_policy)
-        return undo_plan(self.stopped_in, self.changes, self.env.rollback.database, migrate_policy)
+        # Going back from a release that went out (SUCCESS): as if its last phase had failed.
+        phase = Phase.FINALIZE if self.target.decision == Decision.SUCCESS else self.stopped_in
+        return undo_plan(
+            phase,
+            self.changes,
+            self.env.rollback.database,
+            migrate_policy,
+            maintenance_first=self.env.rollback.maintenance,
+        )
 
     # Doing it -----------------------------------------------------------------------------
 
@@ -234,8 +239,7 @@ class RollbackSession:
                 check,
                 self.run.platform,
                 target.release,
-                verify.health_path,
-                verify.request_timeout_s,
+                verify,
                 reachable=instances_reachable(self.env),
             )
             return {"ok": True}
@@ -252,8 +256,7 @@ class RollbackSession:
             check,
             self.run.platform,
             self.back_to,
-            verify.health_path,
-            verify.request_timeout_s,
+            verify,
             reachable=instances_reachable(self.env),
         )
 

@@ -79,6 +79,7 @@ class Run:
         self.pipeline = Pipeline(
             database_policy=env.rollback.database,
             migrate_policy=env.migrate.on_failure if env.migrate else "restore",
+            maintenance_first=env.rollback.maintenance,
         )
         self.current_phase: Phase | None = None
         self.rollback_duration_s: float | None = None
@@ -86,6 +87,10 @@ class Run:
         self._platform: Platform | None = None
         self._previous: str | None = record.previous_release
         self._phases_open: list[str] = []
+        self.guard: Callable[[], None] | None = None
+        """Called before every change: raises when the environment's lease is not this run's."""
+        self.announce: Callable[[str], None] = lambda _event: None
+        """Tells the environment's webhook of an event (the plugin sets it; "rollback_started")."""
         self.refresh()
 
     @classmethod
@@ -192,6 +197,8 @@ class Run:
     @contextmanager
     def mutation(self, action: str, about_to: str, undo: dict[str, Any]) -> Iterator[Mutation]:
         """Write the intent (and so mark the change) before the mutation starts, the outcome after."""
+        if self.guard is not None:
+            self.guard()  # the lease: no change to an environment another run holds
         if action in CHANGES:
             self.pipeline.changed(CHANGES[action])
         handle = Mutation(self.ledger.intent(self.id, action, about_to, undo))
@@ -232,6 +239,7 @@ class Run:
         failure = self.pipeline.failure
         assert failure is not None
         self.progress(f"{failure.phase} failed ({failure.gate}): " + "; ".join(plan))
+        self.announce("rollback_started")
         ok, detail = self.carry_out(plan, self.checker(ROLLBACK, ROLLBACK))
         self.ledger.finish_undo(self.id, ok, detail)
         self.pipeline.undo_finished(ok, detail)
@@ -240,6 +248,12 @@ class Run:
         self, plan: tuple[Undo, ...], check: Checker, *, to_release: str | None = None
     ) -> tuple[bool, str]:
         """Run each undo step, verified; the rollback suite calls this for runs that died."""
+        if self.guard is not None:
+            try:
+                self.guard()  # a run whose lease was taken over leaves the undo to the new holder
+            except ReleasegateError as exc:
+                self.progress(f"rollback not started: {exc}")
+                return False, f"not rolled back: {exc}"
         self.ledger.phase_started(self.id, ROLLBACK)
         started = time.monotonic()
         problems: list[str] = []
@@ -257,14 +271,9 @@ class Run:
                     problems.append(f"smoke after the rollback: {exc}")
                     self.progress(f"smoke failed after the rollback: {exc}")
         self.rollback_duration_s = time.monotonic() - started
+        problems.extend(self._judge_duration(plan, check, problems, to_release))
         ok = not problems
         detail = "; ".join(problems)
-        check.record(
-            "rollback duration",
-            round(self.rollback_duration_s, 2),
-            unit="s",
-            detail="all steps verified" if ok else detail,
-        )
         self.ledger.phase_finished(self.id, ROLLBACK, "passed" if ok else "failed")
         self.progress(
             f"rollback {'verified' if ok else 'FAILED'} in {self.rollback_duration_s:.1f} s"
@@ -272,8 +281,44 @@ class Run:
         )
         return ok, detail
 
+    def _judge_duration(
+        self, plan: tuple[Undo, ...], check: Checker, problems: list[str], to_release: str | None
+    ) -> list[str]:
+        """The runbook's rollback time (rollback.timeout_s; database_timeout_s for a database undo
+        alone) against the measured one. A slow rollback was not stopped half way: it is judged
+        after its end, and over the limit it is ROLLBACK_FAILED, whatever its steps did."""
+        settings = self.env.rollback
+        key, limit = "rollback.timeout_s", settings.timeout_s
+        if Undo.ROLL_BACK_APPLICATION not in plan and settings.database_timeout_s is not None:
+            key, limit = "rollback.database_timeout_s", settings.database_timeout_s
+        took = round(self.rollback_duration_s or 0.0, 2)
+        try:
+            check.at_most(
+                "rollback duration",
+                took,
+                limit,
+                unit="s",
+                source=key,
+                detail="; ".join(problems) or "every step verified",
+            )
+        except GateFailure:
+            serving = to_release or self.previous_release
+            done = (
+                "every step ran to its end and was verified, nothing is left to undo"
+                if not problems
+                else "see the failed steps"
+            )
+            return [
+                f"the rollback took {took:g} s, over {key} {limit:g} s ({done}); by hand: confirm "
+                f"{serving or 'the previous release'} serves and find why it was slow before the next release "
+                "relies on the runbook's rollback time"
+            ]
+        return []
+
     def _undo(self, step: Undo, check: Checker, to_release: str | None) -> None:
-        if step is Undo.ROLL_BACK_APPLICATION:
+        if step is Undo.ENTER_MAINTENANCE:
+            self._enter_maintenance(check)
+        elif step is Undo.ROLL_BACK_APPLICATION:
             self._roll_back_application(check, to_release or self.previous_release)
         elif step is Undo.RESTORE_DATABASE:
             self._restore_database(check)
@@ -314,6 +359,24 @@ class Run:
             detail=result.detail or f"in {result.seconds:.1f} s",
         )
 
+    def _enter_maintenance(self, check: Checker) -> None:
+        """rollback.maintenance: nobody served while the database goes back (Granter steps 2-3)."""
+        enter = getattr(self.platform, "enter_maintenance", None)
+        if enter is None:
+            check.fail(
+                "maintenance mode before the database undo",
+                f"the {self.env.platform.kind} platform has no maintenance mode (rollback.maintenance = true)",
+            )
+            return
+        self.progress("maintenance mode before the database is undone")
+        enter(self.progress)
+        check.holds(
+            "maintenance mode entered before the database undo",
+            True,
+            source="platform",
+            detail="scaled to 0 or the variable set, as platform.kubernetes.maintenance says",
+        )
+
     def _leave_maintenance(self, check: Checker) -> None:
         leave = getattr(self.platform, "leave_maintenance", None)
         if leave is None:
@@ -346,14 +409,13 @@ class Run:
             check,
             self.platform,
             target,
-            verify.health_path,
-            verify.request_timeout_s,
+            verify,
             reachable=instances_reachable(self.env),
         )
         health_repeatedly(
             check,
             self.service,
-            verify.health_path,
+            verify,
             target,
             min(3, verify.health_probes),
             verify.health_interval_s,

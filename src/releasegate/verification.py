@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import Environment, SloCheck
+from releasegate.config import Environment, SloCheck, VerifySettings
 from releasegate.errors import ProbeError
 from releasegate.evidence import Checker
 from releasegate.journeys import get_journey, run_journey
@@ -22,10 +23,12 @@ from releasegate.probes.http import Http
 from releasegate.probes.postgres import Postgres
 
 
-def health_is(check: Checker, http: Http, path: str, release: str, label: str) -> None:
-    """One ``/health`` probe: status healthy, the expected version, every check ok."""
+def health_is(check: Checker, http: Http, verify: VerifySettings, release: str, label: str) -> None:
+    """One health probe, judged by the environment's contract (``[verify.health]``): healthy,
+    the version the release reports (when the answer names one), every check passing."""
+    path, contract = verify.health_path, verify.health
     try:
-        health = read_health(http, path)
+        health = read_health(http, path, contract)
     except ProbeError as exc:
         check.fail(f"{label} {path}", str(exc), source=http.url(path))
         return
@@ -38,14 +41,29 @@ def health_is(check: Checker, http: Http, path: str, release: str, label: str) -
             "body": health.body,
         }
     }
-    check.equals(
-        f"{label} status", health.status, "healthy", source=health.source, detail=detail, data=exchange
+    if contract.status_field:
+        accepted: Any = list(contract.healthy)
+        why = f"HTTP {health.http_status}" + (f"; failing: {detail}" if detail else "")
+    else:
+        accepted, why = "HTTP 2xx", detail and f"failing: {detail}"
+    check.judged(
+        f"{label} status",
+        health.status,
+        health.healthy,
+        comparator="in",
+        threshold=accepted,
+        source=health.source,
+        detail=why,
+        data=exchange,
     )
-    check.equals(f"{label} version", health.version, release, source=health.source)
+    if contract.reports_version:
+        check.equals(
+            f"{label} version", health.version, contract.expected_version(release), source=health.source
+        )
 
 
 def every_instance_serves(
-    check: Checker, platform: Platform, release: str, path: str, timeout_s: float, *, reachable: bool = True
+    check: Checker, platform: Platform, release: str, verify: VerifySettings, *, reachable: bool = True
 ) -> None:
     """Every instance the load balancer routes to runs ``release`` and, asked directly when its
     address answers from here, says it is healthy (else the platform's readiness stands in)."""
@@ -61,19 +79,19 @@ def every_instance_serves(
             continue
         health_is(
             check,
-            Http(instance.url, timeout_s=timeout_s, component=instance.name),
-            path,
+            Http(instance.url, timeout_s=verify.request_timeout_s, component=instance.name),
+            verify,
             release,
-            f"{instance.name} /health",
+            f"{instance.name} {verify.health_path}",
         )
 
 
 def health_repeatedly(
-    check: Checker, http: Http, path: str, release: str, times: int, interval_s: float
+    check: Checker, http: Http, verify: VerifySettings, release: str, times: int, interval_s: float
 ) -> None:
     """The runbook's ``for i in {1..10}; do curl /health; sleep 2; done``: every sample recorded."""
     for attempt in range(1, times + 1):
-        health_is(check, http, path, release, f"{path} probe {attempt}/{times}")
+        health_is(check, http, verify, release, f"{verify.health_path} probe {attempt}/{times}")
         if attempt < times:
             time.sleep(interval_s)
 

@@ -4,7 +4,8 @@ A second service for the tests, written with none of the demo's conventions, so 
 releasegate assumes about the demo shows up: the standard library's threaded HTTP server instead
 of Starlette, a synchronous psycopg pool, readiness at ``/ping``, health at
 ``/internal/status``, user routes under ``/v1/notes``, metrics named ``notes_*`` with labels
-``handler`` and ``code``, and a schema managed by alembic (``alembic_version``), not by
+``handler`` and ``code``, a health answer of its own shape (``{"ok": true, "build":
+{"version": ...}, "dependencies": {...}}``) and a schema managed by alembic (``alembic_version``), not by
 ``schema_migrations``. Its database is ``NOTES_DATABASE_URL``.
 
 What a release does differently is in ``RELEASES``: 1.4.0 is the stable one, 1.5.0 the good
@@ -107,10 +108,10 @@ class Notes:
         except (psycopg.Error, PoolTimeout) as exc:
             postgres = f"failing: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         healthy = postgres == "ok"
-        body = {
-            "status": "healthy" if healthy else "unhealthy",
-            "version": self.release.reports or self.release.name,
-            "checks": {"postgres": postgres},
+        body = {  # its own shape: a boolean, the build under its own key, its dependencies
+            "ok": healthy,
+            "build": {"version": self.release.reports or self.release.name, "commit": "0f3c2a1"},
+            "dependencies": {"postgres": "reachable" if healthy else postgres},
         }
         return (200 if healthy else 503), "application/json", json.dumps(body).encode()
 

@@ -22,7 +22,7 @@ import psycopg
 import tomli_w
 from sandbox_env import free_port_block, set_key
 
-from releasegate.config import Environment, load_environment
+from releasegate.config import Environment, MigrateSettings, load_environment
 from releasegate.platforms.local import LocalPlatform
 from sandbox.nginx import Nginx
 from sandbox.postgres import Postgres
@@ -98,6 +98,13 @@ def _environment(dir: Path) -> dict[str, Any]:
         "rollback": {"database": "never", "timeout_s": 60},
         "verify": {
             "health_path": "/internal/status",
+            "health": {
+                "status_field": "ok",
+                "healthy": [True],
+                "version_field": "build.version",
+                "checks_field": "dependencies",
+                "check_ok": ["reachable"],
+            },
             "health_probes": 2,
             "health_interval_s": 0.5,
             "traffic_path": "/v1/notes?limit=3",
@@ -174,6 +181,20 @@ def write_notes_env(dir: Path, **overrides: Any) -> Path:
     path = dir / "notes-env.toml"
     path.write_text(tomli_w.dumps(raw), encoding="utf-8")
     return path
+
+
+def notes_migrate_settings(**overrides: Any) -> MigrateSettings:
+    """[migrate] as the notes team writes it: alembic with a relative alembic.ini, run in workdir."""
+    fields: dict[str, Any] = {
+        "runner": "command",
+        "command": [sys.executable, "-m", "alembic", "-c", "releases/{release}.ini", "upgrade", "head"],
+        "workdir": str(HERE),
+        "version_query": "SELECT version_num FROM alembic_version",
+        "lock_timeout": "2s",
+        "statement_timeout": "60s",
+        **overrides,
+    }
+    return MigrateSettings.model_validate(fields)
 
 
 def notes_environment(env_file: Path) -> Environment:

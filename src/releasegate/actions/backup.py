@@ -24,6 +24,10 @@ from releasegate.errors import ActionError
 from releasegate.probes.postgres import Postgres
 from releasegate.redaction import redact
 
+LEASE_TABLE_PATTERN = "*.releasegate_lease"
+"""releasegate's lease on the environment (releasegate/lease.py): left out of every backup, so that
+no restore rewinds who holds the environment."""
+
 
 @dataclass
 class Dump:
@@ -79,6 +83,7 @@ def dump_database(
                 pg_tool("pg_dump", bin_dir),
                 "--format=custom",
                 f"--snapshot={snapshot}",
+                f"--exclude-table={LEASE_TABLE_PATTERN}",  # who holds the environment is never restored
                 f"--file={path}",
                 f"--dbname={pg.conninfo(dbname)}",
             ],

@@ -14,6 +14,11 @@ and only a release name of letters, digits and ``. _ - +`` is put into a templat
 
 Either runner's backends carry an ``application_name`` of their own (the command gets it in
 ``PGAPPNAME``), so ``probes.locks`` can watch which locks the migration holds while it runs.
+
+The version a release expects comes from what it ships: the sql runner's newest file; for a
+command, ``migrate.expected_version`` set by hand, else what ``migrate.expected_version_command``
+prints (``alembic heads`` on the release's script directory), else nothing (the gates then expect
+what the rehearsal reached). A migration that reaches another version did not do what was shipped.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from releasegate.config import MigrateSettings
-from releasegate.errors import ActionError
+from releasegate.config import MigrateSettings, check_release
+from releasegate.errors import ActionError, ConfigError
 from releasegate.probes.locks import LockReport, LockWatch
 from releasegate.probes.postgres import Postgres, version_key
 from releasegate.probes.traffic import TrafficStats
@@ -40,7 +45,8 @@ from releasegate.redaction import redact
 
 STDERR_LINES = 30
 """A failed command's evidence keeps this many of its last stderr lines."""
-_RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+EXPECTED_VERSION_TIMEOUT_S = 60.0
+"""How long ``expected_version_command`` may take: it reads a script directory, nothing more."""
 _CAUSE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Timeout\w*): |\b(?:ERROR|FATAL|[Ee]rror):")
 
 _FILE = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9_.-]+?)(?P<down>\.down)?\.sql$")
@@ -92,6 +98,8 @@ class MigrationResult:
     """The probe traffic to user routes while it ran (the production migration only)."""
     unwatched: str = ""
     """Why no probe traffic was sent while it ran, when none was."""
+    expected_from: str = ""
+    """Where ``expected_version`` came from (the setting, the command, the newest file)."""
 
     @property
     def reached_expected(self) -> bool:
@@ -162,6 +170,7 @@ def apply_sql_migrations(
             version_before=before,
             version_after=before,
             expected_version=expected_version(migrations, before),
+            expected_from=f"the newest migration file in {directory}" if migrations else "nothing shipped",
         )
         changed = [m.label for m in migrations if m.version in applied and applied[m.version] != m.checksum]
         if changed:
@@ -301,13 +310,12 @@ def _tail(text: str) -> list[str]:
 
 
 def release_for_templates(release: str) -> str:
-    """``release`` when it may be put into a path or an argv template; one line naming it otherwise."""
-    if not _RELEASE_NAME.match(release):
-        raise ActionError(
-            f"release name {release!r} cannot be used in migrate's templates: "
-            "only letters, digits and . _ - + are allowed (starting with a letter or digit)"
-        )
-    return release
+    """``release`` when it may be put into a path or an argv template; one line naming it otherwise
+    (the command line refuses such a name first: this guards callers that did not come through it)."""
+    try:
+        return check_release(release)
+    except ConfigError as exc:
+        raise ActionError(str(exc)) from None
 
 
 def command_argv(settings: MigrateSettings, release: str) -> list[str]:
@@ -315,6 +323,54 @@ def command_argv(settings: MigrateSettings, release: str) -> list[str]:
     assert settings.command is not None
     name = release_for_templates(release)
     return [part.replace("{release}", name) for part in settings.command]
+
+
+@dataclass(frozen=True)
+class ExpectedVersion:
+    """The schema version a release expects of the command runner, and where that was read."""
+
+    version: str | None
+    source: str
+
+
+def expected_version_of(
+    settings: MigrateSettings, release: str, env: Mapping[str, str] | None = None
+) -> ExpectedVersion:
+    """What ``release`` expects: ``expected_version`` by hand, else what ``expected_version_command``
+    prints (the first word of its stdout's last non-empty line), else unknown (None). A command
+    that fails or prints nothing raises: a version nobody could read is never a pass."""
+    name = release_for_templates(release)
+    if settings.expected_version:
+        return ExpectedVersion(
+            settings.expected_version.replace("{release}", name), "migrate.expected_version"
+        )
+    if not settings.expected_version_command:
+        return ExpectedVersion(None, "")
+    argv = [part.replace("{release}", name) for part in settings.expected_version_command]
+    cwd = command_workdir(settings, release)
+    shown = " ".join(argv) + (f" (in {cwd})" if cwd else "")
+    source = f"migrate.expected_version_command `{shown}`"
+    try:
+        proc = subprocess.run(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=EXPECTED_VERSION_TIMEOUT_S,
+            check=False,
+        )
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ActionError(f"{source} could not start: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise ActionError(f"{source} did not finish within {EXPECTED_VERSION_TIMEOUT_S:g} s") from None
+    if proc.returncode != 0:
+        tail = _tail(proc.stderr) or _tail(proc.stdout)
+        raise ActionError(f"{source} exited with {proc.returncode}: {cause_line(tail)}".strip())
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    if not lines:
+        raise ActionError(f"{source} printed no version")
+    return ExpectedVersion(redact(lines[-1].split()[0]), source)
 
 
 def command_workdir(settings: MigrateSettings, release: str) -> Path | None:
@@ -390,6 +446,17 @@ def migrate(
     env = pg.client_env()
     env[settings.dsn_env] = pg.url(dbname)
     env["PGAPPNAME"] = app
+    try:  # before anything changes: a release whose expected version cannot be read is not migrated
+        expected = expected_version_of(settings, release, env)
+    except ActionError as exc:
+        return MigrationResult(
+            ok=False,
+            version_before=before,
+            version_after=before,
+            expected_version=None,
+            error=f"not migrated: {exc}",
+            duration_s=time.monotonic() - started,
+        )
     with watch:
         outcome = run_migration_command(
             argv,
@@ -400,12 +467,12 @@ def migrate(
             cwd=cwd,
         )
     after = pg.schema_version(dbname, settings.version_query)
-    expected = settings.expected_version.replace("{release}", release) if settings.expected_version else None
     return MigrationResult(
         ok=outcome.ok,
         version_before=before,
         version_after=after,
-        expected_version=expected,
+        expected_version=expected.version,
+        expected_from=expected.source,
         applied=[after] if outcome.ok and after and after != before else [],
         error=outcome.error,
         duration_s=time.monotonic() - started,

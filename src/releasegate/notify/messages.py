@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-EVENTS = ("start", "success", "aborted", "rolled_back", "rollback_failed")
+EVENTS = ("start", "rollback_started", "success", "aborted", "rolled_back", "rollback_failed")
 
 DEFAULTS: dict[str, str] = {
     "start": (
         ":rocket: Deploying {service} {release} to {environment} ({tier}), replacing {previous_release}. "
         "Run {run_id} by {operator}. Planned: {planned_minutes} min. Please avoid manual changes "
         "until it ends."
+    ),
+    "rollback_started": (
+        ":warning: Rollback IN PROGRESS for {service} {release} in {environment}: {failed_gate} failed "
+        "({failure}). Going back to {previous_release}; please make no changes until it is verified."
     ),
     "success": (
         ":white_check_mark: {service} {release} serves {environment}: every gate passed in {duration}. "

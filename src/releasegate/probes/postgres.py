@@ -7,6 +7,7 @@ what to check; a query never returns "nothing" silently.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -136,6 +137,16 @@ class Postgres:
                         self.describe(dbname), f"cannot count {table}: {_first_line(exc)}"
                     ) from None
             return counts
+
+    def query_ms(self, query: str = "SELECT 1") -> float:
+        """How long one query takes on an open connection, in ms (the runbooks' "DB query time")."""
+        with self.connect() as conn:
+            started = time.perf_counter()
+            try:
+                conn.execute(query).fetchall()
+            except psycopg.Error as exc:
+                raise ProbeError(self.describe(), f"query failed: {_first_line(exc)}") from None
+            return (time.perf_counter() - started) * 1000
 
     def existing_tables(self, tables: list[str], dbname: str | None = None) -> list[str]:
         """Those of ``tables`` (``name`` or ``schema.name``) that exist in the database."""

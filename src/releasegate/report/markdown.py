@@ -14,6 +14,7 @@ from pathlib import Path
 
 from releasegate.config import Environment
 from releasegate.evidence import Evidence
+from releasegate.lease import describe_record as describe_lease
 from releasegate.ledger import Intent, RunRecord
 from releasegate.pipeline import PHASES
 
@@ -74,6 +75,7 @@ def render(
         ("Started", record.started_at),
         ("Ended", record.ended_at or "did not end (killed?)"),
         ("Duration", _duration(record.started_at, record.ended_at)),
+        *([("Lease", describe_lease(record.results["lease"]))] if "lease" in record.results else []),
     ):
         out(f"| {label} | {_cell(value)} |")
     out("")
