@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ENV    ?= sandbox
 RELEASE ?= 2.0.0
 
-.PHONY: demo test report bench lint setup system-packages clean
+.PHONY: demo test report bench lint setup system-packages clean k8s-tools
 
 # A fresh sandbox (1.0.0), the gates deploy $(RELEASE) through it, then the sandbox is stopped
 # so that nothing keeps running behind your back (KEEP=1 leaves it up to look around).
@@ -44,6 +44,15 @@ report: $(ALLURE)
 $(ALLURE):
 	@command -v java >/dev/null || { echo "Allure needs Java 11+ (apt-get install default-jre-headless)"; exit 1; }
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error allure-commandline@2
+
+# The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
+# helm and the Argo Rollouts controller with its CRDs, built from their Go modules once per
+# version into $(K8S_TOOLS) (outside the checkout: a fresh clone reuses them) and skipped
+# when already there (0.2 s). Cold: 21 min of CPU, ~26 min under nice on a busy machine; see
+# BENCHMARKS.md. tools/k8s/smoke.sh starts them on loopback and stops them.
+K8S_TOOLS ?= $(or $(RELEASEGATE_TOOLS),$(HOME)/.cache/releasegate/tools)
+k8s-tools:
+	RELEASEGATE_TOOLS=$(K8S_TOOLS) bash tools/k8s/build.sh
 
 lint: setup
 	$(BIN)/ruff check .

@@ -205,10 +205,14 @@ def _taken(line: str) -> bool:
 @pytest.mark.integration
 def test_one_run_at_a_time_on_the_sandbox_whatever_its_ledger(leased: Path) -> None:
     runners = leased.parent / "runners"
-    first = Background(start_gates(leased, "2.0.0"))
+    # The first run is kept busy for half a minute more (its health probes in verify), so that
+    # every refusal below meets it live however slowly this machine starts each pytest.
+    slow = variant(leased, "slow", **{"verify.health_probes": 15, "verify.health_interval_s": 2})
+    first = Background(start_gates(slow, "2.0.0"))
     first.wait_for(_taken)
     holder = read_lease(environment(leased)).holder
     assert holder is not None
+    waiting = Background(_suite("rollback/", leased, "--release=1.0.0", "--wait=240"))  # meets it live
 
     t0 = time.monotonic()
     second = run_gates(leased, "2.0.0", f"--reports={runners / 'other-runner'}")
@@ -218,7 +222,6 @@ def test_one_run_at_a_time_on_the_sandbox_whatever_its_ledger(leased: Path) -> N
     down = subprocess.run(
         [sys.executable, "-m", "sandbox", "down", f"--env={leased}"], cwd=ROOT, capture_output=True, text=True
     )
-    waiting = Background(_suite("rollback/", leased, "--release=1.0.0", "--wait=240"))
 
     assert first.finish() == 0, first.output
     assert second.code == 4 and took < 30, second.output

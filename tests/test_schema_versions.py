@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(300)
 
 def notes_settings(**overrides: object) -> MigrateSettings:
     """With `alembic heads` saying what a release expects."""
-    return notes_migrate_settings(expected_version_command=[sys.executable, *HEADS[1:]], **overrides)
+    return notes_migrate_settings(**{"expected_version_command": [sys.executable, *HEADS[1:]], **overrides})
 
 
 @pytest.mark.parametrize("release", ["1.4.0", "1.5.0"])
