@@ -307,7 +307,11 @@ def rollout(
     strategy = strategy_of(env) if previous_release is not None else "initial"
     if strategy == "canary":
         steps = env.metrics.canary.steps if env.metrics else [100]
-        request.getfixturevalue("canary_step")(steps[-1])  # every step, in order, each judged
+        last = request.getfixturevalue("canary_step")(steps[-1])  # every step, in order, each judged
+        if last["verdict"] != "pass":  # a resumed run must not promote what a step took out
+            pytest.fail(
+                f"not promoting: the {steps[-1]} % step did not pass ({last['reason']})", pytrace=False
+            )
         move, about = run.platform.promote, f"promote the canary {run.release} to every instance"
     elif strategy == "blue-green":
         smoke = request.getfixturevalue("green_smoke")
