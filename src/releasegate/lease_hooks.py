@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -33,7 +34,7 @@ from releasegate.lease import (
     read_lease,
     wait_for_lease,
 )
-from releasegate.ledger import Ledger
+from releasegate.ledger import Ledger, open_ledger
 from releasegate.platforms.base import Progress
 from releasegate.run import Run
 from releasegate.state import RUN_KEY
@@ -149,6 +150,26 @@ def _phase(run: Run) -> str | None:
         return plan.last_phase(run.record())
     except Exception:
         return None
+
+
+def refuse_while_held(config: pytest.Config, env: Environment, reports: Path, kind: str) -> None:
+    """Exit 4 at once, naming the holder, when a live run holds the environment and this one
+    neither waits nor forces; the refusal goes into the ledger when the ledger can be written
+    (a holder that hangs in a write keeps it locked: the refusal is then only said)."""
+    if config.getoption("rg_wait") or config.getoption("rg_force") or config.getoption("rg_dry_run"):
+        return
+    try:
+        state = read_lease(env)
+    except ReleasegateError:
+        return  # not readable yet: check_first says so, and the lease is taken before any change
+    if not state.live(holder_gone(state.holder)):
+        return
+    line = holder_line(env.name, state)
+    try:
+        ledger = open_ledger(env.ledger, reports / "ledger.sqlite")
+        refuse(config, env, ledger, kind, config.getoption("rg_release"), line)
+    except ReleasegateError as exc:
+        raise pytest.UsageError(f"{line} (refusal not recorded: {exc})") from None
 
 
 def refuse(

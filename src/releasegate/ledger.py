@@ -516,6 +516,10 @@ class _SqliteDb:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+_BUSY_S = 30.0
+"""How long a write waits for another process's write to end before the ledger says it is locked."""
+
+
 class _Sqlite:
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
@@ -524,7 +528,7 @@ class _Sqlite:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=_BUSY_S, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         return conn
@@ -533,7 +537,14 @@ class _Sqlite:
     def transaction(self) -> Iterator[_SqliteDb]:
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy for the whole timeout: a writer that hangs
+                raise ProbeError(
+                    f"ledger {self.path}",
+                    f"{exc} for {_BUSY_S:g} s",
+                    "a run that hangs (stopped, or stuck in a write) holds it: end that process, then run again",
+                ) from None
             yield _SqliteDb(conn)
             conn.execute("COMMIT")
         except BaseException:

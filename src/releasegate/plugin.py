@@ -181,9 +181,13 @@ def pytest_configure(config: pytest.Config) -> None:
     results = allure_report.configure(config, reports, worker=is_worker(config))
     if results is not None:
         config.stash[ALLURE_KEY] = results
+    progress = _progress(config)
+    if not is_worker(config) and (deploying or _targets(config, "rollback")):
+        # A live holder is named before the ledger is even opened: a hung holder may hold that.
+        kind = "deploy" if deploying else "drill" if config.getoption("rg_drill") else "rollback"
+        lease_hooks.refuse_while_held(config, env, reports, kind)
     ledger = _open_ledger(env, reports)
     config.stash[LEDGER_KEY] = ledger
-    progress = _progress(config)
     try:
         if is_worker(config):
             if WORKER_RUN_ID in config.workerinput:  # none outside a deployment (pytest smoke/ -n 2)
