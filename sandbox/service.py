@@ -59,7 +59,7 @@ from starlette.routing import Mount, Route
 from sandbox.granter import Granter
 from sandbox.releases import RELEASES, Release
 from sandbox.summit import Summit
-from sandbox.web import first_line, select_one_ms
+from sandbox.web import first_line, loopback_server, select_one_ms
 
 log = logging.getLogger("demo")
 disable_created_metrics()  # no *_created series: the runbooks' queries do not use them
@@ -580,18 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s not set: the service needs its database and cache", " and ".join(missing))
         return 2
     service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"])
-    config = uvicorn.Config(
-        service.app,
-        host="127.0.0.1",
-        port=args.port,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    service.server = uvicorn.Server(config)
+    service.server = loopback_server(service.app, args.port)
     service.server.run()
     return 0 if service.server.started else 1
 

@@ -91,3 +91,22 @@ async def select_one_ms(pool: Any) -> float:
         started = time.perf_counter()
         await (await conn.execute("SELECT 1")).fetchone()
         return (time.perf_counter() - started) * 1000
+
+
+def loopback_server(app: Any, port: int) -> Any:
+    """uvicorn serving ``app`` on 127.0.0.1 only, quiet, as every sandbox service runs; ``.run()``
+    it, then ``.started`` says whether it ever listened."""
+    import uvicorn  # the sandbox's services only: the gates never import it
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import uvicorn
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -32,6 +31,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+
+from sandbox.web import loopback_server
 
 log = logging.getLogger("replica")
 disable_created_metrics()
@@ -132,18 +133,7 @@ def main(
         return migrate(release, os.environ["DATABASE_URL"])
     if args.port is None:
         parser.error("--port is required to serve")
-    config = uvicorn.Config(
-        make_app(release, args.port),
-        host="127.0.0.1",
-        port=args.port,
-        log_config=None,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        loop="asyncio",
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    server = loopback_server(make_app(release, args.port), args.port)
     log.info("release %s listening on 127.0.0.1:%d", release.name, args.port)
     server.run()
     return 0 if server.started else 1
