@@ -4,6 +4,8 @@ Release Manager "API Endpoint Health": `for i in {1..10}; curl /health; sleep 2`
 6.2 health checks (/health, /health/db); Granter 4.3. A failure ROLLS BACK (exit 11).
 """
 
+import statistics
+
 import pytest
 
 from releasegate.platforms import instances_reachable
@@ -12,6 +14,10 @@ from releasegate.state import ENV_KEY
 from releasegate.verification import every_instance_serves, health_repeatedly, series_holds
 
 pytestmark = pytest.mark.phase("verify")
+
+DB_SAMPLES = 3
+"""The database's answer time is judged on the median of three: one slow answer on a busy host is
+no regression, a database that is slow every time is."""
 
 
 def test_every_instance_is_healthy_on_the_release(rollout, platform, release, env, check):
@@ -38,24 +44,28 @@ def test_database_answers_in_time(rollout, service, postgres, env, check):
     else a timed query to the database itself (Granter, Release Manager: "DB query time < 100 ms")."""
     verify = env.verify
     if verify.health_db_path is None:
+        times = [round(postgres.query_ms(), 2) for _ in range(DB_SAMPLES)]
         check.at_most(
-            "database query time (SELECT 1)",
-            round(postgres.query_ms(), 2),
+            "database query time (SELECT 1), median",
+            statistics.median(times),
             verify.max_db_latency_ms,
             unit="ms",
             source=postgres.source("SELECT 1"),
+            detail=f"samples {', '.join(f'{t:g}' for t in times)} ms",
         )
         return
-    answer = service.get(verify.health_db_path)
-    raw = dig(answer.body, verify.health_db_latency_field)
-    check.equals(f"{verify.health_db_path} HTTP status", answer.status, 200, source=answer.source)
+    answers = [service.get(verify.health_db_path) for _ in range(DB_SAMPLES)]
+    for answer in answers:
+        check.equals(f"{verify.health_db_path} HTTP status", answer.status, 200, source=answer.source)
+    raws = [dig(answer.body, verify.health_db_latency_field) for answer in answers]
+    values = [latency_ms(raw) for raw in raws]
     check.at_most(
-        f"{verify.health_db_path} latency",
-        latency_ms(raw),
+        f"{verify.health_db_path} latency, median",
+        None if None in values else statistics.median(values),
         verify.max_db_latency_ms,
         unit="ms",
-        source=answer.source,
-        detail=f"{verify.health_db_latency_field} = {raw!r}" if raw is not None else "",
+        source=answers[-1].source,
+        detail=f"{verify.health_db_latency_field} = {', '.join(repr(r) for r in raws)}",
     )
 
 
