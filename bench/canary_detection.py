@@ -22,14 +22,14 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import PYTHON, median, sandbox, timed
+from common import PYTHON, median, run_back, sandbox, timed
 
 from releasegate.config import load_environment
 
 OVERRIDES = {
     "platform.local.strategy": "canary",
     "metrics.canary.steps": [5, 50, 100],
-    "metrics.observe.schedule": [{"every_s": 2, "until_s": 4}],
+    "metrics.observe.schedule": [{"every_s": 4, "until_s": 8}],
 }
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ERROR .*internal error")
 
@@ -80,21 +80,6 @@ def bad_run(env_file: Path) -> dict[str, float]:
         "decision after min samples (scrapes)": max(0.0, decided.timestamp() - ready_for_verdict)
         / env.metrics.scrape_interval_s,
     }
-
-
-def run_back(env_file: Path) -> int:
-    _s, code, _out = timed(
-        [
-            PYTHON,
-            "-m",
-            "pytest",
-            "rollback/",
-            f"--env={env_file}",
-            "--release=1.0.0",
-            f"--reports={env_file.parent / 'reports'}",
-        ]
-    )
-    return code
 
 
 def healthy_run(env_file: Path) -> bool:

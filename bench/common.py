@@ -46,5 +46,21 @@ def alternate(runs: int, **commands: Callable[[], float]) -> dict[str, list[floa
     return samples
 
 
+def run_back(env_file: Path) -> int:
+    """``pytest rollback/``: the sandbox back on 1.0.0 between two runs of a bench."""
+    _s, code, _out = timed(
+        [
+            PYTHON,
+            "-m",
+            "pytest",
+            "rollback/",
+            f"--env={env_file}",
+            "--release=1.0.0",
+            f"--reports={env_file.parent / 'reports'}",
+        ]
+    )
+    return code
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)

@@ -9,6 +9,7 @@ A failure here ROLLS BACK (exit 11).
 import pytest
 
 from releasegate.analysis.burn_rate import evaluate_all, windows_from
+from releasegate.analysis.counts import Counts
 from releasegate.analysis.thresholds import Verdict
 from releasegate.state import ENV_KEY
 from releasegate.verification import series_holds
@@ -37,7 +38,14 @@ def test_error_budget_is_not_burning(observation, prometheus, release, env, chec
         sample = prometheus.query(burn.query, release=release, window=window)
         ratios[window] = sample.value
         check.record(f"{burn.query} over {window}", sample.value, source=sample.source)
-    verdict, results = evaluate_all(windows, ratios, burn.objective)
+        if burn.events is not None and burn.total is not None:  # judged on the counts behind it
+            failed = prometheus.query(burn.events, release=release, window=window)
+            total = prometheus.query(burn.total, release=release, window=window)
+            ratios[window] = Counts.of(failed.value, total.value)
+            check.record(
+                f"requests failed of all over {window}", str(ratios[window] or "no data"), source=total.source
+            )
+    verdict, results = evaluate_all(windows, ratios, burn.objective, env.metrics.confidence)
     for result in results:
         check.sample(
             f"burn rate {result.window.long}/{result.window.short}",

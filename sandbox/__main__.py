@@ -1,5 +1,11 @@
 """``python -m sandbox up|down|status [--env NAME|PATH] [--quiet]`` (run from the repository root).
 
+``up --background-error-rate R`` (a fraction: 0.0005 is 0.05 %) makes every release of the demo
+service answer that share of its API requests with a 500, at random, from then on: the setting is
+kept in the sandbox's database and read by each instance when it starts, whoever starts it (a
+deployment, a canary, a rollback). ``--background-error-rate 0`` turns it off; without the option
+the setting is left as it is (0 in a fresh sandbox).
+
 Exit codes: 0 done (status: fully up), 1 a component failed (one line says which and why),
 3 status: down, 4 status: partly up.
 """
@@ -23,7 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="down: even while a run holds the environment's lease"
     )
+    parser.add_argument(
+        "--background-error-rate",
+        type=float,
+        metavar="R",
+        help="up: every release answers this share of API requests with a 500, at random "
+        "(e.g. 0.0005; default: leave the sandbox's setting, 0 when fresh)",
+    )
     args = parser.parse_args(argv)
+    if args.background_error_rate is not None and args.command != "up":
+        parser.error("--background-error-rate goes with up")
+    if args.background_error_rate is not None and not 0 <= args.background_error_rate <= 1:
+        parser.error("--background-error-rate is a fraction between 0 and 1 (0.0005 is 0.05 %)")
 
     def say(line: str) -> None:
         if not args.quiet:
@@ -32,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sandbox = stack.load(args.env)
         if args.command == "up":
-            sandbox.up(say)
+            sandbox.up(say, background_error_rate=args.background_error_rate)
         elif args.command == "down":
             sandbox.down(say, force=args.force)
         else:

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from releasegate.errors import ReleasegateError
 
+SETTINGS_TABLE = "demo_settings"
+"""The sandbox's settings for the demo service, in its database (name, value): ``up
+--background-error-rate`` writes ``background_error_rate``, each instance reads it as it starts."""
+
 
 class SandboxError(ReleasegateError):
     """A sandbox component did not start or stop; the message says which and why."""

@@ -4,9 +4,15 @@ The migrations each release introduces live in the directory of the same name ne
 module, ``releases/<release>/migrations/NNNN_name.sql``, beside what else each build ships: its
 readiness ``artifacts``, its ``provenance.intoto.json`` and Summit's policy bundle
 (``policy/bundle.json``, see sandbox.policy). The faulty 2.0.0 builds that read 2.0.0's schema
-(bad-errors, bad-latency, slow-leak, ...) bring 2.0.0's migration: their ``migrations``
+(bad-errors, bad-latency, slow-leak, errors-5x, slow-endpoint, ...) bring 2.0.0's migration: their ``migrations``
 directory is a link to 2.0.0's, so the SQL exists once; so is their ``policy``, but for
 2.0.0-bad-policy, whose only fault is its bundle.
+
+Every release, good or faulty, also fails a share of its API requests at random when the sandbox
+has a background error rate (``python -m sandbox up --background-error-rate R``, 0 by default; see
+sandbox.service). ``2.0.0-errors-5x`` and ``2.0.0-slow-endpoint`` are the faults a judgement must
+tell from that noise: five times the background error rate, and one endpoint's p95 half as long
+again.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ class Release:
     fault: str | None = None
     """None, "bad-health" (/health answers 503), "crashloop" (exits 1 s after it serves),
     "bad-errors" (2 % of API requests answer 500), "bad-latency" (every answer takes twice
-    as long), "slow-leak" (keeps 4 MiB more memory every second) or "bad-extraction" (the
-    Granter's extraction has no fallback). See sandbox.service and sandbox.granter."""
+    as long), "slow-leak" (keeps 4 MiB more memory every second), "bad-extraction" (the
+    Granter's extraction has no fallback), "errors-5x" (its API fails five times as often as the
+    background error rate, 0.5 % without one) or "slow-endpoint" (GET /api/customers, the list,
+    takes 1.5 times as long, the other routes as 2.0.0). See sandbox.service and sandbox.granter."""
     description: str = ""
 
 
@@ -91,6 +99,22 @@ RELEASES: dict[str, Release] = {
             customer_tier=True,
             fault="slow-leak",
             description="2.0.0 whose memory grows 4 MiB a second: the watch after release must catch it",
+        ),
+        Release(
+            "2.0.0-errors-5x",
+            "0002",
+            customer_tier=True,
+            fault="errors-5x",
+            description="2.0.0 whose API fails five times as often as the background error rate (0.5 % "
+            "without one): a canary must tell it from the noise every release has",
+        ),
+        Release(
+            "2.0.0-slow-endpoint",
+            "0002",
+            customer_tier=True,
+            fault="slow-endpoint",
+            description="2.0.0 whose GET /api/customers (the list) takes 1.5 times as long (its p95 up by "
+            "half), every other route unchanged: only a per-route comparison catches it",
         ),
     )
 }

@@ -11,6 +11,15 @@ checks, 503 when any fails), ``/health/db`` (a timed ``SELECT 1``), ``/metrics``
 ``/granter`` the sandbox's Granter (sandbox/granter.py) and under ``/summit`` its Summit
 (sandbox/summit.py).
 
+Every release answers a share of its API requests (``/api/...``; not ``/metrics``, ``/health*``,
+``/granter`` or ``/summit``) with a 500, at random: the background error rate, 0 by default, that a
+real service has on a good day. It is ``DEMO_BACKGROUND_ERROR_RATE`` in the instance's environment
+(an environment file's ``platform.local.env`` sets it for every instance started with that file),
+else the sandbox's own setting, ``python -m sandbox up --background-error-rate 0.0005``, which
+``up`` keeps in the sandbox's database (table ``demo_settings``) and every instance reads when it
+starts, whoever starts it (a deployment, a canary, a rollback), else 0. ``/metrics`` shows it as
+``demo_background_error_rate``.
+
 ``/metrics`` has what the runbooks watch: requests by route and status, request latency, database
 query latency, connections in use, cache hits and misses, and the process's CPU and memory; the
 Release Manager guide's four names (``release_manager_requests_total``, ...) show the same series.
@@ -56,6 +65,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from sandbox.common import SETTINGS_TABLE
 from sandbox.granter import Granter
 from sandbox.releases import RELEASES, Release
 from sandbox.summit import Summit
@@ -134,6 +144,15 @@ SLOWDOWN = 1.0
 """bad-latency: every answer waits as long again as it took, so each latency is twice 2.0.0's (p95
 about 40 ms against 20). Against a baseline 25 % is the limit; a busy machine's bursts move a p95
 measured before the rollout by a fifth and more, and a 1.6 times slower build slipped through."""
+FIVE_TIMES = 5.0
+FIVE_TIMES_WITHOUT_BACKGROUND = 0.005
+"""errors-5x: its API fails FIVE_TIMES as often as the background rate; on a sandbox without one
+(rate 0), 0.5 %, five times the runbooks' 0.1 % error objective."""
+SLOW_ROUTE, SLOW_ROUTE_SLOWDOWN = "/api/customers", 0.5
+"""slow-endpoint: GET /api/customers (the list) waits half as long again as it took (its whole
+latency, and so its p95, times 1.5); every other route answers as 2.0.0 does. The list is one path
+in eight of the sandbox's load ([metrics.load] paths; /api/customers/{id} is the other seven), so
+the fault is diluted in the service's overall p95: only a judgement per route sees all of it."""
 LEAK_BYTES_PER_TICK, LEAK_TICK_S, LEAK_CAP_BYTES = 1 << 20, 0.25, 384 << 20
 """slow-leak: 4 MiB more resident memory every second, up to 384 MiB (then it stops growing)."""
 
@@ -194,6 +213,11 @@ class Metrics:
         Gauge("demo_build_info", "The running build", ["release", "schema"], registry=self.registry).labels(
             release.name, release.schema
         ).set(1)
+        self.background_error_rate = Gauge(
+            "demo_background_error_rate",
+            "The share of API requests every release answers with a 500 (a setting, not a fault)",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -266,29 +290,40 @@ class MetricsMiddleware:
 
 
 class SlowMiddleware:
-    """bad-latency: every answer but /metrics waits SLOWDOWN times as long as it took."""
+    """bad-latency: every answer but /metrics waits ``slowdown`` times as long as it took;
+    slow-endpoint: only the answers of ``route`` (a route template) do."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, slowdown: float = SLOWDOWN, route: str | None = None) -> None:
         self.app = app
+        self.slowdown = slowdown
+        self.route = route
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] == "/metrics":
             await self.app(scope, receive, send)
         else:
-            await self.app(scope, receive, self._late(send, time.perf_counter()))
+            await self.app(scope, receive, self._late(scope, send, time.perf_counter()))
 
-    @staticmethod
-    def _late(send: Any, started: float) -> Callable[[Message], Awaitable[None]]:
+    def _late(self, scope: Scope, send: Any, started: float) -> Callable[[Message], Awaitable[None]]:
         async def late_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                await asyncio.sleep(SLOWDOWN * (time.perf_counter() - started))
+            if message["type"] == "http.response.start" and (
+                self.route is None or getattr(scope.get("route"), "path", None) == self.route
+            ):
+                await asyncio.sleep(self.slowdown * (time.perf_counter() - started))
             await send(message)
 
         return late_send
 
 
 class Service:
-    def __init__(self, release: Release, port: int, database_url: str, redis_url: str) -> None:
+    def __init__(
+        self,
+        release: Release,
+        port: int,
+        database_url: str,
+        redis_url: str,
+        background_error_rate: float = 0.0,
+    ) -> None:
         self.release = release
         self.port = port
         self.pool = AsyncConnectionPool(
@@ -307,9 +342,24 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._api_requests = 0
         self._downstream = random.Random(port)  # the same latencies on every run
+        # Which requests fail is drawn afresh on every run (not every Nth, not the same ones): a
+        # benchmark's healthy deployments are independent trials.
+        self._failures = random.Random()
+        self.background_error_rate = background_error_rate
+        self.error_rate = background_error_rate
+        if release.fault == "errors-5x":
+            self.error_rate = min(
+                1.0,
+                FIVE_TIMES * background_error_rate
+                if background_error_rate
+                else FIVE_TIMES_WITHOUT_BACKGROUND,
+            )
+        self.metrics.background_error_rate.set(background_error_rate)
         middleware = [Middleware(MetricsMiddleware, metrics=self.metrics)]
         if release.fault == "bad-latency":
             middleware.append(Middleware(SlowMiddleware))
+        elif release.fault == "slow-endpoint":
+            middleware.append(Middleware(SlowMiddleware, slowdown=SLOW_ROUTE_SLOWDOWN, route=SLOW_ROUTE))
         self.app = Starlette(
             routes=[
                 Route("/", self.index),
@@ -367,12 +417,16 @@ class Service:
     def _api(
         self, endpoint: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
-        """An API endpoint; in bad-errors, every ERROR_EVERY-th API request answers 500 instead."""
+        """An API endpoint; it answers 500 instead with probability ``error_rate`` (the background
+        rate; five times it in errors-5x), and in bad-errors to every ERROR_EVERY-th request too."""
 
         async def api(request: Request) -> Response:
             await asyncio.sleep(
                 self._downstream.lognormvariate(math.log(DOWNSTREAM_MEDIAN_S), DOWNSTREAM_SIGMA)
             )
+            if self.error_rate and self._failures.random() < self.error_rate:
+                log.error("internal error: %s %s: downstream call failed", request.method, request.url.path)
+                return JSONResponse({"error": "internal error"}, status_code=500)
             if self.release.fault == "bad-errors":
                 self._api_requests += 1
                 if self._api_requests % ERROR_EVERY == 0:
@@ -555,6 +609,40 @@ def _version_key(version: str) -> tuple[int, str]:
     return (int(digits) if digits else -1, version)
 
 
+BACKGROUND_ERROR_RATE_ENV = "DEMO_BACKGROUND_ERROR_RATE"
+
+
+def background_error_rate(database_url: str) -> float:
+    """``DEMO_BACKGROUND_ERROR_RATE`` when set, else the sandbox's stored setting, else 0.
+
+    A value outside [0, 1] raises ValueError. A database that cannot be asked (it may be down
+    while the instance starts) gives 0, said in the log."""
+    raw = os.environ.get(BACKGROUND_ERROR_RATE_ENV, "").strip()
+    where = BACKGROUND_ERROR_RATE_ENV
+    if not raw:
+        where = f"the sandbox's {SETTINGS_TABLE}"
+        try:
+            with psycopg.connect(database_url, connect_timeout=2, autocommit=True) as conn:
+                row = conn.execute(
+                    f"SELECT value FROM {SETTINGS_TABLE} WHERE name = 'background_error_rate'"
+                ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0.0
+        except psycopg.Error as exc:
+            log.warning("background error rate unknown, 0: the database did not answer: %s", first_line(exc))
+            return 0.0
+        raw = row[0] if row else ""
+    if not raw:
+        return 0.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{where}: background error rate {raw!r} is not a fraction between 0 and 1")
+    return rate
+
+
 def _configure_logging(release: str, port: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -579,7 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         log.error("%s not set: the service needs its database and cache", " and ".join(missing))
         return 2
-    service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"])
+    try:
+        rate = background_error_rate(os.environ["DEMO_DATABASE_URL"])
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if rate:
+        log.info("background error rate %g of API requests", rate)
+    service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"], rate)
     service.server = loopback_server(service.app, args.port)
     service.server.run()
     return 0 if service.server.started else 1

@@ -7,8 +7,10 @@ other ports, other directories) can run side by side.
 
 ``up`` starts what is not running, in order: PostgreSQL, schema and seed data, Redis, nginx,
 then three instances of 1.0.0, then (with a ``[metrics]`` section) Prometheus, which scrapes
-the instances listed in ``platform.local.targets_file``. ``down`` stops everything and removes
-the directory.
+the instances listed in ``platform.local.targets_file``. ``up(background_error_rate=R)`` (the
+CLI's ``--background-error-rate``) first stores the demo's background error rate in the database
+(table ``demo_settings``), which each instance of the demo service reads as it starts. ``down``
+stops everything and removes the directory.
 The sandbox's PostgreSQL trusts local connections, so a ``database.password`` in the file (to
 exercise secret handling in the gates) is never needed, nor resolved, here.
 """
@@ -29,7 +31,7 @@ from releasegate.config import Environment, LocalPlatformSettings, load_environm
 from releasegate.errors import ReleasegateError
 from releasegate.lease import holder_line, live_lease
 from releasegate.platforms.local import LocalPlatform
-from sandbox.common import ComponentStatus, SandboxError
+from sandbox.common import SETTINGS_TABLE, ComponentStatus, SandboxError
 from sandbox.nginx import Nginx
 from sandbox.policy import BundleError, read_bundle
 from sandbox.postgres import Postgres
@@ -108,13 +110,22 @@ class Sandbox:
                 self.dir, env.metrics, self.local.targets_file, env.environment.service
             )
 
-    def up(self, progress: Progress = print) -> None:
-        """Start whatever is not running; a no-op, saying so, when everything is up."""
+    def up(self, progress: Progress = print, *, background_error_rate: float | None = None) -> None:
+        """Start whatever is not running; a no-op, saying so, when everything is up.
+
+        ``background_error_rate`` (a fraction) is stored as the sandbox's setting first: every
+        instance started from then on answers that share of API requests with a 500; None leaves
+        the setting as it is."""
         started = time.monotonic()
         steps = [
             ("postgresql", self._start_postgres),
             ("schema", self._migrate),
             ("seed", self._seed),
+        ]
+        if background_error_rate is not None:
+            rate = background_error_rate
+            steps.append(("error rate", lambda: self._set_background_error_rate(rate)))
+        steps += [
             ("redis", lambda: "already up" if self.redis.status().up else self.redis.start()),
             ("nginx", lambda: "already up" if self.nginx.status().up else self.nginx.start()),
             ("instances", lambda: self._start_instances(progress)),
@@ -235,6 +246,29 @@ class Sandbox:
             + policy
         )
 
+    def _set_background_error_rate(self, rate: float) -> str:
+        if not 0.0 <= rate <= 1.0:
+            raise SandboxError(f"background error rate {rate:g} is not a fraction between 0 and 1")
+        with psycopg.connect(self.env.database.dsn, connect_timeout=5) as conn:
+            before = background_error_rate_setting(conn)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (name text PRIMARY KEY, value text NOT NULL)"
+            )
+            conn.execute(
+                f"INSERT INTO {SETTINGS_TABLE} (name, value) VALUES ('background_error_rate', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                [repr(rate)],
+            )
+        message = f"background error rate {rate:g} of API requests in every release"
+        if before != rate:
+            if self._instances_status().up:
+                return (
+                    f"{message} (was {before:g}: the running instances keep theirs until replaced; "
+                    "python -m sandbox down, then up, for all of them now)"
+                )
+            return message
+        return f"already {message}"
+
     def _start_instances(self, progress: Progress) -> str:
         state = self._instances_status()
         if state.up:
@@ -258,6 +292,15 @@ class Sandbox:
         if migrate is not None and migrate.runner == "sql" and migrate.directory:
             return Path(migrate.directory.replace("{release}", release))
         return migrations_dir(release)
+
+
+def background_error_rate_setting(conn: psycopg.Connection) -> float:
+    """The stored background error rate (0 when none was ever set)."""
+    exists = conn.execute("SELECT to_regclass(%s)", [SETTINGS_TABLE]).fetchone()
+    if not exists or exists[0] is None:
+        return 0.0
+    row = conn.execute(f"SELECT value FROM {SETTINGS_TABLE} WHERE name = 'background_error_rate'").fetchone()
+    return float(row[0]) if row else 0.0
 
 
 def _activate_first_bundle(conn: psycopg.Connection) -> str:

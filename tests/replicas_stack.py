@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from releasegate.actions.migrate import command_argv, command_workdir
 from releasegate.config import Environment, load_environment
 from releasegate.platforms.local import LocalPlatform
 from releasegate.probes.prometheus import Prometheus as PrometheusProbe
+from releasegate.probes.prometheus import Sample
 from sandbox.nginx import Nginx
 from sandbox.postgres import Postgres
 from sandbox.prometheus import Prometheus
@@ -207,9 +209,22 @@ def _until_every_query_answers(env: Environment, release: str) -> None:
     """Wait until Prometheus has every series the gates will ask of the serving release."""
     assert env.metrics is not None
     prometheus = PrometheusProbe.from_settings(env.metrics, env.environment.service)
+    histograms = env.metrics.histogram_queries()
     for name, window in env.metrics.queries_in_use().items():
-        sample = prometheus.wait_for_data(name, release=release, timeout_s=60, window=window)
+        if name in histograms:  # bucket counts by le: the sample's value is the requests counted
+            sample = _wait_for_buckets(prometheus, name, release, window)
+        else:
+            sample = prometheus.wait_for_data(name, release=release, timeout_s=60, window=window)
         assert sample.value is not None, f"the replica gives {name} no data: {sample.source}"
+
+
+def _wait_for_buckets(prometheus: PrometheusProbe, name: str, release: str, window: str | None) -> Sample:
+    deadline = time.monotonic() + 60
+    while True:
+        _groups, sample = prometheus.histograms(name, release=release, window=window)
+        if sample.value or time.monotonic() >= deadline:
+            return sample
+        time.sleep(0.5)
 
 
 def migrate_to(env: Environment, release: str) -> None:

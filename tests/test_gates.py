@@ -33,7 +33,7 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
             # the runbook's relative limit is for quieter machines (test_slo_verify tests it).
             "metrics.slo.latency_p95.max_increase_ratio": 0.6,
             # Every gate of the watch, sampled twice: test_slo_observe tests its schedule.
-            "metrics.observe.schedule": [{"every_s": 2, "until_s": 4}],
+            "metrics.observe.schedule": [{"every_s": 4, "until_s": 8}],
         },
     )
     sandbox_up(env_file)

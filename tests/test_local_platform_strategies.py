@@ -21,7 +21,7 @@ from releasegate.actions.migrate import apply_sql_migrations
 from releasegate.config import Environment, LocalPlatformSettings, load_environment
 from releasegate.errors import ActionError
 from releasegate.platforms.local import LocalPlatform, read_upstream_weights
-from releasegate.platforms.local_canary import effective_percent, nginx_weights
+from releasegate.platforms.local_canary import canary_count, effective_percent, nginx_weights
 from sandbox.releases import migrations_dir
 from sandbox.stack import ROOT
 
@@ -82,6 +82,13 @@ def test_nginx_weights_give_the_canary_its_share() -> None:
         nginx_weights(120, 1, 3)
 
 
+def test_the_canary_instances_follow_the_weight_as_argo_rollouts_scales_replicas() -> None:
+    """ceil(p × N / 100), at least 1, N at 100 %: each canary instance carries at most what one of
+    the N stable ones carries alone."""
+    assert [canary_count(p, 3) for p in (0.1, 5, 25, 33.3, 33.4, 50, 66.7, 100)] == [1, 1, 1, 1, 2, 2, 3, 3]
+    assert [canary_count(p, 10) for p in (10, 20, 30, 70, 100)] == [1, 2, 3, 7, 10]  # no float dust
+
+
 def test_the_ports_must_hold_both_colors_and_the_canary() -> None:
     base = {
         "instances": 3,
@@ -92,6 +99,12 @@ def test_the_ports_must_hold_both_colors_and_the_canary() -> None:
         "nginx_pid_file": "nginx.pid",
     }
     LocalPlatformSettings(**base | {"strategy": "blue-green"})  # 6 ports: both colors
+    LocalPlatformSettings(**base | {"strategy": "canary"})  # 6 ports: at 100 % 3 canary instances
+    with pytest.raises(
+        ValueError,
+        match=r"4 instances with a canary that follows the weight \(up to 4 instances\) need 8",
+    ):
+        LocalPlatformSettings(**base | {"strategy": "canary", "instances": 4, "rollback_max_surge": 1})
     with pytest.raises(
         ValueError, match=r"hold 6 instances; 4 instances with blue-green \(two colors\) need 8"
     ):
@@ -130,7 +143,11 @@ def test_a_canary_starts_unrouted_then_gets_its_share_of_real_requests(
     assert sorted(t["labels"]["release"] for t in targets) == ["1.0.0", "1.0.0", "1.0.0", "2.0.0"]
 
     assert canary.set_canary_weight(10, lines.append) == 10.0
-    assert lines[-1] == "canary 2.0.0 at 10 % (weight 10/90: nginx weight=1 on 2.0.0×1, weight=3 on 1.0.0×3)"
+    assert lines[-1] == (
+        "canary 2.0.0 at 10 % (weight 10/90: nginx weight=1 on 2.0.0×1, weight=3 on 1.0.0×3); "
+        "1 canary instance(s) (following the weight: ceil(10 × 3 / 100) = 1), each carrying 0.30 times "
+        "what a stable one carries alone"
+    )
     ten = answers(env, 400)
     assert 28 <= ten["2.0.0"] <= 52, ten  # 40 expected
     assert read_upstream_weights(canary.upstream_file)[int(instance.url.rsplit(":", 1)[1])] == 1
@@ -141,18 +158,24 @@ def test_a_canary_starts_unrouted_then_gets_its_share_of_real_requests(
     assert details == ["canary, nginx weight 1"] + ["stable, nginx weight 3"] * 3
 
     assert canary.set_canary_weight(50, lines.append) == 50.0
+    assert "canary 2.0.0 at 50 % needs 2 instance(s): starting 1 more" in lines
     assert lines[-1] == (
-        "each 2.0.0 instance carries 3.0 times the requests of each 1.0.0 one: this step compares them "
-        "under unequal load (canary_instances = 3 evens it at 50 %)"
+        "canary 2.0.0 at 50 % (weight 50/50: nginx weight=3 on 2.0.0×2, weight=2 on 1.0.0×3); "
+        "2 canary instance(s) (following the weight: ceil(50 × 3 / 100) = 2), each carrying 0.75 times "
+        "what a stable one carries alone"
     )
     half = answers(env, 400)
     assert 170 <= half["2.0.0"] <= 230, half
 
     assert canary.set_canary_weight(100, lines.append) == 100.0
-    assert lines[-1] == "canary 2.0.0 at 100 % (weight 100/0: nginx -> 2.0.0×1 only; 1.0.0×3 not routed)"
+    assert lines[-1] == (
+        "canary 2.0.0 at 100 % (weight 100/0: nginx -> 2.0.0×3 only; 1.0.0×3 not routed); "
+        "3 canary instance(s) (following the weight: ceil(100 × 3 / 100) = 3), each carrying 1.00 times "
+        "what a stable one carries alone"
+    )
     assert answers(env, 60) == {"2.0.0": 60}
     assert canary.status().releases_serving == {"2.0.0"}
-    assert len(canary.status().instances) == 4  # the stable ones stay up: back is a reload
+    assert len(canary.status().instances) == 6  # the stable ones stay up: back is a reload
 
     assert canary.set_canary_weight(0) == 0.0
     assert answers(env, 60) == {"1.0.0": 60}
@@ -164,7 +187,8 @@ def test_abort_leaves_only_stable_and_a_rollback_after_it_is_a_no_op(
 ) -> None:
     assert canary.start_canary("2.0.0").ok
     canary.set_canary_weight(50)
-    [instance] = canary.canary_instances()
+    instances = canary.canary_instances()
+    assert len(instances) == 2, "set_weight started the second one"
     stable = sorted(i.name for i in canary.status().instances if i.release == "1.0.0")
 
     aborted = canary.abort()
@@ -172,7 +196,7 @@ def test_abort_leaves_only_stable_and_a_rollback_after_it_is_a_no_op(
     assert aborted.ok, aborted.reason
     assert aborted.release == "1.0.0"
     assert aborted.events[-1] == "canary 2.0.0 aborted: 1.0.0×3 serves alone"
-    assert not alive(instance.url)
+    assert not any(alive(i.url) for i in instances), "every canary instance stopped"
     assert canary.canary_instances() == []
     status = canary.status()
     assert sorted(i.name for i in status.instances) == stable
@@ -213,6 +237,83 @@ def test_promote_leaves_every_instance_on_the_new_release(env: Environment, cana
     assert canary.canary_instances() == []
 
 
+def canary_share(platform: LocalPlatform) -> float:
+    """The canary's share of requests by the weights nginx has in its upstream file."""
+    weights = read_upstream_weights(platform.upstream_file)
+    canaries = {int(i.url.rsplit(":", 1)[1]) for i in platform.canary_instances()}
+    total = sum(weights.values())
+    return 100 * sum(w for port, w in weights.items() if port in canaries) / total
+
+
+def test_the_canary_scales_with_the_weight_and_at_100_percent_has_as_many_instances_as_stable(
+    env: Environment, canary: LocalPlatform
+) -> None:
+    assert canary.start_canary("2.0.0").ok
+    assert len(canary.canary_instances()) == 1
+
+    seen = {}
+    for percent in (5, 25, 50, 100):
+        assert canary.set_canary_weight(percent) == percent
+        instances = canary.canary_instances()
+        seen[percent] = len(instances)
+        assert all(i.ready and i.release == "2.0.0" for i in instances), instances
+        assert canary_share(canary) == pytest.approx(percent), "the weights give the canary p % in all"
+
+    assert seen == {5: 1, 25: 1, 50: 2, 100: 3}
+    stable = [i for i in canary.status().instances if i.release == "1.0.0"]
+    assert len(stable) == 3 and seen[100] == len(stable), "all traffic on as many instances as stable had"
+    assert answers(env, 60) == {"2.0.0": 60}
+    canaries = {i.name for i in canary.canary_instances()}
+
+    promoted = canary.promote()
+
+    assert promoted.ok, promoted.reason
+    status = canary.status()
+    assert [i.release for i in status.instances] == ["2.0.0"] * 3
+    assert {i.name for i in status.instances} == canaries, "the canary instances are the three"
+    assert set(status.in_service) == canaries
+    assert answers(env, 60) == {"2.0.0": 60}
+
+
+def test_a_pinned_count_a_step_would_overload_is_refused_before_nginx_changes(
+    env: Environment, canary: LocalPlatform
+) -> None:
+    pinned = platform_for(env, strategy="canary", canary_instances=1)
+    assert pinned.start_canary("2.0.0").ok
+    upstream = pinned.upstream_file.read_text()
+
+    with pytest.raises(ActionError) as refused:
+        pinned.set_canary_weight(50)
+
+    assert str(refused.value) == (
+        "canary step 50 %: platform.local.canary_instances = 1 makes each canary instance carry 1.50 "
+        "times the requests of one of the 3 stable instances serving alone (refused from 1.5): unset "
+        "platform.local.canary_instances to let the canary follow the weight, or pin at least 2"
+    )
+    assert pinned.upstream_file.read_text() == upstream, "nginx untouched"
+    assert answers(env, 60) == {"1.0.0": 60}, "stable still serves alone"
+    assert len(pinned.canary_instances()) == 1
+    assert pinned.set_canary_weight(25) == 25.0  # 0.75 times: allowed
+
+    two = platform_for(env, strategy="canary", canary_instances=2)
+    assert two.set_canary_weight(50) == 50.0  # the second pinned instance started first
+    assert len(two.canary_instances()) == 2
+    upstream = two.upstream_file.read_text()
+
+    with pytest.raises(ActionError) as refused:
+        two.set_canary_weight(100)
+
+    assert str(refused.value) == (
+        "canary step 100 %: platform.local.canary_instances = 2 puts every request on fewer instances "
+        "than the 3 stable ones had (each carrying 1.50 times the requests of a stable one serving alone): "
+        "unset platform.local.canary_instances to let the canary follow the weight, or pin at least 3"
+    )
+    assert two.upstream_file.read_text() == upstream, "still at 50 %"
+    assert canary_share(two) == pytest.approx(50)
+    assert 0 < answers(env, 60)["1.0.0"] < 60
+    assert two.abort().ok
+
+
 def test_rollback_from_another_process_after_a_killed_canary_routes_only_to_stable(
     env: Environment, canary: LocalPlatform
 ) -> None:
@@ -229,8 +330,8 @@ def test_rollback_from_another_process_after_a_killed_canary_routes_only_to_stab
             running.kill()  # SIGKILL: the canary keeps running, nobody aborts it
             break
     running.wait(timeout=10)
-    [instance] = canary.canary_instances()
-    assert alive(instance.url)
+    instances = canary.canary_instances()
+    assert len(instances) == 2 and all(alive(i.url) for i in instances)
     assert 0 < answers(env, 40)["1.0.0"] < 40
 
     result = platform_for(env).rollback()  # a fresh object: all it knows is on disk
@@ -238,7 +339,7 @@ def test_rollback_from_another_process_after_a_killed_canary_routes_only_to_stab
     assert result.ok, result.reason
     assert result.release == "1.0.0"
     assert "canary 2.0.0 aborted: 1.0.0×3 serves alone" in result.events
-    assert not alive(instance.url)
+    assert not any(alive(i.url) for i in instances)
     status = canary.status()
     assert sorted(i.name for i in status.instances) == stable
     assert status.releases_serving == {"1.0.0"}

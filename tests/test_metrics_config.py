@@ -72,7 +72,7 @@ def test_a_check_needs_exactly_one_threshold(tmp_path: Path) -> None:
 
 
 def test_a_check_naming_no_query_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"metrics: slo\.error_ratio: no query named 'error_rate'"):
+    with pytest.raises(ConfigError, match=r"metrics: slo\.error_ratio\.query: no query named 'error_rate'"):
         load_with(tmp_path, "max = 0.001\n", 'query = "error_rate"\nmax = 0.001\n')
 
 

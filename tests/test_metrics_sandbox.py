@@ -181,8 +181,10 @@ def test_bad_errors_shows_an_error_ratio_of_about_2_percent_under_load(
         on_sample=lambda _name, sample, judged: recorded.append(f"{sample.value:.3f} {judged.verdict}"),
     )
     assert verdict.verdict is Verdict.FAIL, verdict.reason  # the SLO gate's loop catches it
-    assert verdict.reason == "3 consecutive failed samples (limit 3): samples 1-3"
-    assert len(recorded) == 3 and all(line.endswith(" fail") for line in recorded)
+    # Judged on its counts: the first sample's hundreds of requests already show it
+    assert verdict.reason.startswith("sample 1: the counts show it: "), verdict.reason
+    assert "% confidence at least" in verdict.reason
+    assert len(recorded) == 1 and recorded[0].endswith(" fail")
     assert seen.server_errors > before.server_errors
     assert value(prometheus, "latency_p95", "2.0.0-bad-errors") < 200
     assert value(prometheus, "memory_growth", "2.0.0-bad-errors") < 1 << 20, "no leak in this build"

@@ -103,9 +103,10 @@ def test_a_canary_is_planned_step_by_step(sandbox_dir: Path) -> None:
         plan, _ = plan_of(env_file, RELEASE)
 
     assert (
-        "strategy:    canary on the local platform: 1 canary instance(s) beside 2 stable, traffic at 50, 100 %"
-        in plan
+        "strategy:    canary on the local platform: canary instances follow the weight "
+        "(ceil(p × 2 / 100): 1, 2 at the steps) beside 2 stable, traffic at 50, 100 %" in plan
     )
+    assert "start 1 canary instance(s) of 1.5.0 (more as the weight grows) beside the 2 of 1.4.0" in plan
     assert "rolling update" not in plan
     step = plan[plan.index("  check   canary at 50 % of requests to 1.5.0") :]
     lines = step.splitlines()
@@ -136,6 +137,23 @@ def test_a_canary_is_planned_step_by_step(sandbox_dir: Path) -> None:
     assert "  check   canary at 100 % of requests to 1.5.0: every request on the canary" in plan
     assert plan.count("  check   canary at ") == 2
     assert "after the 100 % step: promote the canary 1.5.0 to all 2 instances" in plan
+
+
+def test_a_pinned_canary_count_that_a_step_would_overload_is_named_in_the_plan(sandbox_dir: Path) -> None:
+    env_file = write_notes_env(
+        sandbox_dir, **{"platform.local.strategy": "canary", "platform.local.canary_instances": 1}
+    )
+    with running_notes(env_file):
+        plan, _ = plan_of(env_file, RELEASE)
+
+    assert (
+        "strategy:    canary on the local platform: 1 canary instance(s) beside 2 stable (refused: canary "
+        "step 100 %: platform.local.canary_instances = 1 puts every request on fewer instances than the 2 "
+        "stable ones had (each carrying 2.00 times the requests of a stable one serving alone): "
+        "unset platform.local.canary_instances to let the canary follow the weight, or pin at least 2), "
+        "traffic at 50, 100 %" in plan
+    )
+    assert "start 1 canary instance(s) of 1.5.0 beside the 2 of 1.4.0" in plan
 
 
 def test_an_initial_release_is_planned_and_run_as_one(sandbox_dir: Path) -> None:

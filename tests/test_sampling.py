@@ -16,7 +16,7 @@ from releasegate.analysis.baseline import RelativeLimit
 from releasegate.analysis.canary import CanaryRule, CanaryVerdict
 from releasegate.analysis.slo import SampleVerdict
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import SloCheck
+from releasegate.config import MetricQueries, SloCheck
 from releasegate.probes.prometheus import Sample
 from releasegate.sampling import Clock, StepSamples, sample_canary_step, sample_check, watch
 
@@ -40,6 +40,9 @@ class FakeClock:
 
 class Scripted:
     """Answers each query with the next scripted value; remembers when it was asked."""
+
+    queries = MetricQueries()
+    window = "30s"
 
     def __init__(self, clock: FakeClock, answers: dict[str, list[float | None]]) -> None:
         self.clock = clock
@@ -229,5 +232,5 @@ def test_a_step_that_cannot_reach_its_requests_within_its_bound_is_no_data(fake:
     assert verdict.verdict is Verdict.NO_DATA
     assert prometheus.asked[-1][0] == 20  # the bound, not three pauses
     assert verdict.note == (
-        "not enough requests to judge: the canary served 95 of 149 requests needed in 20 s (the step may run 20 s)"
+        "not enough to judge: the canary served 95 of 149 requests needed in 20 s (the step may run 20 s)"
     )

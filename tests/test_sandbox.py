@@ -202,11 +202,20 @@ def test_the_releases_migrations_do_what_the_releases_promise(env: Environment) 
 
 
 def test_the_faulty_2_0_0_builds_bring_2_0_0s_migration_without_a_copy_of_it() -> None:
-    for build in ("2.0.0-bad-errors", "2.0.0-bad-latency", "2.0.0-slow-leak", "2.0.0-bad-policy"):
+    for build in (
+        "2.0.0-bad-errors",
+        "2.0.0-bad-latency",
+        "2.0.0-slow-leak",
+        "2.0.0-bad-policy",
+        "2.0.0-errors-5x",
+        "2.0.0-slow-endpoint",
+    ):
         release = RELEASES[build]
         assert (release.schema, release.customer_tier) == ("0002", True)
         assert migrations_dir(build).resolve() == migrations_dir("2.0.0").resolve()
         assert migrations_dir(build).is_symlink()
+        provenance = (ROOT / "sandbox" / "releases" / build / "provenance.intoto.json").read_text()
+        assert f'"releasegate/demo:{build}"' in provenance
     provenance = (ROOT / "sandbox" / "releases" / "2.0.0-bad-policy" / "provenance.intoto.json").read_text()
     assert "releasegate/demo:2.0.0-bad-policy" in provenance
 

@@ -18,7 +18,7 @@ ONE_ZERO = [("1.0.0", "healthy", "1.0.0")] * 3
 @pytest.fixture
 def metrics_sandbox(sandbox_dir: Path):
     """A sandbox with Prometheus; the watch after release is cut short: these tests are about verify."""
-    env_file = write_sandbox_env(sandbox_dir, **{"metrics.observe.schedule": [{"every_s": 2, "until_s": 4}]})
+    env_file = write_sandbox_env(sandbox_dir, **{"metrics.observe.schedule": [{"every_s": 4, "until_s": 8}]})
     sandbox_up(env_file)
     try:
         yield env_file
@@ -34,9 +34,10 @@ def test_a_release_that_fails_two_percent_of_requests_is_rolled_back(metrics_san
     record = runs(metrics_sandbox)[0]
     assert record.failed_gate == "gates/test_40_verify.py::test_slo_holds_on_the_new_release[error_ratio]"
     samples = [e for e in record.evidence if e.check.startswith("error_ratio sample")]
-    assert len(samples) >= 3 and all(e.source.startswith("PromQL") for e in samples)
+    assert samples and all(e.source.startswith("PromQL") for e in samples)
     assert any(e.value is not None and e.value > 0.001 for e in samples), "measured, not assumed"
-    assert "3 consecutive failed samples" in run.report
+    # judged on its counts: the requests since the rollout show it with 99 % confidence at once
+    assert "the counts show it" in run.report and "% confidence at least" in run.report
 
 
 def test_a_slower_release_is_caught_by_the_baseline_though_under_the_absolute_limit(

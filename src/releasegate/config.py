@@ -12,6 +12,7 @@ command or reads the path.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -159,7 +160,12 @@ class LocalPlatformSettings(Model):
         description="rolling: deploy() replaces instances; canary, blue-green: the gates drive the "
         "strategy's steps (start_canary ... promote; start_green, switch_traffic, retire)",
     )
-    canary_instances: int = Field(1, ge=1, description="canary: how many processes run the canary")
+    canary_instances: int | None = Field(
+        None,
+        ge=1,
+        description="canary: how many processes run the canary; unset, they follow the weight "
+        "(ceil(p × instances / 100) at p %, as Argo Rollouts scales canary replicas)",
+    )
     keep_warm_s: float = Field(
         300.0, ge=0, description="blue-green: how long the old color keeps running after the switch"
     )
@@ -189,14 +195,17 @@ class LocalPlatformSettings(Model):
     def _ports_fit(self) -> LocalPlatformSettings:
         """Enough ports for the most instances that run at once: a surge or a rollback beside the
         N; a canary beside the N plus a surge while it is promoted; both colors of blue-green."""
-        if self.canary_instances > self.instances:
+        if self.canary_instances is not None and self.canary_instances > self.instances:
             raise ValueError(
                 f"canary_instances {self.canary_instances}: at most the {self.instances} instances"
             )
         low, high = self.ports
         extra = max(self.max_surge, self.rollback_max_surge or self.instances)
         why = f"max_surge {self.max_surge}"
-        if self.strategy == "canary":
+        if self.strategy == "canary" and self.canary_instances is None:
+            extra = max(extra, self.instances)  # at 100 % as many canary instances as stable ones
+            why = f"a canary that follows the weight (up to {self.instances} instances)"
+        elif self.strategy == "canary" and self.canary_instances is not None:
             extra = max(extra, self.canary_instances + self.max_surge)
             why = f"{self.canary_instances} canary instance(s) and max_surge {self.max_surge}"
         elif self.strategy == "blue-green":
@@ -638,6 +647,20 @@ class MetricQueries(Model):
         f"sum(rate(cache_hits_total{{{_SELECTOR}}}[{{window}}])) / (sum(rate(cache_hits_total{{{_SELECTOR}}}"
         f"[{{window}}])) + sum(rate(cache_misses_total{{{_SELECTOR}}}[{{window}}])))"
     )
+    error_count: PromQL = f'sum(increase({_REQUESTS[:-1]},status=~"5.."}}[{{window}}])) or vector(0)'
+    """Failed requests over the window: with ``request_count``, what an error ratio is judged on."""
+    request_count: PromQL = f"sum(increase({_REQUESTS}[{{window}}]))"
+    latency_histogram: PromQL = f"sum by (le, route) (increase({_LATENCY_BUCKETS}[{{window}}]))"
+    """Requests by latency bucket (seconds) and route over the window: each route judged on its own."""
+    db_query_histogram: PromQL = (
+        f"sum by (le) (increase(db_query_duration_seconds_bucket{{{_SELECTOR}}}[{{window}}]))"
+    )
+    cache_hit_count: PromQL = f"sum(increase(cache_hits_total{{{_SELECTOR}}}[{{window}}]))"
+    cache_lookup_count: PromQL = (
+        f"sum(increase(cache_hits_total{{{_SELECTOR}}}[{{window}}])) + sum(increase(cache_misses_total"
+        f"{{{_SELECTOR}}}[{{window}}]))"
+    )
+    """With ``cache_hit_count``, what a cache hit ratio is judged on."""
     request_rate: PromQL = f"sum(rate({_REQUESTS}[{{window}}]))"
     """Requests per second: whether the release gets traffic at all (and its share in a canary)."""
     targets_up: PromQL = f"count(up{{{_SELECTOR}}} == 1)"
@@ -687,6 +710,28 @@ class SloCheck(Model):
     count: int = Field(10, ge=1, description="samples taken when nothing fails")
     failure_limit: int = Field(3, ge=1, description="this many consecutive failed samples fail the check")
     on_no_data: Literal["fail", "inconclusive"] = "fail"
+    events: str | None = Field(
+        None,
+        description="a ratio judged on its counts: the query counting its events over {window} "
+        "(failed requests), with `total`; the check then fails only when the counts show the limit "
+        "broken with metrics.confidence",
+    )
+    total: str | None = Field(None, description="the query counting every event over {window} (requests)")
+    histogram: str | None = Field(
+        None,
+        description="a quantile judged on its buckets: the query giving the bucket counts over {window} "
+        "by `le` (and by any label that splits it, e.g. the route: each judged on its own)",
+    )
+    quantile: float | None = Field(None, gt=0, lt=1, description="with `histogram`: which quantile (0.95)")
+    histogram_scale: float = Field(
+        1000.0, gt=0, description="from the histogram's unit to the check's (seconds to milliseconds)"
+    )
+    noise_floor: float = Field(
+        0.0,
+        ge=0,
+        description="in the check's unit: a difference from the baseline or stable smaller than this "
+        "is never a regression (a few ms against a 200 ms SLO)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SloCheck:
@@ -704,7 +749,18 @@ class SloCheck(Model):
             raise ValueError(
                 f"failure_limit {self.failure_limit} can never be reached in {self.count} samples"
             )
+        if (self.events is None) != (self.total is None):
+            raise ValueError("a ratio judged on its counts needs both `events` and `total`")
+        if (self.histogram is None) != (self.quantile is None):
+            raise ValueError("a quantile judged on its buckets needs both `histogram` and `quantile`")
+        if self.events is not None and self.histogram is not None:
+            raise ValueError("a check is a ratio (`events`, `total`) or a quantile (`histogram`), not both")
         return self
+
+    @property
+    def counted(self) -> bool:
+        """Judged on counts (a ratio's events and total, or a histogram's buckets), with confidence."""
+        return self.events is not None or self.histogram is not None
 
     @property
     def direction(self) -> Literal["max", "min"]:
@@ -793,6 +849,12 @@ class CanarySettings(Model):
         0.2, ge=0, description="the canary may be this much worse (0.2 = 20 %)"
     )
     checks: list[str] = Field(default_factory=list, description="SLO checks compared; default: all")
+    warmup_s: float = Field(
+        0.0,
+        ge=0,
+        description="left out of each step's judgement from its start: the first requests of freshly "
+        "started canary instances (imports, connection pools) are not the release's latency",
+    )
     mann_whitney: MannWhitneySettings = MannWhitneySettings()
 
     @model_validator(mode="after")
@@ -828,6 +890,12 @@ class CanarySettings(Model):
             )
         return self
 
+    def looks(self) -> int:
+        """How many times a step's counts may be judged at most (every interval up to the longest
+        step): a failure needs its confidence over all of them, not over one look."""
+        longest = max(self.max_step_for(i) for i in range(len(self.steps)))
+        return max(1, math.ceil(longest / self.interval_s))
+
     def max_step_for(self, step_index: int) -> float:
         """How long step ``step_index`` may run waiting for its samples and requests before it is no data."""
         if self.max_step_s is not None:
@@ -839,6 +907,12 @@ class CanarySettings(Model):
 class ObserveStep(Model):
     every_s: float = Field(gt=0)
     until_s: float = Field(gt=0, description="seconds since the watch started")
+
+
+def _offsets(observe: ObserveSettings) -> list[float]:
+    from releasegate.analysis.slo import schedule_offsets
+
+    return schedule_offsets([(step.every_s, step.until_s) for step in observe.schedule])
 
 
 class ObserveSettings(Model):
@@ -883,6 +957,12 @@ class BurnRateSettings(Model):
 
     objective: float = Field(0.999, gt=0, lt=1, description="the SLO, e.g. 0.999 = 99.9 % good requests")
     query: str = Field("error_ratio", description="the query giving the bad-request ratio over {window}")
+    events: str | None = Field(
+        None,
+        description="with `total`: queries counting failed and all requests over {window}; a window then "
+        "burns too fast only when its lower bound at metrics.confidence does",
+    )
+    total: str | None = None
     windows: list[Annotated[tuple[Duration, Duration, float], AfterValidator(_burn_window)]] = Field(
         default_factory=lambda: [("1h", "5m", 14.4), ("6h", "30m", 6.0)],
         min_length=1,
@@ -914,6 +994,13 @@ class MetricsSettings(Model):
     retries: int = Field(2, ge=0, le=10, description="retries of a query that could not connect or got a 5xx")
     scrape_interval_s: float = Field(15.0, gt=0, description="how often Prometheus scrapes the service")
     window: Duration = Field("5m", description="the default {window} of every query")
+    confidence: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        description="how sure the counts must be before a ratio or quantile check fails: its one-sided "
+        "bound at this confidence past the limit; canary against stable, a p-value below 1 - this",
+    )
     queries: MetricQueries = MetricQueries()
     slo: dict[str, SloCheck] = Field(default_factory=dict)
     verify: VerifySloSettings = VerifySloSettings()
@@ -941,8 +1028,10 @@ class MetricsSettings(Model):
     def _names_resolve(self) -> MetricsSettings:
         known = self.queries.names()
         for name, check in self.slo.items():
-            if check.query not in known:
-                raise ValueError(f"slo.{name}: no query named {check.query!r} in [metrics.queries]")
+            for key in ("query", "events", "total", "histogram"):
+                wanted = getattr(check, key)
+                if wanted is not None and wanted not in known:
+                    raise ValueError(f"slo.{name}.{key}: no query named {wanted!r} in [metrics.queries]")
         sections = (
             ("verify", self.verify.checks),
             ("canary", self.canary.checks),
@@ -952,8 +1041,40 @@ class MetricsSettings(Model):
             missing = [n for n in names if n not in self.slo]
             if missing:
                 raise ValueError(f"{section}.checks: {missing[0]!r} is not a [metrics.slo] check")
-        if self.burn_rate.query not in known:
-            raise ValueError(f"burn_rate.query: no query named {self.burn_rate.query!r}")
+        for key in ("query", "events", "total"):
+            wanted = getattr(self.burn_rate, key)
+            if wanted is not None and wanted not in known:
+                raise ValueError(f"burn_rate.{key}: no query named {wanted!r}")
+        if (self.burn_rate.events is None) != (self.burn_rate.total is None):
+            raise ValueError("burn_rate: counts need both `events` and `total`")
+        return self
+
+    @model_validator(mode="after")
+    def _failures_in_a_row_can_happen(self) -> MetricsSettings:
+        """Failures count "in a row" only in windows that do not overlap (analysis.slo): a check
+        whose series is too short for ``failure_limit`` such windows could never fail."""
+        for name, check in self.slo.items():
+            if check.counted or "{window}" not in self.queries.get(check.query):
+                continue
+            window_s = duration_seconds(check.window or self.window)
+            span = (check.count - 1) * check.interval_s
+            if (check.failure_limit - 1) * window_s > span + 1e-9:
+                raise ValueError(
+                    f"slo.{name}: {check.failure_limit} failures in windows of {window_s:g} s that do not "
+                    f"overlap need {(check.failure_limit - 1) * window_s:g} s between the first and the last, "
+                    f"and {check.count} samples {check.interval_s:g} s apart span {span:g} s: shorten its "
+                    "window, or sample it longer (count)"
+                )
+            if name not in self.check_names("observe"):
+                continue
+            offsets = _offsets(self.observe)
+            limit = min(self.observe.consecutive_failures, len(offsets))
+            if (limit - 1) * window_s > offsets[-1] - offsets[0] + 1e-9:
+                raise ValueError(
+                    f"slo.{name}: the observe schedule's {limit} failures in a row in windows of {window_s:g} s "
+                    f"that do not overlap need {(limit - 1) * window_s:g} s, and the schedule spans "
+                    f"{offsets[-1] - offsets[0]:g} s: shorten the check's window"
+                )
         return self
 
     @model_validator(mode="after")
@@ -966,7 +1087,7 @@ class MetricsSettings(Model):
 
         canary = self.canary
         try:
-            RequestsNeeded.from_settings(canary, self.slo)
+            RequestsNeeded.from_settings(canary, self.slo, self.confidence)
         except ValueError as exc:
             raise ValueError(f"canary.{exc}") from None
         derived = canary.min_requests is None and canary.detect_error_ratio is None
@@ -990,9 +1111,17 @@ class MetricsSettings(Model):
         the burn rate's."""
         used: dict[str, str | None] = {"request_rate": None}
         for check in self.slo.values():
-            used.setdefault(check.query, check.window)
-        used.setdefault(self.burn_rate.query, None)
+            for name in (check.query, check.events, check.total, check.histogram):
+                if name is not None:
+                    used.setdefault(name, check.window)
+        for name in (self.burn_rate.query, self.burn_rate.events, self.burn_rate.total):
+            if name is not None:
+                used.setdefault(name, None)
         return used
+
+    def histogram_queries(self) -> set[str]:
+        """The queries asked for bucket counts (by ``le``), not for one number."""
+        return {check.histogram for check in self.slo.values() if check.histogram is not None}
 
 
 HealthValue = str | bool | int

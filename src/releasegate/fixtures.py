@@ -9,7 +9,7 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from releasegate.evidence import Checker
 from releasegate.instance_health import ask_health, instances_of
 from releasegate.journeys import JourneyResult, run_journey
 from releasegate.platforms import instances_reachable, strategy_of
-from releasegate.platforms.base import Platform, RolloutResult
+from releasegate.platforms.base import Instance, Platform, RolloutResult
 from releasegate.probes.http import Http
 from releasegate.probes.policy import PolicyEngine
 from releasegate.probes.postgres import Postgres
@@ -49,6 +49,9 @@ NO_STRATEGY_FOR_INITIAL = (
 class Rollout:
     result: RolloutResult
     traffic: TrafficStats
+    done_at: float = field(default_factory=time.monotonic)
+    """When the release took every request (or this run resumed after it): where the watch's
+    counts begin, so that observe judges every request since, verify's included."""
 
 
 @pytest.fixture(scope="session")
@@ -411,7 +414,7 @@ def canary_step(
     assert metrics is not None
     canary = metrics.canary
     rules = {
-        name: (metrics.slo[name], CanaryRule.from_settings(metrics.slo[name], canary))
+        name: (metrics.slo[name], CanaryRule.from_settings(metrics.slo[name], canary, metrics.confidence))
         for name in metrics.check_names("canary")
     }
 
@@ -420,7 +423,7 @@ def canary_step(
         if not canary_started.ok:
             raise ActionError(f"the canary did not start: {canary_started.reason}")
         try:
-            needed = RequestsNeeded.from_settings(canary, metrics.slo)
+            needed = RequestsNeeded.from_settings(canary, metrics.slo, metrics.confidence)
         except ValueError as exc:
             raise ActionError(f"metrics.canary.{exc}") from None
         if index:
@@ -428,16 +431,19 @@ def canary_step(
             if before["verdict"] != "pass":
                 raise ActionError(f"the {canary.steps[index - 1]} % step did not pass: not going to {step} %")
 
-        def health(when: str) -> dict:
+        def health(when: str, instances: list[Instance] | None = None) -> dict:
             run.progress(f"canary {step} % step: asking each canary instance {env.verify.health_path} {when}")
-            return ask_health(
-                instances_of(run.platform, run.release, "canary_instances"),
+            if instances is None:
+                instances = instances_of(run.platform, run.release, "canary_instances")
+            asked = ask_health(
+                instances,
                 run.release,
                 env.verify,
                 role="canary",
                 reachable=instances_reachable(env),
                 when=when,
             )
+            return asked | {"names": [i.name for i in instances]}
 
         def unhealthy(asked: dict, effective: float | None, when: str) -> dict:
             run.progress(f"canary step {step} % failed: {asked['problem']}: taking the canary out")
@@ -454,15 +460,19 @@ def canary_step(
         def act() -> dict:
             # The canary's own word on its health and version, before it gets more traffic: the
             # metrics only know the release label the platform gave it. A platform that starts the
-            # canary's instances with the weight (replicas at 0 %) is asked right after the move.
+            # canary's instances with the weight (replicas at 0 %, more at each step) has the
+            # instances the move started asked right after it.
             asked = health(f"before {step} %")
             if asked["instances"] and not asked["healthy"]:
                 return unhealthy(asked, None, f"before {step} %")
             undo = {"abort": "canary weight 0, canary stopped", "previous_release": previous_release}
             with run.mutation("canary-weight", f"send {step} % of requests to {run.release}", undo):
                 effective = run.platform.set_canary_weight(step, run.progress)
-            if not asked["instances"]:
-                asked = health(f"at {step} %, once its instances run")
+            running = instances_of(run.platform, run.release, "canary_instances")
+            fresh = [i for i in running if i.name not in asked["names"]]
+            if fresh or not asked["instances"]:
+                seen = health(f"at {step} %, once its instances run", fresh)
+                asked = seen | {k: asked[k] + seen[k] for k in ("instances", "evidence", "names")}
                 if not asked["healthy"]:
                     return unhealthy(asked, effective, f"at {step} %")
             if step == 100:
@@ -486,6 +496,7 @@ def canary_step(
                 min_requests=needed.count,
                 max_step_s=canary.max_step_for(index),
                 scrape_interval_s=metrics.scrape_interval_s,
+                warmup_s=canary.warmup_s,
                 label=f"canary {step} % step",
                 progress=run.progress,
             )
@@ -736,6 +747,7 @@ def slo_verdicts(
             release=run.release,
             on_sample=on_sample,
             baselines={name: b["value"] for name, b in baseline.items()},
+            confidence=metrics.confidence,
         )
         return {name: series_record(result, sources, name) for name, result in results.items()}
 
@@ -773,6 +785,8 @@ def observation(
             release=run.release,
             consecutive_failures=observe.consecutive_failures,
             baselines={name: b["value"] for name, b in baseline.items()},
+            confidence=metrics.confidence,
+            counted_since_s=time.monotonic() - rollout.done_at,
             on_sample=on_sample,
         )
         return {name: series_record(result, sources, name) for name, result in results.items()}

@@ -15,11 +15,12 @@ import pytest
 
 from releasegate.actions.migrate import expected_version_of, pending_migrations
 from releasegate.analysis.detection import RequestsNeeded
-from releasegate.config import Environment, Phase
+from releasegate.config import Environment, Phase, SloCheck
 from releasegate.errors import ReleasegateError
 from releasegate.ledger import RunRecord
 from releasegate.pipeline import ABORTING_PHASES
 from releasegate.platforms import make_platform, strategy_of
+from releasegate.platforms.local_canary import canary_count, overload
 from releasegate.probes.postgres import Postgres
 from releasegate.redaction import redact
 from releasegate.state import phase_of
@@ -336,11 +337,7 @@ def _strategy(facts: _Facts) -> str:
     local, k8s = env.platform.local, env.platform.kubernetes
     if facts.strategy == "canary":
         steps = env.metrics.canary.steps if env.metrics else [100]
-        beside = (
-            f"{local.canary_instances} canary instance(s) beside {local.instances} stable"
-            if local is not None
-            else "canary beside stable"
-        )
+        beside = _local_canary_size(local, steps) if local is not None else "canary beside stable"
         return (
             f"canary {where}: {beside}, traffic at {', '.join(str(s) for s in steps)} %, judged against "
             f"{facts.current} at each step, then promoted"
@@ -383,9 +380,12 @@ def _canary_step(item: pytest.Item, facts: _Facts, weight: int) -> list[str]:
             relative = f"at most {slo.relative_points:g} worse than stable"
         else:
             relative = f"at most {canary.max_relative_degradation * 100:g} % worse than stable"
-        judged.append(f"{name} {limit}, {relative}")
+        counted = _counted_how(slo, metrics.confidence)
+        judged.append(
+            f"{name} {limit}, {relative}" + (f" ({counted}, Fisher's exact test)" if counted else "")
+        )
     mw = canary.mann_whitney
-    needed = RequestsNeeded.from_settings(canary, metrics.slo)
+    needed = RequestsNeeded.from_settings(canary, metrics.slo, metrics.confidence)
     return [
         head,
         f"          health    each canary instance asked {env.verify.health_path} (healthy, version "
@@ -485,12 +485,31 @@ def _local_readiness(facts: _Facts) -> str:
     )
 
 
+def _local_canary_size(local: Any, steps: list[int]) -> str:
+    """How many canary instances run at the steps, and a step a pinned count refuses."""
+    n = local.instances
+    if local.canary_instances is None:
+        counts = ", ".join(str(canary_count(step, n)) for step in steps)
+        return (
+            f"canary instances follow the weight (ceil(p × {n} / 100): {counts} at the steps) "
+            f"beside {n} stable"
+        )
+    refused = next(
+        (why for why in (overload(step, local.canary_instances, n) for step in steps) if why), None
+    )
+    return f"{local.canary_instances} canary instance(s) beside {n} stable" + (
+        f" (refused: {refused})" if refused else ""
+    )
+
+
 def _canary_start(facts: _Facts) -> list[str]:
     local = facts.env.platform.local
     if local is None:
         return [f"start the canary {facts.release} beside {facts.current}, no traffic yet"]
+    count = local.canary_instances or 1
+    more = "" if local.canary_instances else " (more as the weight grows)"
     return [
-        f"start {local.canary_instances} canary instance(s) of {facts.release} beside the {local.instances} "
+        f"start {count} canary instance(s) of {facts.release}{more} beside the {local.instances} "
         f"of {facts.current}, no traffic yet; {_local_readiness(facts)}"
     ]
 
@@ -726,15 +745,30 @@ def _describe_slo(name: str, env: Environment, *, observe: bool = False) -> str:
         text += f", within {slo.relative_ratio:.0%} of the baseline"
     elif slo.relative_points is not None:
         text += f", within {slo.relative_points:g} of the baseline"
+    counted = _counted_how(slo, metrics.confidence)
+    if counted:
+        text += f"; {counted}, everything since the phase began, failing on the first sample that shows it"
     no_data = "fails" if slo.on_no_data == "fail" else "is inconclusive"
+    # a counted check fails on its evidence: only samples without data count "in a row"
+    in_a_row = "samples without data" if counted else "failures"
     if observe:
         schedule = ", ".join(f"every {s.every_s:g} s until {s.until_s:g} s" for s in metrics.observe.schedule)
         failures = metrics.observe.consecutive_failures
-        return f"{text}; {schedule}; {failures} failures in a row fail it; no data {no_data}"
+        return f"{text}; {schedule}; {failures} {in_a_row} in a row fail it; no data {no_data}"
     return (
-        f"{text}; {slo.count} samples {slo.interval_s:g} s apart, {slo.failure_limit} failures in a row "
+        f"{text}; {slo.count} samples {slo.interval_s:g} s apart, {slo.failure_limit} {in_a_row} in a row "
         f"fail it; no data {no_data}"
     )
+
+
+def _counted_how(slo: SloCheck, confidence: float) -> str:
+    """``on the counts error_count of request_count, 99% confidence`` ("" when judged on its value)."""
+    if slo.events is not None:
+        return f"on the counts {slo.events} of {slo.total}, {confidence * 100:.4g} % confidence"
+    if slo.histogram is not None:
+        floor = f", noise floor {slo.noise_floor:g} {slo.unit}".rstrip() if slo.noise_floor else ""
+        return f"on the buckets of {slo.histogram}, {confidence * 100:.4g} % confidence{floor}"
+    return ""
 
 
 def _threshold_keys(item: pytest.Item) -> list[str]:

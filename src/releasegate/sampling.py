@@ -6,6 +6,10 @@ verdict (``count`` samples, or ``failure_limit`` failures in a row, whichever co
 Each sample is handed to ``on_sample`` as it is taken, so the gate records it as evidence
 before the verdict, and a run killed half way still leaves every sample behind. A Prometheus
 that cannot be reached raises ProbeError (after the probe's retries): never a pass.
+
+A check judged on counts (``SloCheck.counted``) is measured over everything since its series
+began (its window and the time since), so no request is judged twice; ``measure`` asks its
+events and total, or its histogram, and hands the counts to the judgement with the number.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from releasegate.analysis.canary import CanaryRule, CanaryVerdict, judge_canary
+from releasegate.analysis.canary import CanaryRule, CanaryVerdict, Counted, judge_canary
+from releasegate.analysis.counts import Counts, per_look
+from releasegate.analysis.histogram import merged
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, SloRule, SloSeries
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import SloCheck
+from releasegate.config import SloCheck, duration_seconds
 from releasegate.probes.prometheus import Prometheus, Sample
 
 OnSample = Callable[[str, Sample, SampleVerdict], None]
@@ -41,6 +47,87 @@ class Clock:
             self.sleep(delay)
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """One check's answer for one release over one window: its number, the sample that stands
+    for it in the evidence, and what a check judged on counts counted."""
+
+    value: float | None
+    sample: Sample
+    counted: Counted = None
+
+
+def measure(prometheus: Prometheus, check: SloCheck, *, release: str, window: str | None) -> Measurement:
+    """The check's value for ``release`` over ``window``: its query, or for a counted check its
+    events over its total, or the quantile of its histogram, with the counts behind it."""
+    if check.events is not None and check.total is not None:
+        events = prometheus.query(check.events, release=release, window=window)
+        total = prometheus.query(check.total, release=release, window=window)
+        counts = Counts.of(events.value, total.value)
+        value = counts.ratio if counts else None
+        promql = f"({events.promql}) / ({total.promql})"
+        return Measurement(value, Sample(promql, total.url, value, total.at, check.query, release), counts)
+    if check.histogram is not None and check.quantile is not None:
+        groups, sample = prometheus.histograms(check.histogram, release=release, window=window)
+        q = merged(groups).quantile(check.quantile) if groups else None
+        value = None if q is None else q * check.histogram_scale
+        return Measurement(
+            value, Sample(sample.promql, sample.url, value, sample.at, check.query, release), groups
+        )
+    sample = prometheus.query(check.query, release=release, window=window)
+    return Measurement(sample.value, sample)
+
+
+def window_s(prometheus: Prometheus, check: SloCheck) -> float:
+    """How far back each sample of ``check`` looks: 0 for a query without ``{window}`` (a gauge)."""
+    if "{window}" not in prometheus.queries.get(check.query):
+        return 0.0
+    return duration_seconds(check.window or prometheus.window)
+
+
+def series_window(prometheus: Prometheus, check: SloCheck, elapsed_s: float) -> str | None:
+    """The window a sample is asked over: the check's own, or for a counted check its window and
+    everything since the series began (each request judged once, in one growing sample)."""
+    if not check.counted:
+        return check.window
+    return f"{round(duration_seconds(check.window or prometheus.window) + elapsed_s)}s"
+
+
+def rule_for(
+    prometheus: Prometheus,
+    check: SloCheck,
+    confidence: float,
+    *,
+    count: int | None = None,
+    failure_limit: int | None = None,
+) -> SloRule:
+    samples = count if count is not None else check.count
+    return SloRule.from_check(
+        check,
+        count=count,
+        failure_limit=failure_limit,
+        window_s=window_s(prometheus, check),
+        confidence=per_look(confidence, samples),  # every sample looks at the same growing counts
+    )
+
+
+def _add(
+    series: SloSeries,
+    prometheus: Prometheus,
+    check: SloCheck,
+    *,
+    release: str,
+    baseline: float | None,
+    elapsed_s: float,
+    counted_since_s: float = 0.0,
+) -> tuple[Sample, SampleVerdict]:
+    """Measure ``check`` and judge it as the next sample of ``series``."""
+    window = series_window(prometheus, check, elapsed_s + counted_since_s)
+    m = measure(prometheus, check, release=release, window=window)
+    verdict = series.add(m.value, baseline, m.sample.at_iso, counted=m.counted, elapsed_s=elapsed_s)
+    return m.sample, verdict
+
+
 def sample_check(
     prometheus: Prometheus,
     name: str,
@@ -49,6 +136,7 @@ def sample_check(
     release: str,
     baseline: float | None = None,
     rule: SloRule | None = None,
+    confidence: float = 0.99,
     on_sample: OnSample = _ignore,
     clock: Clock = Clock(),
 ) -> SeriesVerdict:
@@ -57,11 +145,13 @@ def sample_check(
     ``baseline`` (e.g. the previous release's value, measured before the rollout) turns on the
     check's relative limit; ``rule`` overrides the check's counts (the observe schedule does).
     """
-    series = SloSeries(rule or SloRule.from_check(check))
+    series = SloSeries(rule or rule_for(prometheus, check, confidence))
     started = clock.now()
     while not series.decided:
-        sample = prometheus.query(check.query, release=release, window=check.window)
-        on_sample(name, sample, series.add(sample.value, baseline, sample.at_iso))
+        elapsed = clock.now() - started
+        on_sample(
+            name, *_add(series, prometheus, check, release=release, baseline=baseline, elapsed_s=elapsed)
+        )
         if not series.decided:
             clock.sleep_until(started + len(series.samples) * check.interval_s)
     return series.result()
@@ -75,6 +165,8 @@ def watch(
     release: str,
     consecutive_failures: int,
     baselines: Mapping[str, float | None] | None = None,
+    confidence: float = 0.99,
+    counted_since_s: float = 0.0,
     on_sample: OnSample = _ignore,
     clock: Clock = Clock(),
 ) -> dict[str, SeriesVerdict]:
@@ -82,22 +174,33 @@ def watch(
     of the schedule or the first check that fails (the caller rolls back at once).
 
     Each check's series fails after ``consecutive_failures`` failed samples in a row and passes
-    once it has a sample at every offset.
+    once it has a sample at every offset. A check judged on counts counts everything since
+    ``counted_since_s`` before the watch began (the verify phase's requests: a small excess
+    needs every request there is to show).
     """
     if not offsets:
         raise ValueError("an observe schedule needs at least one sample")
     limit = min(consecutive_failures, len(offsets))
     started = clock.now()
     series = {
-        name: SloSeries(SloRule.from_check(check, count=len(offsets), failure_limit=limit))
+        name: SloSeries(rule_for(prometheus, check, confidence, count=len(offsets), failure_limit=limit))
         for name, check in checks.items()
     }
     for offset in offsets:
         clock.sleep_until(started + offset)
         for name, check in checks.items():
-            sample = prometheus.query(check.query, release=release, window=check.window)
             baseline = (baselines or {}).get(name)
-            on_sample(name, sample, series[name].add(sample.value, baseline, sample.at_iso))
+            elapsed = clock.now() - started
+            measured = _add(
+                series[name],
+                prometheus,
+                check,
+                release=release,
+                baseline=baseline,
+                elapsed_s=elapsed,
+                counted_since_s=counted_since_s,
+            )
+            on_sample(name, *measured)
         if any(s.result().verdict is Verdict.FAIL for s in series.values()):
             break
     return {name: s.result() for name, s in series.items()}
@@ -109,6 +212,7 @@ def sample_together(
     *,
     release: str,
     baselines: Mapping[str, float | None] | None = None,
+    confidence: float = 0.99,
     on_sample: OnSample = _ignore,
     clock: Clock = Clock(),
 ) -> dict[str, SeriesVerdict]:
@@ -117,7 +221,7 @@ def sample_together(
 
     A check still undecided when another failed keeps verdict None, with the reason.
     """
-    series = {name: SloSeries(SloRule.from_check(check)) for name, check in checks.items()}
+    series = {name: SloSeries(rule_for(prometheus, check, confidence)) for name, check in checks.items()}
     started = clock.now()
     due = dict.fromkeys(checks, started)
     failed: str | None = None
@@ -125,8 +229,12 @@ def sample_together(
         name = min(waiting, key=lambda n: due[n])
         clock.sleep_until(due[name])
         check = checks[name]
-        sample = prometheus.query(check.query, release=release, window=check.window)
-        on_sample(name, sample, series[name].add(sample.value, (baselines or {}).get(name), sample.at_iso))
+        baseline = (baselines or {}).get(name)
+        elapsed = clock.now() - started
+        on_sample(
+            name,
+            *_add(series[name], prometheus, check, release=release, baseline=baseline, elapsed_s=elapsed),
+        )
         due[name] += check.interval_s
         if series[name].result().verdict is Verdict.FAIL:
             failed = name
@@ -164,6 +272,7 @@ def sample_canary_step(
     min_requests: int = 0,
     max_step_s: float | None = None,
     scrape_interval_s: float = 0.0,
+    warmup_s: float = 0.0,
     label: str = "canary step",
     on_sample: Callable[[int, StepSamples], None] = lambda _i, _s: None,
     progress: Callable[[str], None] = lambda _line: None,
@@ -181,11 +290,14 @@ def sample_canary_step(
 
     The absolute and relative limits use each side's total over the step so far (at 5 % of little
     traffic a 2 % error rate shows in the total long before it shows in a typical interval); the
-    Mann-Whitney test uses the per-interval samples.
+    Mann-Whitney test uses the per-interval samples. A check judged on counts is judged on both
+    sides' counts over the step after its first ``warmup_s`` (freshly started canary instances
+    answer their first requests slowly), and the per-interval samples are only its evidence.
     """
     samples = StepSamples({n: [] for n in rules}, {n: [] for n in rules}, {})
     started = clock.now()
-    needed = max(rule.min_samples for _check, rule in rules.values())
+    # Checks judged on counts need requests, not samples: only the others wait for min_samples.
+    needed = max((rule.min_samples for check, rule in rules.values() if not check.counted), default=1)
     give_up = max_step_s if max_step_s is not None else max(pause_s + 2 * needed * interval_s, 3 * pause_s)
     next_word = started + pause_s
     index = 0
@@ -206,29 +318,52 @@ def sample_canary_step(
                 prometheus.query(check.query, release=stable, window=so_far).value,
             )
             for name, (check, _rule) in rules.items()
+            if not check.counted
         }
+        judged = elapsed_s - warmup_s
+        counted: dict[str, tuple[Counted, Counted]] = {}
+        for name, (check, _rule) in rules.items():
+            if not check.counted:
+                continue
+            # increase() extrapolates a window's first and last scrape to its ends: over a window of
+            # two scrapes one error counts as two. Four scrapes or more before counts are judged.
+            if judged < max(1.0, 4 * scrape_interval_s):
+                counted[name] = (None, None)
+                continue
+            window_now = f"{max(1, round(judged))}s"
+            counted[name] = (
+                measure(prometheus, check, release=canary, window=window_now).counted,
+                measure(prometheus, check, release=stable, window=window_now).counted,
+            )
         verdict = judge_canary(
             {
                 name: (samples.canary[name], samples.stable[name], rule)
                 for name, (_check, rule) in rules.items()
             },
             totals,
+            counted,
         )
         if verdict.verdict is Verdict.FAIL:
             return verdict, samples
         rate = prometheus.query("request_rate", release=canary, window=so_far).value
         # rate() extrapolates to now; the requests since the last scrape are not judged yet.
-        judged_s = max(0.0, elapsed_s - scrape_interval_s)
+        # ... and those of the warm-up are not judged at all.
+        judged_s = max(0.0, elapsed_s - scrape_interval_s - warmup_s)
         samples.canary_requests = None if rate is None else rate * judged_s
         served = samples.canary_requests or 0
         enough_requests = served >= min_requests
         if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
             return verdict, samples
         if elapsed_s >= give_up:
-            if verdict.verdict is Verdict.PASS or not enough_requests:
+            short = []
+            if not enough_requests:
+                short.append(f"the canary served {served:.0f} of {min_requests} requests needed")
+            if index < needed:
+                short.append(f"{index} of {needed} samples taken")
+            if short or verdict.verdict is Verdict.PASS:
                 note = (
-                    f"not enough requests to judge: the canary served {served:.0f} of {min_requests} "
-                    f"requests needed in {elapsed_s:.0f} s (the step may run {give_up:g} s)"
+                    f"not enough to judge: {'; '.join(short) or 'no verdict'} in {elapsed_s:.0f} s "
+                    f"(the step may run {give_up:g} s)"
                 )
                 if verdict.verdict is not Verdict.PASS:
                     note += f"; {verdict.reason}"

@@ -207,6 +207,37 @@ def test_canary_by_replica_ratio_step_by_step_then_promoted(cluster):
     assert platform.status().releases_serving == {"bbb"}
 
 
+def test_canary_at_100_percent_runs_on_every_pod_stable_had(cluster):
+    """Capacity follows the weight: at 100 % the canary has all the pods, never fewer than stable
+    had, even when the recorded total is gone or stable was scaled up meanwhile (an HPA)."""
+    platform = canary(cluster, steps=[10, 50, 100])
+    platform.start_canary("bbb")
+    assert platform.set_canary_weight(50) == 50.0
+    assert tracks(cluster) == {"release-manager-prod": 2, "release-manager-canary": 2}
+    cluster.apps.patch_namespaced_deployment(  # kubectl annotate ... releasegate.dev/canary-total-
+        "release-manager-prod",
+        NAMESPACE,
+        {"metadata": {"annotations": {"releasegate.dev/canary-total": None}}},
+    )
+
+    assert platform.set_canary_weight(100) == 100.0
+
+    assert tracks(cluster) == {"release-manager-prod": 0, "release-manager-canary": 4}
+
+
+def test_canary_at_100_percent_has_as_many_pods_as_stable_was_scaled_up_to(cluster):
+    platform = canary(cluster, steps=[50, 100])
+    platform.start_canary("bbb")
+    assert platform.set_canary_weight(50) == 50.0
+    cluster.apps.patch_namespaced_deployment_scale(  # an HPA scales stable up during the canary
+        "release-manager-prod", NAMESPACE, {"spec": {"replicas": 5}}
+    )
+
+    assert platform.set_canary_weight(100) == 100.0
+
+    assert tracks(cluster) == {"release-manager-prod": 0, "release-manager-canary": 5}
+
+
 def test_canary_deploy_walks_the_steps_and_abort_returns_every_pod_to_stable(cluster):
     platform = canary(cluster, steps=[25, 50])
     result = platform.deploy("bbb")

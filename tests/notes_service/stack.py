@@ -122,6 +122,11 @@ def _environment(dir: Path) -> dict[str, Any]:
                 "latency_p95": f"1000 * histogram_quantile(0.95, sum by (le) (rate({_BUCKETS}[{{window}}])))",
                 "latency_p99": f"1000 * histogram_quantile(0.99, sum by (le) (rate({_BUCKETS}[{{window}}])))",
                 "request_rate": f"sum(rate({_REQUESTS}[{{window}}]))",
+                # What the error rate and the p95 are judged on: counts over {window}, the
+                # latency by handler (each handler judged on its own against stable).
+                "error_count": f'sum(increase({_REQUESTS[:-1]},code=~"5.."}}[{{window}}])) or vector(0)',
+                "request_count": f"sum(increase({_REQUESTS}[{{window}}]))",
+                "latency_histogram": f"sum by (le, handler) (increase({_BUCKETS}[{{window}}]))",
                 "cpu": f"max(rate(process_cpu_seconds_total{{{_SELECTOR}}}[{{window}}]))",
                 "restarts": f"sum(changes(process_start_time_seconds{{{_SELECTOR}}}[{{window}}]))",
                 "targets_up": f"count(up{{{_SELECTOR}}} == 1)",
@@ -130,6 +135,8 @@ def _environment(dir: Path) -> dict[str, Any]:
                 "error_ratio": {
                     "description": "error rate < 2 %",
                     "max": 0.02,
+                    "events": "error_count",
+                    "total": "request_count",
                     "interval_s": 1,
                     "count": 3,
                     "failure_limit": 2,
@@ -138,6 +145,9 @@ def _environment(dir: Path) -> dict[str, Any]:
                     "description": "p95 < 250 ms",
                     "max": 250,
                     "unit": "ms",
+                    "histogram": "latency_histogram",
+                    "quantile": 0.95,
+                    "noise_floor": 10,  # ms: 4 % of the SLO
                     "interval_s": 1,
                     "count": 3,
                     "failure_limit": 2,
@@ -145,7 +155,10 @@ def _environment(dir: Path) -> dict[str, Any]:
                 "cpu": {
                     "description": "CPU < 90 % of a core",
                     "max": 0.9,
-                    "interval_s": 1,
+                    # A rate over four scrapes, sampled two apart: two failures in windows that
+                    # do not overlap fit its three samples, and the watch below.
+                    "window": "4s",
+                    "interval_s": 2,
                     "count": 3,
                     "failure_limit": 2,
                 },
@@ -159,7 +172,8 @@ def _environment(dir: Path) -> dict[str, Any]:
                 "min_requests": 30,
                 "checks": ["error_ratio", "latency_p95"],
             },
-            "observe": {"schedule": [{"every_s": 1, "until_s": 3}], "consecutive_failures": 2},
+            # Every 2 s: two failures in a row of cpu's 4 s windows need them 4 s apart.
+            "observe": {"schedule": [{"every_s": 2, "until_s": 6}], "consecutive_failures": 2},
             "load": {
                 "paths": ["/v1/notes?limit=5", "/v1/notes/1", "/v1/notes/2", "/v1/notes/3"],
                 "rps": 30,

@@ -4,6 +4,10 @@ With an objective of 99.9 % the error budget is 0.1 % of requests; an error rati
 burns it 14.4 times faster than allowed, which spends a 30-day budget's 2 % in one hour.
 Each window pair pages only when both its long window (is it significant?) and its short
 window (is it still happening?) burn faster than the pair's factor.
+
+Given the counts behind each window (errors and requests), a window burns too fast only when
+its one-sided confidence bound does (``analysis.counts``): two errors in a quiet 5-minute
+window are a high ratio on little evidence, not a page.
 """
 
 from __future__ import annotations
@@ -11,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from releasegate.analysis.counts import Counts, bounds, percent
 from releasegate.analysis.thresholds import Verdict, is_missing
+
+Measured = float | Counts | None
+"""A window's error ratio, or the counts behind it."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +50,27 @@ def burn_rate(error_ratio: float | None, objective: float) -> float | None:
     return error_ratio / (1 - objective)
 
 
+def _ratio(measured: Measured) -> float | None:
+    if isinstance(measured, Counts):
+        return measured.ratio
+    return measured
+
+
+def _lowest_burn(measured: Measured, objective: float, confidence: float) -> float | None:
+    """The burn rate the window shows for sure: its ratio's lower bound's, given counts."""
+    if isinstance(measured, Counts):
+        if not measured.total:
+            return None
+        return bounds(measured, confidence)[0] / (1 - objective)
+    return burn_rate(measured, objective)
+
+
 def evaluate(
-    window: BurnWindow, long_ratio: float | None, short_ratio: float | None, objective: float
+    window: BurnWindow, long: Measured, short: Measured, objective: float, confidence: float = 0.99
 ) -> BurnResult:
-    """One window pair: FAIL (page) when both the long and the short window exceed the factor."""
-    long_burn, short_burn = burn_rate(long_ratio, objective), burn_rate(short_ratio, objective)
+    """One window pair: FAIL (page) when both the long and the short window exceed the factor
+    (given counts: when both windows' lower bounds at ``confidence`` do)."""
+    long_burn, short_burn = burn_rate(_ratio(long), objective), burn_rate(_ratio(short), objective)
     name = f"{window.long}/{window.short}"
     if long_burn is None or short_burn is None:
         missing = " and ".join(
@@ -55,20 +79,27 @@ def evaluate(
         return BurnResult(
             window, long_burn, short_burn, Verdict.NO_DATA, f"{name}: no error ratio over {missing}"
         )
-    paging = long_burn > window.factor and short_burn > window.factor
+    sure = [_lowest_burn(m, objective, confidence) for m in (long, short)]
+    paging = all(b is not None and b > window.factor for b in sure)
     relation = ">" if paging else "not both >"
-    detail = f"{name}: burn {long_burn:.3g} and {short_burn:.3g} {relation} {window.factor:g}"
+    detail = f"{name}: burn {long_burn:.3g} and {short_burn:.3g}"
+    if isinstance(long, Counts) and isinstance(short, Counts):
+        detail += (
+            f" ({long} and {short} requests failed; at least {sure[0]:.3g} and {sure[1]:.3g} "
+            f"with {percent(confidence)} confidence)"
+        )
+    detail += f" {relation} {window.factor:g}"
     return BurnResult(window, long_burn, short_burn, Verdict.FAIL if paging else Verdict.PASS, detail)
 
 
 def evaluate_all(
-    windows: Sequence[BurnWindow], ratios: Mapping[str, float | None], objective: float
+    windows: Sequence[BurnWindow], ratios: Mapping[str, Measured], objective: float, confidence: float = 0.99
 ) -> tuple[Verdict, list[BurnResult]]:
-    """Every window pair, given the error ratio measured over each window (keyed ``"1h"``...).
+    """Every window pair, given the error ratio (or its counts) over each window (keyed ``"1h"``...).
 
     FAIL when any pair pages; otherwise NO_DATA when any pair lacked data; otherwise PASS.
     """
-    results = [evaluate(w, ratios.get(w.long), ratios.get(w.short), objective) for w in windows]
+    results = [evaluate(w, ratios.get(w.long), ratios.get(w.short), objective, confidence) for w in windows]
     verdicts = {r.verdict for r in results}
     if Verdict.FAIL in verdicts:
         return Verdict.FAIL, results

@@ -11,6 +11,11 @@ Each metric is sampled on both sides every interval. The canary fails a metric w
 
 Before ``min_samples`` samples on each side there is no verdict at all: "not enough data
 yet", which is never a pass (NO_DATA).
+
+A check judged on counts (an error ratio's events and total, a latency's histogram) is judged
+instead on both sides' counts over the step (``judge_counted``): against its threshold with a
+confidence bound, against stable with a Fisher exact test, each group of a histogram (each
+route) on its own; see ``analysis.counts`` and ``analysis.histogram``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from releasegate.analysis.baseline import Comparison, Direction, RelativeLimit, compare
+from releasegate.analysis.counts import Counts, per_look, ratio_within, worse_p_value
+from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_against, quantile_within
 from releasegate.analysis.thresholds import Verdict, is_missing, judge
 
 NOT_ENOUGH_DATA = "not enough data yet"
@@ -36,6 +43,10 @@ class CanaryRule:
     min_samples: int = 5
     alpha: float = 0.05
     min_effect_size: float = 0.3
+    confidence: float = 0.99
+    """For checks judged on counts: the bound's confidence, and 1 - the p-value against stable."""
+    quantile: QuantileRule | None = None
+    """Set for a latency judged on its histogram."""
 
     def __post_init__(self) -> None:
         if self.min_samples < 2:
@@ -46,14 +57,18 @@ class CanaryRule:
         return "<=" if self.direction == "max" else ">="
 
     @classmethod
-    def from_settings(cls, check: Any, canary: Any) -> CanaryRule:
+    def from_settings(cls, check: Any, canary: Any, confidence: float = 0.99) -> CanaryRule:
         """From a ``config.SloCheck`` and ``config.CanarySettings``: the check's threshold; its
-        limit in points when it has one (error ratios), else the canary's relative degradation."""
+        limit in points when it has one (error ratios), else the canary's relative degradation.
+        ``confidence`` (metrics.confidence) holds over every look a step may take at its counts."""
         points = check.relative_points
         if points is not None:
             relative = RelativeLimit(points=points)
         else:
             relative = RelativeLimit(ratio=canary.max_relative_degradation)
+        quantile = None
+        if check.histogram is not None:
+            quantile = QuantileRule(check.quantile, check.histogram_scale, check.noise_floor)
         return cls(
             direction=check.direction,
             threshold=check.threshold,
@@ -61,6 +76,8 @@ class CanaryRule:
             min_samples=canary.min_samples,
             alpha=canary.mann_whitney.alpha,
             min_effect_size=canary.mann_whitney.min_effect_size,
+            confidence=per_look(confidence, canary.looks()),
+            quantile=quantile,
         )
 
 
@@ -78,6 +95,13 @@ class MetricVerdict:
     effect_size: float | None = None
     """Cliff's delta oriented so that positive means the canary is worse (-1 .. 1)."""
     comparison: Comparison | None = None
+    canary_requests: int | None = None
+    """For a check judged on counts: the requests behind the canary's value (and stable's)."""
+    stable_requests: int | None = None
+
+
+Counted = Counts | Mapping[str, Histogram] | None
+"""What a side counted over the step: a ratio's counts, or a histogram per group (route)."""
 
 
 @dataclass(frozen=True)
@@ -166,13 +190,105 @@ def judge_metric(
     return verdict(Verdict.PASS, f"canary {what} {c_med:.4g} {comparison.detail}, but {why}")
 
 
+def judge_counted(name: str, canary: Counted, stable: Counted, rule: CanaryRule) -> MetricVerdict:
+    """A check judged on what each side counted over the step: an error ratio's counts, or a
+    latency's histograms (each group on its own against stable, all together against the
+    threshold). A failure needs the confidence; without canary requests it is no data yet."""
+    if rule.quantile is not None:
+        return _judge_histograms(name, _groups(canary), _groups(stable), rule)
+    c = canary if isinstance(canary, Counts) else None
+    s = stable if isinstance(stable, Counts) else None
+    c_n, s_n = (c.total if c else 0), (s.total if s else 0)
+    if c is None or s is None or not c.total or not s.total:
+        why = f"{NOT_ENOUGH_DATA}: canary {c_n}, stable {s_n} request(s) counted"
+        return MetricVerdict(name, Verdict.NO_DATA, why, 0, 0, canary_requests=c_n, stable_requests=s_n)
+    absolute = (
+        ratio_within(c, rule.direction, rule.threshold, rule.confidence)
+        if rule.threshold is not None
+        else None
+    )
+    comparison = compare(c.ratio, s.ratio, rule.direction, rule.relative)
+
+    def verdict(v: Verdict, reason: str, p: float | None = None) -> MetricVerdict:
+        return MetricVerdict(name, v, reason, 1, 1, c.ratio, s.ratio, p, None, comparison, c.total, s.total)
+
+    if absolute is not None and absolute.verdict is Verdict.FAIL:
+        return verdict(Verdict.FAIL, f"canary {absolute.detail}")
+    seen = f"canary {c} requests, stable {s}: {comparison.detail}"
+    if comparison.verdict is Verdict.PASS:
+        return verdict(Verdict.PASS, seen)
+    p = worse_p_value(c, s, rule.direction)
+    alpha = 1 - rule.confidence
+    if p < alpha:
+        return verdict(Verdict.FAIL, f"{seen}, and it is real (Fisher p={p:.3g} < {alpha:.3g})", p)
+    return verdict(Verdict.PASS, f"{seen}, but not significant (Fisher p={p:.3g} >= {alpha:.3g})", p)
+
+
+def _groups(side: Counted) -> dict[str, Histogram]:
+    return dict(side) if isinstance(side, Mapping) else {}
+
+
+def _judge_histograms(
+    name: str, canary: dict[str, Histogram], stable: dict[str, Histogram], rule: CanaryRule
+) -> MetricVerdict:
+    quantile = rule.quantile
+    assert quantile is not None
+    c_all, s_all = merged(canary), merged(stable)
+    if not c_all.total or not s_all.total:
+        why = f"{NOT_ENOUGH_DATA}: canary {c_all.total}, stable {s_all.total} request(s) in the histogram"
+        return MetricVerdict(
+            name, Verdict.NO_DATA, why, 0, 0, canary_requests=c_all.total, stable_requests=s_all.total
+        )
+    c_value, s_value = c_all.quantile(quantile.quantile), s_all.quantile(quantile.quantile)
+    scale = quantile.scale
+
+    def verdict(v: Verdict, reason: str) -> MetricVerdict:
+        return MetricVerdict(
+            name,
+            v,
+            reason,
+            1,
+            1,
+            None if c_value is None else c_value * scale,
+            None if s_value is None else s_value * scale,
+            canary_requests=c_all.total,
+            stable_requests=s_all.total,
+        )
+
+    if rule.threshold is not None:
+        absolute = quantile_within(c_all, quantile, rule.threshold, rule.confidence)
+        if absolute.verdict is Verdict.FAIL:
+            return verdict(Verdict.FAIL, f"canary {absolute.detail}")
+    # Every group and all of them together: Bonferroni keeps the chance of a false alarm at 1 - confidence.
+    pairs = {"all": (c_all, s_all)} | {g: (canary[g], stable[g]) for g in canary if g and g in stable}
+    confidence = 1 - (1 - rule.confidence) / len(pairs)
+    results = {
+        group: quantile_against(c, s, quantile, rule.relative, confidence, rule.direction)
+        for group, (c, s) in pairs.items()
+        if c.total and s.total
+    }
+    failed = [f"{group}: {r.detail}" for group, r in results.items() if r.verdict is Verdict.FAIL]
+    if failed:
+        return verdict(Verdict.FAIL, "canary " + "; ".join(failed))
+    overall = results["all"].detail
+    others = len(results) - 1
+    more = f" ({others} group(s) compared on their own, none worse)" if others else ""
+    return verdict(Verdict.PASS, f"canary {overall}{more}")
+
+
 def judge_canary(
     metrics: Mapping[str, tuple[Sequence[float | None], Sequence[float | None], CanaryRule]],
     totals: Mapping[str, tuple[float | None, float | None]] | None = None,
+    counted: Mapping[str, tuple[Counted, Counted]] | None = None,
 ) -> CanaryVerdict:
-    """Every metric: ``{name: (canary samples, stable samples, rule)}``, with totals over the step."""
+    """Every metric: ``{name: (canary samples, stable samples, rule)}``, with totals over the step;
+    a check in ``counted`` (canary's and stable's counts over the step) is judged on those."""
+    counted = counted or {}
     results = tuple(
-        judge_metric(name, c, s, rule, (totals or {}).get(name)) for name, (c, s, rule) in metrics.items()
+        judge_counted(name, *counted[name], rule)
+        if name in counted
+        else judge_metric(name, c, s, rule, (totals or {}).get(name))
+        for name, (c, s, rule) in metrics.items()
     )
     verdicts = {m.verdict for m in results}
     if not results:

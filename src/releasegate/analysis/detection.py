@@ -6,6 +6,13 @@ probability ``(1 - p) ** n``. A step that passes on fewer requests than
 time: whether it is caught then depends on luck (at 5 % of little traffic, 62 requests show a
 0.5 % error rate about once in four runs). With p = 2 % and c = 95 %, n = 149.
 
+When the error check is judged on its counts (``analysis.counts``), seeing one error is not
+enough: the counts must show the ratio over the check's ``max`` with the bound's confidence. Then
+``requests_to_show`` is the requests after which a canary failing ``p`` is failed by that bound
+with probability ``c``: 93 for p = 5 % against a 0.1 % limit with 99 % bounds and c = 95 %. A
+canary failing at the limit itself can never be shown over it, so the rate derived from the
+check is twice its ``max``.
+
 The judgement itself (is what was seen worse than stable) stays with ``analysis.canary``; this
 only says when there is enough to judge.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -39,6 +47,31 @@ def detectable_rate(requests: float, confidence: float) -> float:
     return 1 - (1 - confidence) ** (1 / requests)
 
 
+@lru_cache(maxsize=64)
+def requests_to_show(rate: float, threshold: float, bound_confidence: float, power: float) -> int:
+    """Requests after which a canary failing ``rate`` of them has its one-sided Clopper-Pearson
+    lower bound (at ``bound_confidence``) over ``threshold`` with probability ``power``.
+
+    Raises ValueError when ``rate`` is not over ``threshold`` (it could never be shown), or when
+    more than a million requests would be needed."""
+    from scipy.stats import beta, binom
+
+    if not threshold < rate < 1:
+        raise ValueError(f"an error ratio of {rate:g} can never be shown over {threshold:g}")
+    for value in (bound_confidence, power):
+        if not 0 < value < 1:
+            raise ValueError(f"a confidence must be between 0 and 1 (exclusive), not {value:g}")
+    n, k = 1, 1
+    while n <= 1_000_000:
+        # the fewest errors in n requests whose lower bound is over the threshold: it only grows with n
+        while k <= n and beta.ppf(1 - bound_confidence, k, n - k + 1) <= threshold:
+            k += 1
+        if k <= n and binom.sf(k - 1, n, rate) >= power:
+            return n
+        n += max(1, n // 200)
+    raise ValueError(f"showing {rate:g} over {threshold:g} would take more than a million requests")
+
+
 @dataclass(frozen=True)
 class RequestsNeeded:
     """The requests a canary step must have served before it may pass, and why that many."""
@@ -50,19 +83,28 @@ class RequestsNeeded:
     confidence: float
     source: str
     """Where the number comes from: ``metrics.slo.error_ratio max``, ``min_requests``, ..."""
+    over: float | None = None
+    """The limit the counts must show ``rate`` over (a check judged on counts), or None: seen once."""
 
     @property
     def why(self) -> str:
         """``149 requests: enough to see an error ratio of 0.02 with 95 % confidence (metrics.slo.error_ratio max)``"""
+        if self.over is not None:
+            return (
+                f"{self.count} requests: enough to show an error ratio of {self.rate:.3g} over "
+                f"{self.over:g} with {self.confidence * 100:g} % probability ({self.source})"
+            )
         return (
             f"{self.count} requests: enough to see an error ratio of {self.rate:.3g} "
             f"with {self.confidence * 100:g} % confidence ({self.source})"
         )
 
     @classmethod
-    def from_settings(cls, canary: Any, slo: Any) -> RequestsNeeded:
+    def from_settings(cls, canary: Any, slo: Any, bound_confidence: float | None = None) -> RequestsNeeded:
         """From ``config.CanarySettings`` and the ``[metrics.slo]`` checks: ``min_requests`` when set,
-        else derived from ``detect_error_ratio`` or the ``max`` of the ``error_check``.
+        else derived from ``detect_error_ratio`` or the ``max`` of the ``error_check``. When the
+        error check is judged on its counts (and ``bound_confidence``, metrics.confidence, is
+        given), enough to show that rate over its ``max``; else enough to see one error.
 
         Raises ValueError, naming the key, when the number cannot be derived.
         """
@@ -70,8 +112,23 @@ class RequestsNeeded:
         if canary.min_requests is not None:
             rate = detectable_rate(canary.min_requests, confidence)
             return cls(canary.min_requests, rate, confidence, "metrics.canary.min_requests, explicit")
+        check = slo.get(canary.error_check)
+        counted = (
+            bound_confidence is not None
+            and check is not None
+            and check.events is not None
+            and check.max is not None
+            and 0 < check.max < 1
+        )
         if canary.detect_error_ratio is not None:
             rate, source = canary.detect_error_ratio, "metrics.canary.detect_error_ratio"
+            if counted and rate <= check.max:
+                raise ValueError(
+                    f"detect_error_ratio: {rate:g} can never be shown over slo.{canary.error_check}'s max "
+                    f"{check.max:g}, which its counts are judged against: detect a larger ratio"
+                )
+        elif counted:
+            rate, source = min(0.5, 2 * check.max), f"twice metrics.slo.{canary.error_check} max"
         else:
             check = slo.get(canary.error_check)
             if check is None:
@@ -86,4 +143,10 @@ class RequestsNeeded:
                     ": set detect_error_ratio or min_requests"
                 )
             rate, source = check.max, f"metrics.slo.{canary.error_check} max"
+        if counted:
+            assert bound_confidence is not None
+            # the bound the step's judgement uses: its confidence over every look it may take
+            looks = canary.looks()
+            count = requests_to_show(rate, check.max, 1 - (1 - bound_confidence) / looks, confidence)
+            return cls(count, rate, confidence, source, over=check.max)
         return cls(requests_to_detect(rate, confidence), rate, confidence, source)

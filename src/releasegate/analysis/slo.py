@@ -7,16 +7,31 @@ happening. A sample with no data counts as a failure unless the check says
 ``on_no_data = "inconclusive"``, in which case it neither fails nor passes: a series with no
 passing sample at all is INCONCLUSIVE, never a pass. Every sample keeps its own verdict so the
 evidence shows all of them.
+
+Samples whose windows overlap are not independent: one error inside a 10 s window sampled every
+2 s shows in five samples. So a failure counts towards "in a row" only when its window does
+not overlap the last failure counted (``window_s``); a sample that shares a window with it
+neither counts nor breaks the streak.
+
+A check judged on counts (``counted``: a ratio's events and total, a latency's histogram) is
+sampled over everything since the series began, and each sample is judged with its confidence
+bound (``analysis.counts``, ``analysis.histogram``): a sample whose counts show the limit
+broken fails the series at once, since the counts already are all the evidence there is; one
+that does not passes that sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from releasegate.analysis.baseline import Direction, RelativeLimit, compare
+from releasegate.analysis.counts import Counts, ratio_within
+from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_within
 from releasegate.analysis.thresholds import Verdict, judge
+
+Counted = Counts | dict[str, Histogram] | None
 
 OnNoData = Literal["fail", "inconclusive"]
 
@@ -31,6 +46,13 @@ class SloRule:
     count: int = 1
     failure_limit: int = 1
     on_no_data: OnNoData = "fail"
+    window_s: float = 0.0
+    """How far back each sample looks: failures closer together than this share a window."""
+    counted: bool = False
+    """Judged on counts since the series began (``judge_sample``'s ``counted``), with confidence."""
+    confidence: float = 0.99
+    quantile: QuantileRule | None = None
+    noise_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.count < 1 or self.failure_limit < 1:
@@ -45,12 +67,24 @@ class SloRule:
         return "<=" if self.direction == "max" else ">="
 
     @classmethod
-    def from_check(cls, check: Any, *, count: int | None = None, failure_limit: int | None = None) -> SloRule:
-        """From a ``config.SloCheck``; the observe phase overrides count and failure limit."""
+    def from_check(
+        cls,
+        check: Any,
+        *,
+        count: int | None = None,
+        failure_limit: int | None = None,
+        window_s: float = 0.0,
+        confidence: float = 0.99,
+    ) -> SloRule:
+        """From a ``config.SloCheck``; the observe phase overrides count and failure limit.
+        ``window_s``: the window its samples look over (0: a gauge, whose samples never overlap)."""
         ratio, points = check.relative_ratio, check.relative_points
         relative = RelativeLimit(ratio=ratio) if ratio is not None else None
         if points is not None:
             relative = RelativeLimit(points=points)
+        quantile = None
+        if check.histogram is not None:
+            quantile = QuantileRule(check.quantile, check.histogram_scale, check.noise_floor)
         return cls(
             direction=check.direction,
             threshold=check.threshold,
@@ -58,7 +92,33 @@ class SloRule:
             count=count if count is not None else check.count,
             failure_limit=failure_limit if failure_limit is not None else check.failure_limit,
             on_no_data=check.on_no_data,
+            window_s=0.0 if check.counted else window_s,
+            counted=check.counted,
+            confidence=confidence,
+            quantile=quantile,
+            noise_floor=check.noise_floor,
         )
+
+    def limit_against(self, baseline: float | None) -> tuple[float, str]:
+        """The effective limit: the threshold, or tighter from the baseline's relative limit
+        (never tighter than the noise floor above the baseline), and how it reads."""
+        if self.relative is None or baseline is None:
+            return self.threshold, f"{self.threshold:g}"
+        sign = 1 if self.direction == "max" else -1
+        if self.relative.ratio is not None:
+            moved = abs(baseline) * self.relative.ratio
+            how = f"{self.relative.ratio:.0%}"
+        else:
+            assert self.relative.points is not None
+            moved, how = self.relative.points, f"{self.relative.points:g}"
+        if self.noise_floor > moved:
+            moved, how = self.noise_floor, f"noise floor {self.noise_floor:g}"
+        relative = baseline + sign * moved
+        tighter = min if self.direction == "max" else max
+        limit = tighter(self.threshold, relative)
+        if limit == self.threshold:
+            return limit, f"{self.threshold:g}"
+        return limit, f"{limit:.4g} (the baseline {baseline:.4g}, {how})"
 
 
 @dataclass(frozen=True)
@@ -72,6 +132,10 @@ class SampleVerdict:
     detail: str
     baseline: float | None = None
     at: str = ""
+    conclusive: bool = False
+    """A failure the counts show with the confidence: it fails the series at once."""
+    elapsed_s: float | None = None
+    """Seconds since the series began, when known: which samples share a window."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +151,21 @@ class SeriesVerdict:
 
 
 def judge_sample(
-    value: float | None, rule: SloRule, baseline: float | None = None, *, index: int = 1, at: str = ""
+    value: float | None,
+    rule: SloRule,
+    baseline: float | None = None,
+    *,
+    index: int = 1,
+    at: str = "",
+    counted: Counted = None,
 ) -> SampleVerdict:
     """One sample against the absolute threshold and, when a baseline is given, the relative limit.
 
-    Without a baseline (None) only the absolute threshold is judged.
+    Without a baseline (None) only the absolute threshold is judged. A counted rule judges
+    ``counted`` (the counts or histograms since the series began) instead of ``value``.
     """
+    if rule.counted:
+        return _judge_counted(value, rule, baseline, index, at, counted)
     absolute = judge(value, rule.comparator, rule.threshold)
     if absolute is Verdict.NO_DATA:
         counted = rule.on_no_data == "fail"
@@ -114,6 +187,30 @@ def judge_sample(
     return SampleVerdict(index, value, relative.verdict, failed, relative.detail, baseline, at)
 
 
+def _judge_counted(
+    value: float | None, rule: SloRule, baseline: float | None, index: int, at: str, counted: Counted
+) -> SampleVerdict:
+    limit, limit_text = rule.limit_against(baseline)
+    if rule.quantile is not None:
+        histogram = merged(counted) if isinstance(counted, dict) and counted else None
+        if histogram is None or not histogram.total:
+            verdict, detail, value = Verdict.NO_DATA, "no requests in the histogram", None
+        else:
+            judged = quantile_within(histogram, rule.quantile, limit, rule.confidence)
+            verdict, detail, value = judged.verdict, judged.detail, judged.value
+    else:
+        counts = counted if isinstance(counted, Counts) else None
+        judged_ratio = ratio_within(counts, rule.direction, limit, rule.confidence)
+        verdict, detail, value = judged_ratio.verdict, judged_ratio.detail, judged_ratio.value
+    if verdict is Verdict.NO_DATA:
+        counted_as = rule.on_no_data == "fail"
+        why = f"{detail}: counts as a failure" if counted_as else f"{detail}: not counted (inconclusive)"
+        return SampleVerdict(index, None, Verdict.NO_DATA, counted_as, why, baseline, at)
+    detail = f"{detail} (limit {limit_text})"
+    failed = verdict is Verdict.FAIL
+    return SampleVerdict(index, value, verdict, failed, detail, baseline, at, conclusive=failed)
+
+
 @dataclass
 class SloSeries:
     """A series being sampled: ``add`` each sample until ``decided``."""
@@ -128,10 +225,32 @@ class SloSeries:
     def decided(self) -> bool:
         return self._verdict is not None
 
-    def add(self, value: float | None, baseline: float | None = None, at: str = "") -> SampleVerdict:
+    def add(
+        self,
+        value: float | None,
+        baseline: float | None = None,
+        at: str = "",
+        *,
+        counted: Counted = None,
+        elapsed_s: float | None = None,
+    ) -> SampleVerdict:
+        """Judge the next sample; ``elapsed_s`` (since the series began) tells which samples
+        share a window, ``counted`` is what a counted rule judges."""
         if self.decided:
             raise ValueError(f"the series is already decided ({self._verdict}): {self._reason}")
-        sample = judge_sample(value, self.rule, baseline, index=len(self.samples) + 1, at=at)
+        sample = judge_sample(value, self.rule, baseline, index=len(self.samples) + 1, at=at, counted=counted)
+        sample = replace(sample, elapsed_s=elapsed_s)
+        if sample.conclusive:
+            self.samples.append(sample)
+            self._decide(Verdict.FAIL, f"sample {sample.index}: the counts show it: {sample.detail}")
+            return sample
+        if sample.counts_as_failure and self._shares_a_window(sample):
+            first = self.samples[self._streak[-1] - 1].index
+            sample = replace(
+                sample,
+                counts_as_failure=False,
+                detail=f"{sample.detail}; shares its {self.rule.window_s:g} s window with sample {first}: not counted again",
+            )
         self.samples.append(sample)
         if sample.counts_as_failure:
             self._streak.append(sample.index)
@@ -146,6 +265,15 @@ class SloSeries:
         elif len(self.samples) >= self.rule.count:
             self._decide_at_the_end()
         return sample
+
+    def _shares_a_window(self, sample: SampleVerdict) -> bool:
+        """Whether ``sample`` looks over part of the window of the last failure counted."""
+        if not self._streak or self.rule.window_s <= 0 or sample.elapsed_s is None:
+            return False
+        last = self.samples[self._streak[-1] - 1]
+        if last.elapsed_s is None:
+            return False
+        return sample.elapsed_s - last.elapsed_s < self.rule.window_s - 1e-6
 
     def result(self) -> SeriesVerdict:
         reason = self._reason or f"{len(self.samples)} of {self.rule.count} samples taken"

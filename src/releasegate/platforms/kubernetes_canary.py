@@ -3,9 +3,11 @@
 Without a service mesh, the share of traffic a canary gets is the share of pods it has. Of the
 ``total`` pods (the stable Deployment's replicas when the canary starts, written on it as
 ``releasegate.dev/canary-total``), a weight of p % gives the canary ``round(total * p / 100)``
-pods (at least 1), and the stable the rest. The canary is scaled up and ready before the stable
-is scaled down: capacity never drops. ``set_weight`` returns the share really reached (10 % of
-3 pods is 1 pod, 33 %), so the metrics gates compare what actually ran.
+pods (at least 1), and the stable the rest; at 100 % the canary has all ``total`` pods, and never
+fewer than the stable Deployment runs at that point. The canary is scaled up and ready before the
+stable is scaled down: capacity never drops, and each pod carries what a stable one does.
+``set_weight`` returns the share really reached (10 % of 3 pods is 1 pod, 33 %), so the metrics
+gates compare what actually ran.
 
 ``deploy`` walks the environment's steps (Release Manager: 10, 50, 100), each followed by the
 canary's checks and ``step_pause_s`` of observation, then promotes: the stable Deployment takes
@@ -63,9 +65,13 @@ class ReplicaCanary:
         )
 
     def total(self) -> int:
+        """The pods stable had when the canary started; unrecorded, stable's and canary's now
+        (never the stable's alone once it has been scaled down for the canary)."""
         deployment = self.ops.get(self.stable.name)
         recorded = (deployment.metadata.annotations or {}).get(CANARY_TOTAL)
-        return int(recorded) if recorded and recorded.isdigit() else (deployment.spec.replicas or 0)
+        if recorded and recorded.isdigit():
+            return int(recorded)
+        return (deployment.spec.replicas or 0) + (self.ops.get(self.canary.name).spec.replicas or 0)
 
     # -- the canary's life ------------------------------------------------------------------------
 
@@ -109,16 +115,20 @@ class ReplicaCanary:
             raise ActionError(f"canary weight {percent}: expected 0 to 100")
         total = self.total()
         pods = 0 if percent == 0 else min(total, max(1, round(total * percent / 100)))
+        if percent == 100:  # every request on at least as many pods as stable has (scaled up meanwhile)
+            pods = max(total, self.ops.get(self.stable.name).spec.replicas or 0)
         self.ops.scale(self.canary.name, pods)
         failure = self.ops.wait(self.canary, say)
         if failure:
             raise ActionError(f"canary at {percent} %: {failure}")
-        self.ops.scale(self.stable.name, total - pods)
+        self.ops.scale(self.stable.name, max(total - pods, 0))
         failure = self.ops.wait(self.stable, say)
         if failure:
             raise ActionError(f"canary at {percent} %: {failure}")
-        share = 100 * pods / total if total else 0.0
-        say(f"canary weight {percent} % asked: {pods} of {total} pod(s) run the canary ({share:.0f} %)")
+        share = 100 * pods / max(total, pods) if pods else 0.0
+        say(
+            f"canary weight {percent} % asked: {pods} of {max(total, pods)} pod(s) run the canary ({share:.0f} %)"
+        )
         return share
 
     def promote(self, say: Progress = no_progress) -> None:

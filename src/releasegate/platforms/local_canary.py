@@ -1,14 +1,22 @@
 """A canary on the local platform: a few instances of the new release beside the stable ones,
 their share of requests set with nginx weights.
 
-``start`` runs ``canary_instances`` processes of the canary release next to the N stable ones,
-checked like any new instance (ready, and still ready after ``min_ready_s``) but not routed.
-``set_weight`` gives the canary instances together p % of the requests: every server keeps
-one integer ``weight=``, canary and stable ones chosen so that the canary's total over the sum
-is p % (0.1 % resolution); at 0 % the canary is not in the upstream at all, at 100 % only the
-canary is (then the k canary instances carry everything: the stable ones stay running, so
-going back is a reload). The lead's gates judge each step by the ``release`` label of the
-Prometheus targets, which lists the canary instances under their own release.
+How many canary instances run follows the weight, as Argo Rollouts scales canary replicas by
+default: at p % the canary has k = ceil(p·N/100) of them (at least 1, N at 100 %), so each
+carries at most what one of the N stable instances carries serving alone. ``start`` runs the
+first one beside the N stable ones, checked like any new instance (ready, and still ready after
+``min_ready_s``) but not routed. ``set_weight`` first starts the instances the weight needs, with
+the same checks, and only then gives the canary instances together p % of the requests: every
+server keeps one integer ``weight=``, canary and stable ones chosen so that the canary's total
+over the sum is p % (0.1 % resolution); at 0 % the canary is not in the upstream at all, at
+100 % only the canary is (on as many instances as stable had: the stable ones stay running, so
+going back is a reload). Weights only go up during a canary, so it is never scaled down.
+
+Where ``canary_instances`` pins the count, a step at which each canary instance would carry
+``OVERLOAD`` times what a stable one carries alone, or the 100 % step on fewer instances than
+the stable release had, is refused before nginx changes. The lead's gates judge each step by
+the ``release`` label of the Prometheus targets, which lists the canary instances under their
+own release.
 
 ``promote`` puts every running instance behind nginx evenly and rolls the stable ones over to
 the canary's release with the rolling routine (max surge, min_ready_s, drain), the canary
@@ -39,8 +47,45 @@ RESOLUTION = 1000
 
 
 OVERLOAD = 1.5
-"""A canary instance carrying this many times a stable one's requests is said to: its latency
-and resources are then judged under more load than the release it is compared with."""
+"""A pinned count of canary instances that would each carry this many times the requests of a
+stable instance serving alone is refused: the canary's latency and resources would be judged
+under more load than the release it is compared with ever had."""
+
+
+def canary_count(percent: float, instances: int) -> int:
+    """The canary instances that carry ``percent`` % as one of the ``instances`` stable ones
+    carries its share: ceil(percent × instances / 100), at least 1, at most ``instances``."""
+    needed = math.ceil(round(percent * instances / 100, 9))  # 0.1 % steps: no float dust
+    return min(instances, max(1, needed))
+
+
+def load_ratio(percent: float, canaries: int, instances: int) -> float:
+    """Requests per canary instance over those of one of the ``instances`` stable ones serving
+    alone (100 / instances %): 1 when the canary has the capacity its share needs."""
+    return percent * instances / (100 * canaries) if canaries else math.inf
+
+
+def overload(percent: float, pinned: int, instances: int) -> str | None:
+    """Why ``pinned`` canary instances cannot take ``percent`` % (None: they can)."""
+    ratio = round(load_ratio(percent, pinned, instances), 9)
+    if percent >= 100 and pinned < instances:
+        what = (
+            f"puts every request on fewer instances than the {instances} stable ones had "
+            f"(each carrying {ratio:.2f} times the requests of a stable one serving alone)"
+        )
+    elif ratio >= OVERLOAD:
+        what = (
+            f"makes each canary instance carry {ratio:.2f} times the requests of one of the "
+            f"{instances} stable instances serving alone (refused from {OVERLOAD:g})"
+        )
+    else:
+        return None
+    least = instances if percent >= 100 else math.floor(round(percent * instances / (100 * OVERLOAD), 9)) + 1
+    return (
+        f"canary step {_pct(percent)} %: platform.local.canary_instances = {pinned} {what}: "
+        "unset platform.local.canary_instances to let the canary follow the weight, "
+        f"or pin at least {least}"
+    )
 
 
 def nginx_weights(percent: float, canaries: int, stables: int) -> tuple[int, int]:
@@ -76,8 +121,9 @@ class LocalCanary:
     def start(self, state: _State, release: str, say: Progress) -> tuple[str, str | None]:
         """The canary processes, ready and unrouted; the failure line or None."""
         p, s = self.platform, self.platform.settings
-        if state.canary == release and len(self._canaries(state)) == s.canary_instances:
-            say(f"canary {release}×{s.canary_instances} already runs at {state.canary_weight:g} %")
+        running = len(self._canaries(state))
+        if state.canary == release and running and s.canary_instances in (None, running):
+            say(f"canary {release}×{running} already runs at {state.canary_weight:g} %")
             return release, None
         if state.canary is not None:
             raise ActionError(f"a canary of {state.canary} is running: promote or abort it first")
@@ -98,14 +144,16 @@ class LocalCanary:
                 f"instances ({serving}): deploy or roll back before a canary"
             )
         p._nginx_master()
+        count = s.canary_instances or 1
+        more = "" if s.canary_instances else "; more follow the weight"
         say(
-            f"canary {release}: starting {s.canary_instances} instance(s) beside "
-            f"{state.release}×{s.instances}, weight 0 (not routed)"
+            f"canary {release}: starting {count} instance(s) beside "
+            f"{state.release}×{s.instances}, weight 0 (not routed{more})"
         )
         state.canary, state.canary_weight, state.pending = release, 0.0, release
         p._save(state)
-        launched = [p._launch(state, release, say) for _ in range(s.canary_instances)]
-        failure = p._await_ready(launched, 0, say, total=s.canary_instances)
+        launched = [p._launch(state, release, say) for _ in range(count)]
+        failure = p._await_ready(launched, 0, say, total=count)
         if failure:
             p._stop(state, launched, say)  # never routed: the stable instances kept serving
             state.canary = None
@@ -115,8 +163,9 @@ class LocalCanary:
         return release, None
 
     def set_weight(self, state: _State, percent: float, say: Progress) -> float:
-        """Rewrite the upstream with the weights for ``percent``; the share really configured."""
-        p = self.platform
+        """Start the canary instances ``percent`` needs (ready, held ready), then rewrite the
+        upstream with the weights for ``percent``; the share really configured."""
+        p, s = self.platform, self.platform.settings
         if state.canary is None:
             raise ActionError("no canary is running: start_canary first")
         canaries, stables = self._canaries(state), self._stables(state)
@@ -126,8 +175,23 @@ class LocalCanary:
             )
         if not stables and percent < 100:
             raise ActionError(f"no instance of the stable {state.release} is running")
+        nginx_weights(percent, 1, 1)  # the percentage checked before anything starts
+        if s.canary_instances is None:
+            needed = canary_count(percent, s.instances) if percent else 0
+            wanted = max(len(canaries), needed)
+            sizing = f"following the weight: ceil({_pct(percent)} × {s.instances} / 100) = {needed}"
+            if wanted > needed:
+                sizing += f", {wanted - needed} more kept from a higher weight"
+        else:
+            refused = overload(percent, s.canary_instances, s.instances)
+            if refused:
+                raise ActionError(refused)
+            wanted = s.canary_instances
+            sizing = "pinned by platform.local.canary_instances"
+        p._nginx_master()  # refuse before any instance starts or the upstream file changes
+        if wanted > len(canaries):
+            canaries += self._scale_up(state, wanted - len(canaries), len(canaries), percent, say)
         canary_w, stable_w = nginx_weights(percent, len(canaries), len(stables))
-        p._nginx_master()  # refuse before the upstream file changes
         share = effective_percent(canary_w, len(canaries), stable_w, len(stables))
         weights = {e.port: canary_w for e in canaries if canary_w} | {
             e.port: stable_w for e in stables if stable_w
@@ -143,14 +207,12 @@ class LocalCanary:
         else:
             how = f"nginx -> {state.release}×{len(stables)} only; the canary not routed)"
         line = head + how
-        p._route(state, set(weights), say, weights if canary_w and stable_w else None, line)
-        if canary_w and stable_w and canary_w >= OVERLOAD * stable_w:
-            evens = math.ceil(share * len(stables) / (100 - share))
-            say(
-                f"each {state.canary} instance carries {canary_w / stable_w:.1f} times the requests of each "
-                f"{state.release} one: this step compares them under unequal load "
-                f"(canary_instances = {evens} evens it at {_pct(share)} %)"
+        if canary_w:
+            line += (
+                f"; {len(canaries)} canary instance(s) ({sizing}), each carrying "
+                f"{load_ratio(share, len(canaries), s.instances):.2f} times what a stable one carries alone"
             )
+        p._route(state, set(weights), say, weights if canary_w and stable_w else None, line)
         state.canary_weight = round(share, 3)
         p._save(state)
         return state.canary_weight
@@ -208,6 +270,28 @@ class LocalCanary:
             say(f"canary {release} aborted: {stable}×{s.instances} serves alone")
         p._save(state)
         return failure
+
+    def _scale_up(
+        self, state: _State, count: int, running: int, percent: float, say: Progress
+    ) -> list[_Entry]:
+        """``count`` more canary instances, ready and held ready, not routed yet."""
+        p = self.platform
+        wanted = running + count
+        say(f"canary {state.canary} at {_pct(percent)} % needs {wanted} instance(s): starting {count} more")
+        launched: list[_Entry] = []
+        try:
+            for _ in range(count):
+                launched.append(p._launch(state, state.canary or "", say))
+        except ActionError:
+            p._stop(state, launched, say)
+            raise
+        failure = p._await_ready(launched, running, say, total=wanted)
+        if failure:
+            p._stop(state, launched, say)  # never routed: the weights stay as they were
+            raise ActionError(
+                f"canary at {_pct(percent)} %: {failure}; the weight stays at {_pct(state.canary_weight)} %"
+            )
+        return launched
 
     def _canaries(self, state: _State) -> list[_Entry]:
         return [e for e in state.instances if e.release == state.canary and e.pid is not None]

@@ -27,6 +27,7 @@ import urllib3
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from releasegate.analysis.histogram import Histogram
 from releasegate.config import Environment, MetricQueries, MetricsSettings, duration_seconds
 from releasegate.errors import ConfigError, ProbeError
 from releasegate.redaction import redact
@@ -159,6 +160,33 @@ class Prometheus:
         """The named query's one number for ``release`` now (or at ``at``); None without data."""
         sample = self.instant(self.promql(name, release=release, window=window), at=at)
         return _named(sample, name, release)
+
+    def histograms(
+        self, name: str, *, release: str, window: str | None = None
+    ) -> tuple[dict[str, Histogram], Sample]:
+        """The named query's bucket counts for ``release``, one Histogram per group of labels
+        other than ``le`` (``route=/api/orders``; ``""`` when the query sums them all), and the
+        sample it came from (its value: the requests counted). Empty without data."""
+        promql = self.promql(name, release=release, window=window)
+        samples = self.vector(promql)
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        for sample in samples:
+            labels = dict(sample.labels)
+            le = labels.pop("le", None)
+            if le is None:
+                raise ProbeError(
+                    self.component,
+                    f"{name} answered a series without an `le` label: {promql}",
+                    "a histogram query keeps `le`, e.g. sum by (le) (increase(..._bucket[{window}]))",
+                )
+            if sample.value is None:
+                continue
+            group = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            buckets.setdefault(group, []).append((float(le), sample.value))
+        groups = {group: Histogram.of(pairs) for group, pairs in sorted(buckets.items())}
+        total = sum(h.total for h in groups.values()) if groups else None
+        when = samples[0].at if samples else _now()
+        return groups, Sample(promql, self.url, total, when, name, release)
 
     def query_range(
         self,
