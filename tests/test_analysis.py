@@ -343,7 +343,8 @@ def test_a_canary_rule_from_the_environment() -> None:
     latency = SloCheck(query="latency_p95", max=200, max_increase_ratio=0.1)
     errors = SloCheck(query="error_ratio", max=0.001, max_increase_points=0.001)
 
-    # the confidence held over the step's 30 looks (900 s, every 30 s): 1 - 0.01 / 30 at each
+    # half of 1 - 0.99 spread over the step's 30 looks (900 s, every 30 s), half on the look
+    # that would pass the step
     assert CanaryRule.from_settings(latency, canary) == CanaryRule(
         "max",
         200,
@@ -351,7 +352,8 @@ def test_a_canary_rule_from_the_environment() -> None:
         min_samples=6,
         alpha=0.05,
         min_effect_size=0.3,
-        confidence=1 - 0.01 / 30,
+        confidence=1 - 0.005 / 30,
+        final_confidence=0.995,
     )
     assert CanaryRule.from_settings(errors, canary).relative == RelativeLimit(points=0.001)
 

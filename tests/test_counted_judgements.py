@@ -11,7 +11,7 @@ import pytest
 from releasegate.analysis.baseline import RelativeLimit
 from releasegate.analysis.burn_rate import BurnWindow, evaluate
 from releasegate.analysis.canary import CanaryRule, judge_counted
-from releasegate.analysis.counts import Counts, bounds, ratio_within, worse_p_value
+from releasegate.analysis.counts import Counts, bounds, percent, ratio_within, worse_p_value
 from releasegate.analysis.detection import RequestsNeeded, requests_to_detect, requests_to_show
 from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_against, quantile_within
 from releasegate.analysis.slo import SloRule, SloSeries
@@ -268,16 +268,16 @@ def test_a_step_judged_on_counts_needs_the_requests_that_show_the_rate_over_the_
         "error_ratio": SloCheck(query="error_ratio", max=0.001, events="error_count", total="request_count")
     }
     needed = RequestsNeeded.from_settings(CanarySettings(detect_error_ratio=0.05), counted, 0.99)
-    assert needed.count == 124  # 99 % over the step's 30 looks (900 s, every 30 s): 99.97 % each
+    assert needed.count == 93  # shown at the last look, which has half of the 1 %: 99.5 %
     assert needed.why == (
-        "124 requests: enough to show an error ratio of 0.05 over 0.001 with 95 % probability "
+        "93 requests: enough to show an error ratio of 0.05 over 0.001 with 95 % probability "
         "(metrics.canary.detect_error_ratio)"
     )
     # Without a bound's confidence (or a check judged on its ratio alone): one error seen, as before
     assert RequestsNeeded.from_settings(CanarySettings(detect_error_ratio=0.05), counted).count == 59
     derived = RequestsNeeded.from_settings(CanarySettings(), counted, 0.99)
     assert (derived.rate, derived.source) == (0.002, "twice metrics.slo.error_ratio max")
-    assert derived.count == 36148
+    assert derived.count == 25525
     with pytest.raises(ValueError, match=r"0\.001 can never be shown over slo\.error_ratio's max 0\.001"):
         RequestsNeeded.from_settings(CanarySettings(detect_error_ratio=0.001), counted, 0.99)
 
@@ -295,3 +295,9 @@ def test_the_requests_needed_are_enough_for_the_judgement_that_uses_them() -> No
     assert requests_to_show(0.05, 0.0, 0.99, 0.95) == requests_to_detect(
         0.05, 0.95
     )  # a limit of 0: one error
+
+
+def test_a_confidence_one_short_of_certainty_never_reads_as_a_hundred_percent() -> None:
+    assert percent(0.99) == "99 %"
+    assert percent(1 - 0.01 / 3000) == "99.9997 %"  # 99 % held over 3000 looks
+    assert percent(1.0) == "100 %"

@@ -353,7 +353,11 @@ def sample_canary_step(
         served = samples.canary_requests or 0
         enough_requests = served >= min_requests
         if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
-            return verdict, samples
+            # the look that would pass the step: the counts judged at the last look's confidence
+            rules_now = {
+                name: (samples.canary[name], samples.stable[name], rule) for name, (_c, rule) in rules.items()
+            }
+            return judge_canary(rules_now, totals, counted, final=True), samples
         if elapsed_s >= give_up:
             short = []
             if not enough_requests:

@@ -380,7 +380,7 @@ def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(cluster):
     )
     assert not platform.deploy("2.0.0").ok
 
-    cluster.sim.pause(0.3)
+    cluster.sim.pause(2)  # long enough for the undo to be read back on a busy machine
     result = platform.rollback()
 
     assert result.ok, result.reason

@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from releasegate.analysis.baseline import Comparison, Direction, RelativeLimit, compare
-from releasegate.analysis.counts import Counts, per_look, ratio_within, worse_p_value
+from releasegate.analysis.counts import Counts, final_look, per_look, ratio_within, worse_p_value
 from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_against, quantile_within
 from releasegate.analysis.thresholds import Verdict, is_missing, judge
 
@@ -44,7 +44,10 @@ class CanaryRule:
     alpha: float = 0.05
     min_effect_size: float = 0.3
     confidence: float = 0.99
-    """For checks judged on counts: the bound's confidence, and 1 - the p-value against stable."""
+    """For checks judged on counts: the bound's confidence, and 1 - the p-value against stable,
+    at each look while the step runs."""
+    final_confidence: float | None = None
+    """The same at the step's last look (the one that would pass it); None: ``confidence``."""
     quantile: QuantileRule | None = None
     """Set for a latency judged on its histogram."""
 
@@ -76,7 +79,8 @@ class CanaryRule:
             min_samples=canary.min_samples,
             alpha=canary.mann_whitney.alpha,
             min_effect_size=canary.mann_whitney.min_effect_size,
-            confidence=per_look(confidence, canary.looks()),
+            confidence=per_look(final_look(confidence), canary.looks()),  # half over every look
+            final_confidence=final_look(confidence),  # the other half on the last
             quantile=quantile,
         )
 
@@ -190,10 +194,15 @@ def judge_metric(
     return verdict(Verdict.PASS, f"canary {what} {c_med:.4g} {comparison.detail}, but {why}")
 
 
-def judge_counted(name: str, canary: Counted, stable: Counted, rule: CanaryRule) -> MetricVerdict:
+def judge_counted(
+    name: str, canary: Counted, stable: Counted, rule: CanaryRule, *, final: bool = False
+) -> MetricVerdict:
     """A check judged on what each side counted over the step: an error ratio's counts, or a
     latency's histograms (each group on its own against stable, all together against the
-    threshold). A failure needs the confidence; without canary requests it is no data yet."""
+    threshold). A failure needs the confidence (``final``: the last look's); without canary
+    requests it is no data yet."""
+    if final and rule.final_confidence is not None:
+        rule = replace(rule, confidence=rule.final_confidence)
     if rule.quantile is not None:
         return _judge_histograms(name, _groups(canary), _groups(stable), rule)
     c = canary if isinstance(canary, Counts) else None
@@ -280,12 +289,15 @@ def judge_canary(
     metrics: Mapping[str, tuple[Sequence[float | None], Sequence[float | None], CanaryRule]],
     totals: Mapping[str, tuple[float | None, float | None]] | None = None,
     counted: Mapping[str, tuple[Counted, Counted]] | None = None,
+    *,
+    final: bool = False,
 ) -> CanaryVerdict:
     """Every metric: ``{name: (canary samples, stable samples, rule)}``, with totals over the step;
-    a check in ``counted`` (canary's and stable's counts over the step) is judged on those."""
+    a check in ``counted`` (canary's and stable's counts over the step) is judged on those, at
+    the last look's confidence when ``final``."""
     counted = counted or {}
     results = tuple(
-        judge_counted(name, *counted[name], rule)
+        judge_counted(name, *counted[name], rule, final=final)
         if name in counted
         else judge_metric(name, c, s, rule, (totals or {}).get(name))
         for name, (c, s, rule) in metrics.items()

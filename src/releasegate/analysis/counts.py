@@ -19,7 +19,9 @@ sample) would fail on a chance excess at some look far more often than one look'
 error among a canary's first five requests is "at least 0.2 %" with 99 % confidence. So a
 judgement looked at up to L times uses the confidence 1 - (1 - c) / L at each look
 (``per_look``, Bonferroni over the looks): the chance of a false failure over all of them stays
-under 1 - c.
+under 1 - c. A canary step spends half of 1 - c on its looks while it runs (a big failure is
+caught at once) and half on its last look, the one that would pass it (``final_look``): what
+only the whole step's counts show is still caught, and the two halves together stay under 1 - c.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class Counts:
 def per_look(confidence: float, looks: int) -> float:
     """The confidence each of ``looks`` judgements needs for all of them to hold ``confidence``."""
     return 1 - (1 - confidence) / max(1, looks)
+
+
+def final_look(confidence: float) -> float:
+    """A canary step's last look: half of ``1 - confidence``; its looks while it runs share the other half."""
+    return 1 - (1 - confidence) / 2
 
 
 def bounds(counts: Counts, confidence: float) -> tuple[float, float]:
@@ -122,8 +129,13 @@ def worse_p_value(canary: Counts, stable: Counts, direction: Direction) -> float
 
 
 def percent(confidence: float) -> str:
-    """0.99 -> ``99 %``, 0.9995 -> ``99.95 %``: a confidence per look keeps its digits."""
-    return f"{confidence * 100:.4g} %"
+    """0.99 -> ``99 %``, 0.9995 -> ``99.95 %``: a confidence per look keeps its digits, and one
+    short of certainty never reads as 100 % (0.9999967 -> ``99.99967 %``)."""
+    for digits in range(4, 12):
+        shown = f"{confidence * 100:.{digits}g}"
+        if confidence >= 1 or float(shown) < 100:
+            return f"{shown} %"
+    return f"{confidence * 100} %"
 
 
 def _pct(ratio: float) -> str:

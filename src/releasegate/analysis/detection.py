@@ -145,8 +145,7 @@ class RequestsNeeded:
             rate, source = check.max, f"metrics.slo.{canary.error_check} max"
         if counted:
             assert bound_confidence is not None
-            # the bound the step's judgement uses: its confidence over every look it may take
-            looks = canary.looks()
-            count = requests_to_show(rate, check.max, 1 - (1 - bound_confidence) / looks, confidence)
+            # the bound of the look that would pass the step (analysis.counts.final_look)
+            count = requests_to_show(rate, check.max, 1 - (1 - bound_confidence) / 2, confidence)
             return cls(count, rate, confidence, source, over=check.max)
         return cls(requests_to_detect(rate, confidence), rate, confidence, source)
