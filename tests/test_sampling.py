@@ -7,6 +7,7 @@ test_metrics_sandbox.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -14,9 +15,10 @@ import pytest
 
 from releasegate.analysis.baseline import RelativeLimit
 from releasegate.analysis.canary import CanaryRule, CanaryVerdict
+from releasegate.analysis.histogram import Histogram, QuantileRule
 from releasegate.analysis.slo import SampleVerdict
 from releasegate.analysis.thresholds import Verdict
-from releasegate.config import MetricQueries, SloCheck
+from releasegate.config import MetricQueries, SloCheck, duration_seconds
 from releasegate.probes.prometheus import Sample
 from releasegate.sampling import Clock, StepSamples, sample_canary_step, sample_check, watch
 
@@ -234,3 +236,101 @@ def test_a_step_that_cannot_reach_its_requests_within_its_bound_is_no_data(fake:
     assert verdict.note == (
         "not enough to judge: the canary served 95 of 149 requests needed in 20 s (the step may run 20 s)"
     )
+
+
+# A latency judged route by route: the step waits for the route it can still compare ---------------
+
+P95_BY_ROUTE = SloCheck(query="latency_p95", max=200, histogram="latency_histogram", quantile=0.95)
+P95_RULE = CanaryRule(
+    "max",
+    200,
+    RelativeLimit(ratio=0.2),
+    min_samples=2,
+    confidence=0.99,
+    quantile=QuantileRule(0.95, noise_floor=5),
+)
+LIST, ONE = "route=/api/customers", "route=/api/customers/{id}"
+
+
+class Paced:
+    """Prometheus at a steady pace: each route's requests grow with the window asked. The list
+    route answers under 10 ms, or 20 to 40 ms on a ``slow`` canary; one request in ten of the
+    other route takes 20 to 40 ms everywhere, so all of them together have the same p95 bucket."""
+
+    queries = MetricQueries()
+    window = "30s"
+
+    def __init__(self, rps: dict[str, dict[str, float]], slow: bool) -> None:
+        self.rps, self.slow = rps, slow
+
+    def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+        value = sum(self.rps[release].values()) if name == "request_rate" else 9.0
+        return Sample(f"{name}{{release={release}}}", "http://prom", value, datetime.now(UTC), name)
+
+    def histograms(self, name: str, *, release: str, window: str | None = None) -> tuple[dict, Sample]:
+        seconds = duration_seconds(window or self.window)
+        groups = {}
+        for route, rate in self.rps[release].items():
+            n = math.floor(rate * seconds)
+            slow = self.slow and release == "2.0.0" and route == LIST
+            fast = 0 if slow else n if route == LIST else math.floor(0.9 * n)
+            groups[route] = Histogram.of([(0.01, fast), (0.02, fast), (0.04, n), (math.inf, n)])
+        return groups, Sample(name, "http://prom", float(seconds), datetime.now(UTC), name)
+
+
+def route_step(
+    fake: FakeClock, *, slow: bool, max_step_s: float, said: list[str]
+) -> tuple[CanaryVerdict, float]:
+    """The 5 % step of 100 requests/s: the list route (one request in eight) gets 0.625/s."""
+    prometheus = Paced({"2.0.0": {LIST: 0.625, ONE: 4.375}, "1.0.0": {LIST: 11.875, ONE: 83.125}}, slow)
+    started = fake.t
+    verdict, _ = sample_canary_step(
+        prometheus,  # type: ignore[arg-type]
+        {"latency_p95": (P95_BY_ROUTE, P95_RULE)},
+        canary="2.0.0",
+        stable="1.0.0",
+        pause_s=10,
+        interval_s=2,
+        window="4s",
+        min_requests=60,
+        max_step_s=max_step_s,
+        scrape_interval_s=1,
+        label="5 % step",
+        progress=said.append,
+        clock=fake.clock,
+    )
+    return verdict, fake.t - started
+
+
+def test_a_step_waits_for_the_route_it_can_compare_before_its_limit_and_catches_it_slow(
+    fake: FakeClock,
+) -> None:
+    said: list[str] = []
+    verdict, took_s = route_step(fake, slow=True, max_step_s=60, said=said)
+
+    # 60 requests in 13 s; the list route's 20 (a p95's minimum) only at 32 s
+    assert verdict.verdict is Verdict.FAIL, verdict.reason
+    assert took_s == 32
+    assert f"{LIST}: p95" in verdict.reason
+    assert said == [
+        "5 % step: 45 of 60 requests, waiting up to 50 s more",
+        f"5 % step: waiting for latency_p95 {LIST}: 12 of 20 canary requests, waiting up to 40 s more",
+        f"5 % step: waiting for latency_p95 {LIST}: 18 of 20 canary requests, waiting up to 30 s more",
+    ]
+
+
+def test_a_healthy_step_waits_for_the_route_then_passes_having_compared_it(fake: FakeClock) -> None:
+    verdict, took_s = route_step(fake, slow=False, max_step_s=60, said=[])
+
+    assert verdict.verdict is Verdict.PASS, verdict.reason
+    assert took_s == 32
+    assert "2 group(s) compared on their own, none worse" in verdict.reason
+
+
+def test_a_route_too_rare_to_compare_within_the_limit_is_not_waited_for_and_says_so(fake: FakeClock) -> None:
+    verdict, took_s = route_step(fake, slow=True, max_step_s=20, said=[])
+
+    # 0.625/s cannot give 20 requests in 20 s: the step passes on the others, naming the route
+    assert verdict.verdict is Verdict.PASS, verdict.reason
+    assert took_s == 14
+    assert f"too few requests to compare on their own: {LIST}" in verdict.reason

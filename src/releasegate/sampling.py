@@ -18,7 +18,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from releasegate.analysis.canary import CanaryRule, CanaryVerdict, Counted, judge_canary
+from releasegate.analysis.canary import (
+    CanaryRule,
+    CanaryVerdict,
+    Counted,
+    groups_still_to_compare,
+    judge_canary,
+)
 from releasegate.analysis.counts import Counts, per_look
 from releasegate.analysis.histogram import merged
 from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, SloRule, SloSeries
@@ -292,7 +298,10 @@ def sample_canary_step(
     traffic a 2 % error rate shows in the total long before it shows in a typical interval); the
     Mann-Whitney test uses the per-interval samples. A check judged on counts is judged on both
     sides' counts over the step after its first ``warmup_s`` (freshly started canary instances
-    answer their first requests slowly), and the per-interval samples are only its evidence.
+    answer their first requests slowly), and the per-interval samples are only its evidence. A
+    latency judged route by route waits, within ``max_step_s``, for each route that will have the
+    requests to compare its quantile by then: a step that passed before the one slow endpoint was
+    compared would pass it by luck. A route too rare for that is named as not compared.
     """
     samples = StepSamples({n: [] for n in rules}, {n: [] for n in rules}, {})
     started = clock.now()
@@ -335,14 +344,11 @@ def sample_canary_step(
                 measure(prometheus, check, release=canary, window=window_now).counted,
                 measure(prometheus, check, release=stable, window=window_now).counted,
             )
-        verdict = judge_canary(
-            {
-                name: (samples.canary[name], samples.stable[name], rule)
-                for name, (_check, rule) in rules.items()
-            },
-            totals,
-            counted,
-        )
+        so_far_samples = {
+            name: (samples.canary[name], samples.stable[name], rule) for name, (_check, rule) in rules.items()
+        }
+        verdict = judge_canary(so_far_samples, totals, counted)
+
         if verdict.verdict is Verdict.FAIL:
             return verdict, samples
         rate = prometheus.query("request_rate", release=canary, window=so_far).value
@@ -352,18 +358,26 @@ def sample_canary_step(
         samples.canary_requests = None if rate is None else rate * judged_s
         served = samples.canary_requests or 0
         enough_requests = served >= min_requests
-        if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and enough_requests:
+        # a route with too few requests to compare yet, that will have them before the step's
+        # limit: the one slow endpoint must be compared before the step passes
+        waiting = [
+            f"{name} {group}"
+            for name, (_check, rule) in rules.items()
+            if name in counted
+            for group in groups_still_to_compare(*counted[name], rule, judged, give_up - elapsed_s)
+        ]
+        ready = enough_requests and not waiting
+        if elapsed_s >= pause_s and index >= needed and verdict.verdict is Verdict.PASS and ready:
             # the look that would pass the step: the counts judged at the last look's confidence
-            rules_now = {
-                name: (samples.canary[name], samples.stable[name], rule) for name, (_c, rule) in rules.items()
-            }
-            return judge_canary(rules_now, totals, counted, final=True), samples
+            return judge_canary(so_far_samples, totals, counted, final=True), samples
         if elapsed_s >= give_up:
             short = []
             if not enough_requests:
                 short.append(f"the canary served {served:.0f} of {min_requests} requests needed")
             if index < needed:
                 short.append(f"{index} of {needed} samples taken")
+            if verdict.verdict is Verdict.PASS and not short:  # only routes short: compared as they are
+                return judge_canary(so_far_samples, totals, counted, final=True), samples
             if short or verdict.verdict is Verdict.PASS:
                 note = (
                     f"not enough to judge: {'; '.join(short) or 'no verdict'} in {elapsed_s:.0f} s "
@@ -374,6 +388,12 @@ def sample_canary_step(
                 verdict = CanaryVerdict(Verdict.NO_DATA, verdict.metrics, note=note)
             return verdict, samples
         if elapsed_s >= pause_s and clock.now() >= next_word:
-            missing = f"{served:.0f} of {min_requests} requests" if not enough_requests else verdict.reason
+            missing = (
+                f"{served:.0f} of {min_requests} requests"
+                if not enough_requests
+                else f"waiting for {'; '.join(waiting)}"
+                if waiting
+                else verdict.reason
+            )
             progress(f"{label}: {missing}, waiting up to {give_up - elapsed_s:.0f} s more")
             next_word = clock.now() + max(pause_s, interval_s)

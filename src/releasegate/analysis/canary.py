@@ -28,7 +28,15 @@ from typing import Any
 
 from releasegate.analysis.baseline import Comparison, Direction, RelativeLimit, compare
 from releasegate.analysis.counts import Counts, final_look, per_look, ratio_within, worse_p_value
-from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_against, quantile_within
+from releasegate.analysis.histogram import (
+    Histogram,
+    QuantileRule,
+    groups_to_wait_for,
+    merged,
+    quantile_against,
+    quantile_within,
+    requests_for,
+)
 from releasegate.analysis.thresholds import Verdict, is_missing, judge
 
 NOT_ENOUGH_DATA = "not enough data yet"
@@ -233,6 +241,16 @@ def judge_counted(
     return verdict(Verdict.PASS, f"{seen}, but not significant (Fisher p={p:.3g} >= {alpha:.3g})", p)
 
 
+def groups_still_to_compare(
+    canary: Counted, stable: Counted, rule: CanaryRule, judged_s: float, left_s: float
+) -> list[str]:
+    """A latency check's groups (routes) a step should wait for before it passes: too few requests
+    to compare yet, enough within ``left_s`` at the pace so far (see ``groups_to_wait_for``)."""
+    if rule.quantile is None:
+        return []
+    return groups_to_wait_for(_groups(canary), _groups(stable), rule.quantile.quantile, judged_s, left_s)
+
+
 def _groups(side: Counted) -> dict[str, Histogram]:
     return dict(side) if isinstance(side, Mapping) else {}
 
@@ -280,8 +298,12 @@ def _judge_histograms(
     if failed:
         return verdict(Verdict.FAIL, "canary " + "; ".join(failed))
     overall = results["all"].detail
-    others = len(results) - 1
-    more = f" ({others} group(s) compared on their own, none worse)" if others else ""
+    needed = requests_for(quantile.quantile)
+    few = sorted(g for g, (c, s) in pairs.items() if g != "all" and min(c.total, s.total) < needed)
+    compared = len(pairs) - 1 - len(few)
+    more = f" ({compared} group(s) compared on their own, none worse)" if compared else ""
+    if few:
+        more += f" (too few requests to compare on their own: {', '.join(few)})"
     return verdict(Verdict.PASS, f"canary {overall}{more}")
 
 

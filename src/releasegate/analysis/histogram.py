@@ -190,6 +190,35 @@ def quantile_against(
     return ok(f", but not significant ({counts} >= {alpha:.3g})")
 
 
+def groups_to_wait_for(
+    canary: Mapping[str, Histogram],
+    stable: Mapping[str, Histogram],
+    q: float,
+    judged_s: float,
+    left_s: float,
+) -> list[str]:
+    """The groups (routes) with too few requests on a side to compare a quantile ``q`` yet, that
+    will have them within ``left_s`` at the pace of the ``judged_s`` so far: worth waiting for,
+    so that a step does not pass before the one slow endpoint was ever compared. A group too
+    rare to reach it in time is not waited for (it is "not compared" in the verdict)."""
+    needed = requests_for(q)
+    if judged_s <= 0:
+        return []
+    waiting = []
+    for group in sorted(set(canary) | set(stable)):
+        if not group:
+            continue
+        sides = {"canary": canary.get(group), "stable": stable.get(group)}
+        counts = {side: (h.total if h else 0) for side, h in sides.items()}
+        short = {side: n for side, n in counts.items() if n < needed}
+        if not short:
+            continue
+        if all(n * (judged_s + left_s) / judged_s >= needed for n in short.values()):
+            have = ", ".join(f"{n} of {needed} {side}" for side, n in short.items())
+            waiting.append(f"{group}: {have} requests")
+    return waiting
+
+
 def requests_for(q: float) -> int:
     """The requests below which a quantile ``q`` is only the slowest of them (a p99 of 19
     requests is their maximum): ceil(1 / (1 - q)), 20 for a p95, 100 for a p99."""
