@@ -133,6 +133,7 @@ def test_a_canary_is_planned_step_by_step(sandbox_dir: Path) -> None:
     judged = lines[3]
     assert "error_ratio <= 0.02, at most 20 % worse than stable" in judged
     assert "latency_p95 <= 250 ms, at most 20 % worse than stable" in judged and "cpu" not in judged
+    assert "each group of its buckets on its own once it has 20 requests a side" in judged
     assert "if it fails the canary is taken out of the load balancer at once" in step
     assert "  check   canary at 100 % of requests to 1.5.0: every request on the canary" in plan
     assert plan.count("  check   canary at ") == 2

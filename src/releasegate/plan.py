@@ -15,6 +15,7 @@ import pytest
 
 from releasegate.actions.migrate import expected_version_of, pending_migrations
 from releasegate.analysis.detection import RequestsNeeded
+from releasegate.analysis.histogram import requests_for
 from releasegate.config import Environment, Phase, SloCheck
 from releasegate.errors import ReleasegateError
 from releasegate.ledger import RunRecord
@@ -381,9 +382,14 @@ def _canary_step(item: pytest.Item, facts: _Facts, weight: int) -> list[str]:
         else:
             relative = f"at most {canary.max_relative_degradation * 100:g} % worse than stable"
         counted = _counted_how(slo, metrics.confidence)
-        judged.append(
-            f"{name} {limit}, {relative}" + (f" ({counted}, Fisher's exact test)" if counted else "")
-        )
+        if counted:
+            counted += ", Fisher's exact test"
+        if slo.histogram is not None and slo.quantile is not None:
+            counted += (
+                f"; each group of its buckets on its own once it has {requests_for(slo.quantile)} requests "
+                "a side, the step waiting for a group that can have them in time"
+            )
+        judged.append(f"{name} {limit}, {relative}" + (f" ({counted})" if counted else ""))
     mw = canary.mann_whitney
     needed = RequestsNeeded.from_settings(canary, metrics.slo, metrics.confidence)
     return [
