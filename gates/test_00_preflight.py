@@ -141,15 +141,15 @@ def test_every_query_answers_for_the_serving_release(prometheus, env, previous_r
     run.progress(
         f"asking Prometheus each of {len(queries)} queries for {previous_release} (up to {wait:g} s)"
     )
-    first = next(iter(queries))
-    prometheus.wait_for_data(first, release=previous_release or "", timeout_s=wait, window=queries[first])
-    histograms = metrics.histogram_queries()
+    answers = prometheus.answers(
+        queries,
+        release=previous_release,
+        histograms=metrics.histogram_queries(),  # their sample's value: the requests counted
+        timeout_s=wait,
+        needed=lambda name: not _inconclusive_allowed(env, name),
+    )
     silent = []
-    for name, window in queries.items():
-        if name in histograms:  # bucket counts by le: their sample's value is the requests counted
-            _groups, sample = prometheus.histograms(name, release=previous_release or "", window=window)
-        else:
-            sample = prometheus.query(name, release=previous_release or "", window=window)
+    for name, sample in answers.items():
         check.record(f"{name} of {previous_release}", sample.value, source=sample.source)
         if sample.value is None and not _inconclusive_allowed(env, name):
             silent.append(f"{name} ({sample.source})")

@@ -10,8 +10,9 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -29,12 +30,15 @@ class Double:
         self.status = 200
         self.body: object = {"status": "success", "data": {"resultType": "vector", "result": []}}
         self.requests = 0
+        self.respond: Callable[[str], object] | None = None
+        """When set: the body for each request's path (its query), instead of ``body``."""
         double = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 double.requests += 1
-                data = json.dumps(double.body).encode()
+                body = double.respond(unquote_plus(self.path)) if double.respond else double.body
+                data = json.dumps(body).encode()
                 self.send_response(double.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -169,3 +173,37 @@ def test_a_release_name_that_cannot_be_a_label_value_is_refused_before_asking(do
     with pytest.raises(ProbeError, match=r"cannot ask about cpu: release 'x\"y' cannot be put in a PromQL"):
         prometheus.query("cpu", release='x"y')
     assert double.requests == 0
+
+
+def test_each_query_is_asked_again_until_it_answers_or_the_wait_is_over(double: Double) -> None:
+    """A fresh release's series appear with their first observation: cpu answers a few asks
+    after request_rate; memory never does, and is not needed, so it does not hold the wait."""
+    asked = {"cpu": 0}
+    empty = {"resultType": "vector", "result": []}
+
+    def respond(path: str) -> object:
+        one = {"resultType": "scalar", "result": [1700000000, "1.5"]}
+        if "process_cpu" in path:
+            asked["cpu"] += 1
+            return {"status": "success", "data": one if asked["cpu"] >= 3 else empty}
+        if "process_resident" in path:
+            return {"status": "success", "data": empty}
+        return {"status": "success", "data": one}
+
+    double.respond = respond
+    prometheus = Prometheus.from_settings(
+        MetricsSettings(prometheus_url=double.url, window="30s"), service="demo"
+    )
+    queries = {"request_rate": None, "cpu": None, "memory": None}
+
+    started = time.monotonic()
+    answers = prometheus.answers(
+        queries, release="1.0.0", timeout_s=5, poll_s=0.05, needed=lambda name: name != "memory"
+    )
+
+    assert time.monotonic() - started < 2  # not the whole 5 s: memory is not waited for
+    assert (answers["request_rate"].value, answers["cpu"].value, answers["memory"].value) == (1.5, 1.5, None)
+    assert asked["cpu"] == 3
+
+    answers = prometheus.answers(queries, release="1.0.0", timeout_s=0.5, poll_s=0.05)
+    assert answers["memory"].value is None  # needed: asked until the wait was over, then None

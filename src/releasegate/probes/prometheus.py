@@ -16,7 +16,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -226,6 +226,35 @@ class Prometheus:
                 return sample
             if time.monotonic() >= deadline:
                 return sample
+            time.sleep(poll_s)
+
+    def answers(
+        self,
+        queries: Mapping[str, str | None],
+        *,
+        release: str,
+        histograms: Collection[str] = (),
+        timeout_s: float,
+        poll_s: float = 0.5,
+        needed: Callable[[str], bool] = lambda _name: True,
+    ) -> dict[str, Sample]:
+        """Each named query (with its window) asked for ``release`` until every ``needed`` one has
+        a value, at most ``timeout_s``: a series appears with its first observation, so one query
+        of a freshly started release may answer a scrape or two after another. A histogram query's
+        sample counts its requests."""
+        answered: dict[str, Sample] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for name, window in queries.items():
+                if name in answered and answered[name].value is not None:
+                    continue
+                if name in histograms:
+                    _groups, answered[name] = self.histograms(name, release=release, window=window)
+                else:
+                    answered[name] = self.query(name, release=release, window=window)
+            missing = [n for n, sample in answered.items() if sample.value is None and needed(n)]
+            if not missing or time.monotonic() >= deadline:
+                return answered
             time.sleep(poll_s)
 
     # -- raw PromQL -----------------------------------------------------------------------------
