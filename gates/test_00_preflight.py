@@ -141,18 +141,20 @@ def test_every_query_answers_for_the_serving_release(prometheus, env, previous_r
     run.progress(
         f"asking Prometheus each of {len(queries)} queries for {previous_release} (up to {wait:g} s)"
     )
+
+    def needed(name: str) -> bool:
+        return not _inconclusive_allowed(env, name)
+
     answers = prometheus.answers(
         queries,
         release=previous_release,
         histograms=metrics.histogram_queries(),  # their sample's value: the requests counted
         timeout_s=wait,
-        needed=lambda name: not _inconclusive_allowed(env, name),
+        needed=needed,
     )
-    silent = []
     for name, sample in answers.items():
         check.record(f"{name} of {previous_release}", sample.value, source=sample.source)
-        if sample.value is None and not _inconclusive_allowed(env, name):
-            silent.append(f"{name} ({sample.source})")
+    silent = [f"{n} ({s.source})" for n, s in answers.items() if s.value is None and needed(n)]
     check.holds(
         "every query answers for the serving release",
         not silent,

@@ -176,9 +176,24 @@ def canary_step(
 ) -> tuple[CanaryVerdict, StepSamples, Scripted]:
     """A 10 s step sampled every 2 s with no errors anywhere; the canary gets ``requests_per_s``."""
     prometheus = Scripted(fake, {"error_ratio": [0.0] * 4 * steps, "request_rate": [requests_per_s] * steps})
-    verdict, samples = sample_canary_step(
+    verdict, samples = five_percent_step(
+        fake, prometheus, {"error_ratio": (ERRORS, ERRORS_RULE)}, min_requests, max_step_s, said
+    )
+    return verdict, samples, prometheus
+
+
+def five_percent_step(
+    fake: FakeClock,
+    prometheus: object,
+    rules: dict[str, tuple[SloCheck, CanaryRule]],
+    min_requests: int,
+    max_step_s: float | None,
+    said: list[str] | None,
+) -> tuple[CanaryVerdict, StepSamples]:
+    """A 10 s step of 2.0.0 against 1.0.0, sampled every 2 s over 4 s, Prometheus scraping every 1 s."""
+    return sample_canary_step(
         prometheus,  # type: ignore[arg-type]
-        {"error_ratio": (ERRORS, ERRORS_RULE)},
+        rules,
         canary="2.0.0",
         stable="1.0.0",
         pause_s=10,
@@ -191,7 +206,6 @@ def canary_step(
         progress=(said if said is not None else []).append,
         clock=fake.clock,
     )
-    return verdict, samples, prometheus
 
 
 def test_a_canary_step_passes_only_once_the_canary_served_its_minimum_of_requests(fake: FakeClock) -> None:
@@ -284,20 +298,8 @@ def route_step(
     """The 5 % step of 100 requests/s: the list route (one request in eight) gets 0.625/s."""
     prometheus = Paced({"2.0.0": {LIST: 0.625, ONE: 4.375}, "1.0.0": {LIST: 11.875, ONE: 83.125}}, slow)
     started = fake.t
-    verdict, _ = sample_canary_step(
-        prometheus,  # type: ignore[arg-type]
-        {"latency_p95": (P95_BY_ROUTE, P95_RULE)},
-        canary="2.0.0",
-        stable="1.0.0",
-        pause_s=10,
-        interval_s=2,
-        window="4s",
-        min_requests=60,
-        max_step_s=max_step_s,
-        scrape_interval_s=1,
-        label="5 % step",
-        progress=said.append,
-        clock=fake.clock,
+    verdict, _ = five_percent_step(
+        fake, prometheus, {"latency_p95": (P95_BY_ROUTE, P95_RULE)}, 60, max_step_s, said
     )
     return verdict, fake.t - started
 

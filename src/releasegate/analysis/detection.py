@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from releasegate.analysis.counts import final_look
+
 
 def requests_to_detect(rate: float, confidence: float) -> int:
     """Requests after which a canary failing ``rate`` of them has shown at least one error with
@@ -145,7 +147,7 @@ class RequestsNeeded:
             rate, source = check.max, f"metrics.slo.{canary.error_check} max"
         if counted:
             assert bound_confidence is not None
-            # the bound of the look that would pass the step (analysis.counts.final_look)
-            count = requests_to_show(rate, check.max, 1 - (1 - bound_confidence) / 2, confidence)
+            # the bound of the look that would pass the step
+            count = requests_to_show(rate, check.max, final_look(bound_confidence), confidence)
             return cls(count, rate, confidence, source, over=check.max)
         return cls(requests_to_detect(rate, confidence), rate, confidence, source)
