@@ -113,15 +113,15 @@ def metric(base: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     }
 
 
-def p95(base: str, route: str) -> float:
-    """The route's p95 from its /metrics histogram, interpolated in its bucket as Prometheus does."""
+def quantile(base: str, route: str, q: float) -> float:
+    """The route's quantile from its /metrics histogram, interpolated in its bucket as Prometheus does."""
     buckets = sorted(
         (float(dict(labels)["le"]), count)
         for labels, count in metric(base, "http_request_duration_seconds_bucket").items()
         if dict(labels)["route"] == route and dict(labels)["method"] == "GET"
     )
     total = buckets[-1][1]
-    rank = 0.95 * total
+    rank = q * total
     lower_bound, lower_count = 0.0, 0.0
     for bound, count in buckets:
         if count >= rank:
@@ -210,12 +210,18 @@ def test_slow_endpoint_is_one_and_a_half_times_as_slow_on_its_route_only(start_s
 
     asyncio.run(both())
 
-    slow_ratio = p95(slow, SLOW_ROUTE) / p95(good, SLOW_ROUTE)
-    other_ratio = p95(slow, OTHER_ROUTE) / p95(good, OTHER_ROUTE)
-    # x1.5 exactly per request; the bounds are the p95's own noise on a busy 2-core machine (the
-    # other route's p95 has been seen at x0.75 of itself there: it is not slowed, whatever it is)
-    assert 1.25 < slow_ratio < 1.8, f"p95 x{slow_ratio:.2f} on {SLOW_ROUTE}"
-    assert other_ratio < 1.25, f"p95 x{other_ratio:.2f} on {OTHER_ROUTE}"
+    # x1.5 exactly per request, so at every quantile; the p95 of 800 requests on a busy 2-core
+    # machine swings (x1.88 and x0.75 of itself seen), the median holds: it is judged, and the
+    # p95 only for being slower on the slow route and not on the other
+    ratios = {
+        (route, q): quantile(slow, route, q) / quantile(good, route, q)
+        for route in (SLOW_ROUTE, OTHER_ROUTE)
+        for q in (0.5, 0.95)
+    }
+    assert 1.3 < ratios[SLOW_ROUTE, 0.5] < 1.75, f"median x{ratios[SLOW_ROUTE, 0.5]:.2f} on {SLOW_ROUTE}"
+    assert ratios[SLOW_ROUTE, 0.95] > 1.2, f"p95 x{ratios[SLOW_ROUTE, 0.95]:.2f} on {SLOW_ROUTE}"
+    assert ratios[OTHER_ROUTE, 0.5] < 1.2, f"median x{ratios[OTHER_ROUTE, 0.5]:.2f} on {OTHER_ROUTE}"
+    assert ratios[OTHER_ROUTE, 0.95] < 1.25, f"p95 x{ratios[OTHER_ROUTE, 0.95]:.2f} on {OTHER_ROUTE}"
 
 
 def test_the_cli_refuses_a_rate_that_is_not_a_fraction(env_file: Path) -> None:
