@@ -180,8 +180,7 @@ def test_baseline_of_the_serving_release(baseline, previous_release, env, check)
         pytest.skip(f"{INITIAL}: the new release is held to the absolute thresholds alone")
     for name, measured in baseline.items():
         slo = env.metrics.slo[name]
-        samples = ", ".join("none" if v is None else f"{v:.4g}" for v in measured["samples"])
-        label, detail = f"{name} of {previous_release}", f"median of {samples}"
+        label, detail = _baseline_line(name, measured, previous_release)
         if slo.relative_ratio is None and slo.relative_points is None:
             check.record(label, measured["value"], unit=slo.unit, source=measured["source"], detail=detail)
         else:  # the baseline of a relative limit: without it the comparison cannot be made
@@ -193,3 +192,23 @@ def test_baseline_of_the_serving_release(baseline, previous_release, env, check)
                 on_no_data=slo.on_no_data,
                 detail=detail,
             )
+
+
+def _baseline_line(name: str, measured: dict, previous_release: str) -> tuple[str, str]:
+    """How the baseline reads: measured now (the median of its samples), or the previous
+    release's history at this time of previous days, each day with its value or none."""
+
+    def shown(value):
+        return "none" if value is None else f"{value:.4g}"
+
+    if "history" not in measured:
+        samples = ", ".join(shown(v) for v in measured["samples"])
+        return f"{name} of {previous_release}", f"median of {samples}"
+    days = measured["history"]
+    label = f"{name} of {previous_release} at this time {', '.join(days)} ago"
+    if measured["value"] is None:
+        return label, (
+            f"no history of {previous_release} then: it did not serve, or Prometheus keeps less; "
+            'set [metrics.baseline] offsets to days it served, or source = "before"'
+        )
+    return label, "; ".join(f"{offset} ago: {shown(v)}" for offset, v in days.items())

@@ -1,10 +1,14 @@
-"""``python -m sandbox up|down|status [--env NAME|PATH] [--quiet]`` (run from the repository root).
+"""``python -m sandbox up|down|status|history [--env NAME|PATH] [--quiet]`` (run from the repository root).
 
 ``up --background-error-rate R`` (a fraction: 0.0005 is 0.05 %) makes every release of the demo
 service answer that share of its API requests with a 500, at random, from then on: the setting is
 kept in the sandbox's database and read by each instance when it starts, whoever starts it (a
 deployment, a canary, a rollback). ``--background-error-rate 0`` turns it off; without the option
 the setting is left as it is (0 in a fresh sandbox).
+
+``history --offset 1d`` gives the release serving now a history in the sandbox's Prometheus, as
+if it had served at this time a day before (``sandbox.history``): what ``[metrics.baseline]
+source = "history"`` compares a new release with. It records the last ``--record-s`` seconds.
 
 Exit codes: 0 done (status: fully up), 1 a component failed (one line says which and why),
 3 status: down, 4 status: partly up.
@@ -15,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from releasegate.config import duration_seconds
 from releasegate.errors import ReleasegateError
 from sandbox import stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description="the embedded sandbox")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "history"])
     parser.add_argument(
         "--env", default="sandbox", help="environment name or path to its TOML (default: sandbox)"
     )
@@ -35,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="R",
         help="up: every release answers this share of API requests with a 500, at random "
         "(e.g. 0.0005; default: leave the sandbox's setting, 0 when fresh)",
+    )
+    parser.add_argument(
+        "--offset", default="1d", help="history: how long ago, a Prometheus duration (default: 1d)"
+    )
+    parser.add_argument(
+        "--record-s",
+        type=float,
+        default=60.0,
+        help="history: the seconds of the serving release recorded and laid out then (default: 60)",
     )
     args = parser.parse_args(argv)
     if args.background_error_rate is not None and args.command != "up":
@@ -52,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             sandbox.up(say, background_error_rate=args.background_error_rate)
         elif args.command == "down":
             sandbox.down(say, force=args.force)
+        elif args.command == "history":
+            say(sandbox.history(duration_seconds(args.offset), record_s=args.record_s, progress=say))
         else:
             state = sandbox.status()
             for component in state.components:

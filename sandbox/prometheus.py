@@ -116,7 +116,7 @@ class Prometheus:
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.data}",
             f"--web.listen-address={self.address}",
-            "--storage.tsdb.retention.time=1d",
+            "--storage.tsdb.retention.time=15d",  # history laid out days back (sandbox.history)
             "--log.level=warn",
         ]
         with open(self.log, "ab") as log:

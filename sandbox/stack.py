@@ -26,12 +26,14 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Json
 
+from releasegate.actions.load import LoadGenerator
 from releasegate.actions.migrate import apply_sql_migrations
 from releasegate.config import Environment, LocalPlatformSettings, load_environment
 from releasegate.errors import ReleasegateError
 from releasegate.lease import holder_line, live_lease
 from releasegate.platforms.local import LocalPlatform
 from sandbox.common import SETTINGS_TABLE, ComponentStatus, SandboxError
+from sandbox.history import backfill
 from sandbox.nginx import Nginx
 from sandbox.policy import BundleError, read_bundle
 from sandbox.postgres import Postgres
@@ -148,6 +150,21 @@ class Sandbox:
             )
         else:
             progress(f"sandbox is already up: {where}")
+
+    def history(self, offset_s: float, *, record_s: float = 60.0, progress: Progress = print) -> str:
+        """The serving release's last ``record_s`` seconds laid out ``offset_s`` ago in Prometheus
+        (``sandbox.history``): the previous days a baseline from history reads."""
+        if self.prometheus is None:
+            raise SandboxError(f"{self.env.source}: no [metrics]: there is no Prometheus to give a history")
+        release = self.platform.current_release()
+        if release is None:
+            raise SandboxError("nothing serves: python -m sandbox up first")
+        load = self.env.metrics.load if self.env.metrics is not None else None
+        if load is not None:  # an idle sandbox serves no users: record it under the runs' own load
+            progress(f"history: {load.rps:g} requests/s to {release} for {record_s:g} s to record")
+            settings = load.model_copy(update={"duration_s": record_s + 2 * self.prometheus.interval_s})
+            LoadGenerator.from_settings(self.env.platform.url, settings).start().wait()
+        return backfill(self.prometheus, release, offset_s=offset_s, record_s=record_s, progress=progress)
 
     def down(self, progress: Progress = print, *, force: bool = False) -> None:
         """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory;

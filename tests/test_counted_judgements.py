@@ -14,7 +14,7 @@ from releasegate.analysis.canary import CanaryRule, judge_counted
 from releasegate.analysis.counts import Counts, bounds, percent, ratio_within, worse_p_value
 from releasegate.analysis.detection import RequestsNeeded, requests_to_detect, requests_to_show
 from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_against, quantile_within
-from releasegate.analysis.slo import SloRule, SloSeries
+from releasegate.analysis.slo import Against, SloRule, SloSeries
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import CanarySettings, SloCheck
 
@@ -199,6 +199,50 @@ def test_a_counted_series_judges_everything_since_it_began_and_fails_at_once_on_
     result = series.result()
     assert result.verdict is Verdict.FAIL
     assert result.reason.startswith("sample 4: the counts show it: 12 of 2400 (0.5 %)")
+
+
+def test_against_its_history_a_release_is_compared_route_by_route_as_a_canary_is() -> None:
+    """Rolling and blue-green (issue 14, item 4): no stable release beside the new one, so each
+    sample is compared with the previous release's counts over the same window a day before."""
+    rule = SloRule(
+        "max",
+        200,
+        RelativeLimit(ratio=0.25),
+        counted=True,
+        confidence=0.99,
+        quantile=QuantileRule(0.95, noise_floor=5),
+        noise_floor=5,
+    )
+    day_before = {
+        "route=/api/customers": histogram(lognormal(300, 0.020, seed=15)),
+        "route=/api/customers/{id}": histogram(lognormal(2100, 0.020, seed=16)),
+    }
+    against = Against(day_before, ("2.0.0-slow-endpoint", "1.0.0 1d ago"), 21.0)
+    slow = {
+        "route=/api/customers": histogram(lognormal(150, 0.030, seed=17)),
+        "route=/api/customers/{id}": histogram(lognormal(1050, 0.020, seed=18)),
+    }
+    failing = SloSeries(rule).add(None, counted=slow, against=against)
+    assert failing.conclusive, failing.detail
+    assert failing.detail.startswith("against 1.0.0 1d ago: 2.0.0-slow-endpoint route=/api/customers: p95")
+    assert merged(slow).quantile(0.95) * 1000 < 200, "under the absolute limit: only the history shows it"
+
+    healthy = {k: histogram(lognormal(h.total, 0.020, seed=19)) for k, h in slow.items()}
+    passing = SloSeries(rule).add(None, counted=healthy, against=against)
+    assert passing.verdict is Verdict.PASS and "against 1.0.0 1d ago" in passing.detail, passing.detail
+
+    nothing = SloSeries(rule).add(None, counted=healthy, against=Against(None, ("2.0.0", "1.0.0 1d ago")))
+    assert nothing.verdict is Verdict.PASS, "judged on its threshold alone, and it says so"
+    assert "not compared with 1.0.0 1d ago" in nothing.detail
+
+
+def test_an_error_ratio_against_its_history_fails_only_when_significantly_worse() -> None:
+    rule = SloRule("max", 0.01, RelativeLimit(points=0.001), counted=True, confidence=0.99)
+    yesterday = Against(Counts(5, 10_000), ("2.0.0", "1.0.0 1d ago"), 0.0005)
+    same = SloSeries(rule).add(None, counted=Counts(1, 2_000), against=yesterday)
+    assert same.verdict is Verdict.PASS, same.detail
+    worse = SloSeries(rule).add(None, counted=Counts(30, 4_000), against=yesterday)  # 0.75 %: under 1 %
+    assert worse.conclusive and "2.0.0 30 of 4000 requests, 1.0.0 1d ago 5 of 10000" in worse.detail
 
 
 def test_a_counted_limit_against_a_baseline_never_tightens_under_the_noise_floor() -> None:

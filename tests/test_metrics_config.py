@@ -109,6 +109,15 @@ def test_a_burn_rate_pair_needs_a_long_and_a_short_window(tmp_path: Path) -> Non
         load_with(tmp_path, '["60s", "5s", 14.4]', '["an hour", "5s", 14.4]')
 
 
+def test_a_baseline_from_history_names_its_days_as_durations(tmp_path: Path) -> None:
+    history = '[metrics.baseline]\nsource = "history"\noffsets = ["1d", "7d"]\n\n[metrics.slo.error_ratio]'
+    load_with(tmp_path, "[metrics.slo.error_ratio]", history)
+    with pytest.raises(ConfigError, match="not a Prometheus duration"):
+        load_with(tmp_path, "[metrics.slo.error_ratio]", history.replace('"7d"', '"a week"'))
+    with pytest.raises(ConfigError, match="source"):
+        load_with(tmp_path, "[metrics.slo.error_ratio]", history.replace('"history"', '"yesterday"'))
+
+
 def test_defaults_need_only_the_url() -> None:
     metrics = MetricsSettings(prometheus_url="http://prometheus.internal:9090/")
 
@@ -116,6 +125,7 @@ def test_defaults_need_only_the_url() -> None:
     assert metrics.canary.steps == [5, 10, 25, 50, 75, 100]
     assert [s.until_s for s in metrics.observe.schedule] == [1800, 3600, 14400]
     assert metrics.burn_rate.objective == 0.999
+    assert metrics.baseline.source == "before"  # history only where Prometheus keeps it
     assert set(MetricQueries().names()) >= {
         "error_ratio", "latency_p95", "latency_p99", "db_query_p99", "cpu", "memory",
         "restarts", "db_connections", "cache_hit_ratio",

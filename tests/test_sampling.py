@@ -51,7 +51,7 @@ class Scripted:
         self.answers = {k: iter(v) for k, v in answers.items()}
         self.asked: list[tuple[float, str, str, str | None]] = []
 
-    def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+    def query(self, name: str, *, release: str, window: str | None = None, at=None) -> Sample:
         self.asked.append((self.clock.t - 1000.0, name, release, window))
         return Sample(
             f"{name}{{release={release}}}", "http://prom", next(self.answers[name]), datetime.now(UTC), name
@@ -101,7 +101,7 @@ def test_a_baseline_turns_on_the_relative_limit(fake: FakeClock) -> None:
 
 def test_a_slow_query_does_not_push_the_schedule_back(fake: FakeClock) -> None:
     class Slow(Scripted):
-        def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+        def query(self, name: str, *, release: str, window: str | None = None, at=None) -> Sample:
             sample = super().query(name, release=release, window=window)
             fake.t += 4  # each query takes 4 s
             return sample
@@ -277,11 +277,13 @@ class Paced:
     def __init__(self, rps: dict[str, dict[str, float]], slow: bool) -> None:
         self.rps, self.slow = rps, slow
 
-    def query(self, name: str, *, release: str, window: str | None = None) -> Sample:
+    def query(self, name: str, *, release: str, window: str | None = None, at=None) -> Sample:
         value = sum(self.rps[release].values()) if name == "request_rate" else 9.0
         return Sample(f"{name}{{release={release}}}", "http://prom", value, datetime.now(UTC), name)
 
-    def histograms(self, name: str, *, release: str, window: str | None = None) -> tuple[dict, Sample]:
+    def histograms(
+        self, name: str, *, release: str, window: str | None = None, at=None
+    ) -> tuple[dict, Sample]:
         seconds = duration_seconds(window or self.window)
         groups = {}
         for route, rate in self.rps[release].items():

@@ -970,6 +970,27 @@ class BurnRateSettings(Model):
     )
 
 
+class BaselineSettings(Model):
+    """What the new release is compared with in verify and observe, where no stable release
+    serves beside it (rolling, blue-green): ``before``, the serving release measured in
+    preflight, minutes before, on a machine that may have changed since; or ``history``, the
+    previous release's own numbers over the same window at the same time of previous days
+    (``offsets``), asked at every sample. A counted check (events and total, a histogram) is
+    then compared count by count and route by route, as a canary is with stable."""
+
+    source: Literal["before", "history"] = Field(
+        "before",
+        description="before: measured in preflight; history: the previous release at the same time of "
+        "previous days, from Prometheus",
+    )
+    offsets: list[Duration] = Field(
+        default_factory=lambda: ["1d", "7d"],
+        min_length=1,
+        description="with source = history: how far back, e.g. 1d (yesterday) and 7d (a week ago); "
+        "their counts are added, and an offset without data is left out",
+    )
+
+
 def _loopback_path(value: str) -> str:
     if not value.startswith("/"):
         raise ValueError("a path starts with /")
@@ -1007,6 +1028,7 @@ class MetricsSettings(Model):
     canary: CanarySettings = CanarySettings()
     observe: ObserveSettings = ObserveSettings()
     burn_rate: BurnRateSettings = BurnRateSettings()
+    baseline: BaselineSettings = BaselineSettings()
     load: LoadSettings | None = None
 
     @field_validator("prometheus_url")

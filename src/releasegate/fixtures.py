@@ -10,6 +10,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from releasegate.probes.redis import Redis
 from releasegate.probes.traffic import TrafficProbe, TrafficStats
 from releasegate.rollback import RollbackSession
 from releasegate.run import Run
-from releasegate.sampling import sample_canary_step, sample_together, watch
+from releasegate.sampling import History, measure_history, sample_canary_step, sample_together, watch
 from releasegate.state import ENV_KEY, EVIDENCE_KEY, ROLLBACK_KEY, RUN_KEY, is_worker, phase_of
 
 NO_STRATEGY_FOR_INITIAL = (
@@ -691,6 +692,9 @@ def baseline(
 
     if previous_release is None:
         return {}  # the initial release: nothing to measure, only absolute thresholds apply
+    history = history_of(env, previous_release)
+    if history is not None:
+        return run.once("baseline", lambda: history_now(prometheus, env, history))
 
     def measure() -> dict:
         release = previous_release
@@ -721,9 +725,48 @@ def baseline(
     return run.once("baseline", measure)
 
 
+def history_of(env: Environment, previous_release: str | None) -> History | None:
+    """The previous release's history as the baseline, when the environment says so
+    (``[metrics.baseline] source = "history"``) and there is a previous release."""
+    metrics = env.metrics
+    if metrics is None or previous_release is None or metrics.baseline.source != "history":
+        return None
+    return History(previous_release, tuple(metrics.baseline.offsets))
+
+
+def history_now(prometheus: Prometheus, env: Environment, history: History) -> dict[str, dict]:
+    """Every SLO of the previous release over its window at this time of previous days, before
+    anything changes: the relative limits are judged against these days as the release is
+    sampled, and a day without data is shown here, not found out after the rollout."""
+    metrics = env.metrics
+    assert metrics is not None
+    now = datetime.now(UTC)
+    values = {}
+    for name, slo in metrics.slo.items():
+        window = slo.window or metrics.window
+        past = measure_history(prometheus, slo, history, window=window, at=now)
+        days = [
+            measure_history(prometheus, slo, History(history.release, (offset,)), window=window, at=now)
+            for offset in history.offsets
+        ]
+        values[name] = {
+            "value": past.value,
+            "source": past.sample.source if past.sample else prometheus.url,
+            "at": past.sample.at_iso if past.sample else "",
+            "samples": [day.value for day in days],
+            "history": {offset: day.value for offset, day in zip(history.offsets, days, strict=True)},
+        }
+    return values
+
+
 @pytest.fixture(scope="session")
 def slo_verdicts(
-    run: Run, rollout: Rollout, prometheus: Prometheus, env: Environment, baseline: dict[str, dict]
+    run: Run,
+    rollout: Rollout,
+    prometheus: Prometheus,
+    env: Environment,
+    baseline: dict[str, dict],
+    previous_release: str | None,
 ) -> dict[str, dict]:
     """The new release's SLOs, every check sampled on its interval at once, until each has a
     verdict or one fails (then the rest stop: a rollback is due)."""
@@ -747,6 +790,7 @@ def slo_verdicts(
             release=run.release,
             on_sample=on_sample,
             baselines={name: b["value"] for name, b in baseline.items()},
+            history=history_of(env, previous_release),
             confidence=metrics.confidence,
         )
         return {name: series_record(result, sources, name) for name, result in results.items()}
@@ -756,7 +800,12 @@ def slo_verdicts(
 
 @pytest.fixture(scope="session")
 def observation(
-    run: Run, rollout: Rollout, prometheus: Prometheus, env: Environment, baseline: dict[str, dict]
+    run: Run,
+    rollout: Rollout,
+    prometheus: Prometheus,
+    env: Environment,
+    baseline: dict[str, dict],
+    previous_release: str | None,
 ) -> dict[str, dict]:
     """The watch after release: the SLOs on the observe schedule, stopping at the first that
     fails (Granter: every 5 min for 30 min, every 10 min to 1 h, every 30 min to 4 h)."""
@@ -785,6 +834,7 @@ def observation(
             release=run.release,
             consecutive_failures=observe.consecutive_failures,
             baselines={name: b["value"] for name, b in baseline.items()},
+            history=history_of(env, previous_release),
             confidence=metrics.confidence,
             counted_since_s=time.monotonic() - rollout.done_at,
             on_sample=on_sample,

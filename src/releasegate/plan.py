@@ -606,10 +606,22 @@ _ACTIONS: dict[str, Callable[[_Facts], list[str]]] = {
     "green_started": _green_start,
     "rollout": _rollout,
 }
+
+
+def _baseline_source(f: _Facts) -> str:
+    """Which baseline the relative limits are judged against ([metrics.baseline])."""
+    baseline = f.env.metrics.baseline if f.env.metrics else None
+    if baseline is None or baseline.source == "before":
+        return ", the serving release before the change"
+    return (
+        f", the serving release at this time {', '.join(baseline.offsets)} ago, asked again at every sample"
+    )
+
+
 _SOURCES: dict[str, Callable[[_Facts], str]] = {  # the most specific first: a check shows one source
     "observation": lambda f: _prometheus(f) + ", on the observe schedule",
     "slo_verdicts": lambda f: _prometheus(f) + ", by release label",
-    "baseline": lambda f: _prometheus(f) + ", the serving release before the change",
+    "baseline": lambda f: _prometheus(f) + _baseline_source(f),
     "prometheus": lambda f: _prometheus(f),
     "kubernetes": lambda f: (
         f"kubernetes API (context {f.env.platform.kubernetes.context or 'default'}, "

@@ -10,13 +10,20 @@ that cannot be reached raises ProbeError (after the probe's retries): never a pa
 A check judged on counts (``SloCheck.counted``) is measured over everything since its series
 began (its window and the time since), so no request is judged twice; ``measure`` asks its
 events and total, or its histogram, and hands the counts to the judgement with the number.
+
+With a ``History`` (``[metrics.baseline] source = "history"``), a check with a relative limit
+is compared at every sample with the previous release over the same window at the same time
+of previous days (``measure_history``): counted checks count by count and route by route, the
+others against the median of those days' values.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from releasegate.analysis.canary import (
     CanaryRule,
@@ -26,8 +33,8 @@ from releasegate.analysis.canary import (
     judge_canary,
 )
 from releasegate.analysis.counts import Counts, per_look
-from releasegate.analysis.histogram import merged
-from releasegate.analysis.slo import SampleVerdict, SeriesVerdict, SloRule, SloSeries
+from releasegate.analysis.histogram import Histogram, merged
+from releasegate.analysis.slo import Against, SampleVerdict, SeriesVerdict, SloRule, SloSeries
 from releasegate.analysis.thresholds import Verdict
 from releasegate.config import SloCheck, duration_seconds
 from releasegate.probes.prometheus import Prometheus, Sample
@@ -63,25 +70,89 @@ class Measurement:
     counted: Counted = None
 
 
-def measure(prometheus: Prometheus, check: SloCheck, *, release: str, window: str | None) -> Measurement:
-    """The check's value for ``release`` over ``window``: its query, or for a counted check its
-    events over its total, or the quantile of its histogram, with the counts behind it."""
+def measure(
+    prometheus: Prometheus,
+    check: SloCheck,
+    *,
+    release: str,
+    window: str | None,
+    at: datetime | None = None,
+) -> Measurement:
+    """The check's value for ``release`` over ``window`` (ending now, or ``at``): its query, or for
+    a counted check its events over its total, or the quantile of its histogram, with the counts."""
     if check.events is not None and check.total is not None:
-        events = prometheus.query(check.events, release=release, window=window)
-        total = prometheus.query(check.total, release=release, window=window)
+        events = prometheus.query(check.events, release=release, window=window, at=at)
+        total = prometheus.query(check.total, release=release, window=window, at=at)
         counts = Counts.of(events.value, total.value)
         value = counts.ratio if counts else None
         promql = f"({events.promql}) / ({total.promql})"
         return Measurement(value, Sample(promql, total.url, value, total.at, check.query, release), counts)
     if check.histogram is not None and check.quantile is not None:
-        groups, sample = prometheus.histograms(check.histogram, release=release, window=window)
+        groups, sample = prometheus.histograms(check.histogram, release=release, window=window, at=at)
         q = merged(groups).quantile(check.quantile) if groups else None
         value = None if q is None else q * check.histogram_scale
         return Measurement(
             value, Sample(sample.promql, sample.url, value, sample.at, check.query, release), groups
         )
-    sample = prometheus.query(check.query, release=release, window=window)
+    sample = prometheus.query(check.query, release=release, window=window, at=at)
     return Measurement(sample.value, sample)
+
+
+@dataclass(frozen=True)
+class History:
+    """The baseline of a release that has no stable release beside it: the previous release's
+    own numbers at the same time of previous days (``offsets``, e.g. 1d and 7d ago)."""
+
+    release: str
+    offsets: tuple[str, ...]
+
+    def name(self, found: Sequence[str]) -> str:
+        return f"{self.release} {', '.join(found)} ago"
+
+
+@dataclass(frozen=True)
+class Past:
+    """What ``measure_history`` found: the offsets with data, and what they add up to."""
+
+    found: tuple[str, ...]
+    value: float | None
+    counted: Counted = None
+    sample: Sample | None = None
+
+
+def measure_history(
+    prometheus: Prometheus, check: SloCheck, history: History, *, window: str | None, at: datetime
+) -> Past:
+    """``check`` for the previous release over ``window`` ending ``at`` minus each offset. Counts
+    and histograms of the offsets with data are added (more requests, the same population);
+    plain values give their median. No offset with data: value None, found ()."""
+    found: list[str] = []
+    values: list[float] = []
+    counts: Counts | None = None
+    groups: dict[str, list[Histogram]] = {}
+    last: Sample | None = None
+    for offset in history.offsets:
+        then = at - timedelta(seconds=duration_seconds(offset))
+        m = measure(prometheus, check, release=history.release, window=window, at=then)
+        last = m.sample
+        if m.value is None:
+            continue
+        found.append(offset)
+        values.append(m.value)
+        if isinstance(m.counted, Counts):
+            counts = m.counted if counts is None else counts + m.counted
+        elif isinstance(m.counted, Mapping):
+            for group, histogram in m.counted.items():
+                groups.setdefault(group, []).append(histogram)
+    if not found:
+        return Past((), None, sample=last)
+    if counts is not None:
+        return Past(tuple(found), counts.ratio, counts, last)
+    if groups:
+        added = {group: merged(dict(enumerate(hs))) for group, hs in groups.items()}
+        q = merged(added).quantile(check.quantile or 0.5)
+        return Past(tuple(found), None if q is None else q * check.histogram_scale, added, last)
+    return Past(tuple(found), statistics.median(values), sample=last)
 
 
 def window_s(prometheus: Prometheus, check: SloCheck) -> float:
@@ -126,11 +197,22 @@ def _add(
     baseline: float | None,
     elapsed_s: float,
     counted_since_s: float = 0.0,
+    history: History | None = None,
 ) -> tuple[Sample, SampleVerdict]:
-    """Measure ``check`` and judge it as the next sample of ``series``."""
+    """Measure ``check`` and judge it as the next sample of ``series``: against ``baseline``, or
+    with a ``history``, against the previous release over the same window on previous days."""
     window = series_window(prometheus, check, elapsed_s + counted_since_s)
     m = measure(prometheus, check, release=release, window=window)
-    verdict = series.add(m.value, baseline, m.sample.at_iso, counted=m.counted, elapsed_s=elapsed_s)
+    against = None
+    if history is not None and series.rule.relative is not None:
+        past = measure_history(prometheus, check, history, window=window, at=m.sample.at)
+        baseline = past.value
+        if check.counted:  # without data on any day: "not compared with ...", the threshold alone
+            name = history.name(past.found or history.offsets)
+            against = Against(past.counted, (release, name), past.value)
+    verdict = series.add(
+        m.value, baseline, m.sample.at_iso, counted=m.counted, elapsed_s=elapsed_s, against=against
+    )
     return m.sample, verdict
 
 
@@ -171,13 +253,15 @@ def watch(
     release: str,
     consecutive_failures: int,
     baselines: Mapping[str, float | None] | None = None,
+    history: History | None = None,
     confidence: float = 0.99,
     counted_since_s: float = 0.0,
     on_sample: OnSample = _ignore,
     clock: Clock = Clock(),
 ) -> dict[str, SeriesVerdict]:
     """The watch after release: every check at each offset (seconds from now), until the end
-    of the schedule or the first check that fails (the caller rolls back at once).
+    of the schedule or the first check that fails (the caller rolls back at once). A relative
+    limit is judged against ``baselines``, or with a ``history``, against the previous release.
 
     Each check's series fails after ``consecutive_failures`` failed samples in a row and passes
     once it has a sample at every offset. A check judged on counts counts everything since
@@ -205,6 +289,7 @@ def watch(
                 baseline=baseline,
                 elapsed_s=elapsed,
                 counted_since_s=counted_since_s,
+                history=history,
             )
             on_sample(name, *measured)
         if any(s.result().verdict is Verdict.FAIL for s in series.values()):
@@ -218,6 +303,7 @@ def sample_together(
     *,
     release: str,
     baselines: Mapping[str, float | None] | None = None,
+    history: History | None = None,
     confidence: float = 0.99,
     on_sample: OnSample = _ignore,
     clock: Clock = Clock(),
@@ -239,7 +325,15 @@ def sample_together(
         elapsed = clock.now() - started
         on_sample(
             name,
-            *_add(series[name], prometheus, check, release=release, baseline=baseline, elapsed_s=elapsed),
+            *_add(
+                series[name],
+                prometheus,
+                check,
+                release=release,
+                baseline=baseline,
+                elapsed_s=elapsed,
+                history=history,
+            ),
         )
         due[name] += check.interval_s
         if series[name].result().verdict is Verdict.FAIL:

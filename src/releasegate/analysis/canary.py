@@ -31,6 +31,7 @@ from releasegate.analysis.counts import Counts, final_look, per_look, ratio_with
 from releasegate.analysis.histogram import (
     Histogram,
     QuantileRule,
+    Sides,
     groups_to_wait_for,
     merged,
     quantile_against,
@@ -203,21 +204,28 @@ def judge_metric(
 
 
 def judge_counted(
-    name: str, canary: Counted, stable: Counted, rule: CanaryRule, *, final: bool = False
+    name: str,
+    canary: Counted,
+    stable: Counted,
+    rule: CanaryRule,
+    *,
+    final: bool = False,
+    sides: Sides = ("canary", "stable"),
 ) -> MetricVerdict:
     """A check judged on what each side counted over the step: an error ratio's counts, or a
     latency's histograms (each group on its own against stable, all together against the
     threshold). A failure needs the confidence (``final``: the last look's); without canary
-    requests it is no data yet."""
+    requests it is no data yet. ``sides`` names the two sides in the reasons."""
     if final and rule.final_confidence is not None:
         rule = replace(rule, confidence=rule.final_confidence)
     if rule.quantile is not None:
-        return _judge_histograms(name, _groups(canary), _groups(stable), rule)
+        return _judge_histograms(name, _groups(canary), _groups(stable), rule, sides)
+    new, old = sides
     c = canary if isinstance(canary, Counts) else None
     s = stable if isinstance(stable, Counts) else None
     c_n, s_n = (c.total if c else 0), (s.total if s else 0)
     if c is None or s is None or not c.total or not s.total:
-        why = f"{NOT_ENOUGH_DATA}: canary {c_n}, stable {s_n} request(s) counted"
+        why = f"{NOT_ENOUGH_DATA}: {new} {c_n}, {old} {s_n} request(s) counted"
         return MetricVerdict(name, Verdict.NO_DATA, why, 0, 0, canary_requests=c_n, stable_requests=s_n)
     absolute = (
         ratio_within(c, rule.direction, rule.threshold, rule.confidence)
@@ -230,8 +238,8 @@ def judge_counted(
         return MetricVerdict(name, v, reason, 1, 1, c.ratio, s.ratio, p, None, comparison, c.total, s.total)
 
     if absolute is not None and absolute.verdict is Verdict.FAIL:
-        return verdict(Verdict.FAIL, f"canary {absolute.detail}")
-    seen = f"canary {c} requests, stable {s}: {comparison.detail}"
+        return verdict(Verdict.FAIL, f"{new} {absolute.detail}")
+    seen = f"{new} {c} requests, {old} {s}: {comparison.detail}"
     if comparison.verdict is Verdict.PASS:
         return verdict(Verdict.PASS, seen)
     p = worse_p_value(c, s, rule.direction)
@@ -256,13 +264,18 @@ def _groups(side: Counted) -> dict[str, Histogram]:
 
 
 def _judge_histograms(
-    name: str, canary: dict[str, Histogram], stable: dict[str, Histogram], rule: CanaryRule
+    name: str,
+    canary: dict[str, Histogram],
+    stable: dict[str, Histogram],
+    rule: CanaryRule,
+    sides: Sides,
 ) -> MetricVerdict:
     quantile = rule.quantile
     assert quantile is not None
+    new, old = sides
     c_all, s_all = merged(canary), merged(stable)
     if not c_all.total or not s_all.total:
-        why = f"{NOT_ENOUGH_DATA}: canary {c_all.total}, stable {s_all.total} request(s) in the histogram"
+        why = f"{NOT_ENOUGH_DATA}: {new} {c_all.total}, {old} {s_all.total} request(s) in the histogram"
         return MetricVerdict(
             name, Verdict.NO_DATA, why, 0, 0, canary_requests=c_all.total, stable_requests=s_all.total
         )
@@ -285,18 +298,18 @@ def _judge_histograms(
     if rule.threshold is not None:
         absolute = quantile_within(c_all, quantile, rule.threshold, rule.confidence)
         if absolute.verdict is Verdict.FAIL:
-            return verdict(Verdict.FAIL, f"canary {absolute.detail}")
+            return verdict(Verdict.FAIL, f"{new} {absolute.detail}")
     # Every group and all of them together: Bonferroni keeps the chance of a false alarm at 1 - confidence.
     pairs = {"all": (c_all, s_all)} | {g: (canary[g], stable[g]) for g in canary if g and g in stable}
     confidence = 1 - (1 - rule.confidence) / len(pairs)
     results = {
-        group: quantile_against(c, s, quantile, rule.relative, confidence, rule.direction)
+        group: quantile_against(c, s, quantile, rule.relative, confidence, rule.direction, sides)
         for group, (c, s) in pairs.items()
         if c.total and s.total
     }
     failed = [f"{group}: {r.detail}" for group, r in results.items() if r.verdict is Verdict.FAIL]
     if failed:
-        return verdict(Verdict.FAIL, "canary " + "; ".join(failed))
+        return verdict(Verdict.FAIL, f"{new} " + "; ".join(failed))
     overall = results["all"].detail
     needed = requests_for(quantile.quantile)
     few = sorted(g for g, (c, s) in pairs.items() if g != "all" and min(c.total, s.total) < needed)
@@ -304,7 +317,7 @@ def _judge_histograms(
     more = f" ({compared} group(s) compared on their own, none worse)" if compared else ""
     if few:
         more += f" (too few requests to compare on their own: {', '.join(few)})"
-    return verdict(Verdict.PASS, f"canary {overall}{more}")
+    return verdict(Verdict.PASS, f"{new} {overall}{more}")
 
 
 def judge_canary(

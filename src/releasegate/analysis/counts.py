@@ -52,6 +52,10 @@ class Counts:
     def ratio(self) -> float | None:
         return self.events / self.total if self.total else None
 
+    def __add__(self, other: Counts) -> Counts:
+        """Both together: the same ratio counted over two windows (yesterday's and last week's)."""
+        return Counts(self.events + other.events, self.total + other.total)
+
     def __str__(self) -> str:
         return f"{self.events} of {self.total}"
 

@@ -91,6 +91,10 @@ def merged(groups: Mapping[str, Histogram]) -> Histogram:
     return Histogram.of(counts.items())
 
 
+Sides = tuple[str, str]
+"""How a comparison names its two sides in what it says: ("canary", "stable")."""
+
+
 @dataclass(frozen=True)
 class QuantileRule:
     quantile: float
@@ -147,12 +151,15 @@ def quantile_against(
     relative: RelativeLimit,
     confidence: float,
     direction: Direction = "max",
+    sides: Sides = ("canary", "stable"),
 ) -> QuantileVerdict:
-    """The canary's quantile against stable's over the same window (see the module docstring)."""
+    """The canary's quantile against stable's over the same window (see the module docstring);
+    ``sides`` names the two in the detail (the new release against its history, say)."""
     name = _name(rule.quantile)
+    new, old = sides
     c, s = canary.quantile(rule.quantile), stable.quantile(rule.quantile)
     if c is None or s is None:
-        which = "canary" if c is None else "stable"
+        which = new if c is None else old
         return QuantileVerdict(Verdict.NO_DATA, None, canary.total, f"no {which} requests in the histogram")
     cv, sv = c * rule.scale, s * rule.scale
     needed = requests_for(rule.quantile)
@@ -161,7 +168,7 @@ def quantile_against(
             Verdict.PASS,
             cv,
             canary.total,
-            f"{name} {cv:.4g} on {canary.total} canary and {stable.total} stable requests: too few to "
+            f"{name} {cv:.4g} on {canary.total} {new} and {stable.total} {old} requests: too few to "
             f"compare (a {name} needs {needed} on each side), not compared",
         )
     comparison = compare(cv, sv, direction, relative)
@@ -182,9 +189,7 @@ def quantile_against(
     c_above, s_above = canary.above(top), stable.above(top)
     p = worse_p_value(c_above, s_above, "max")
     alpha = 1 - confidence
-    counts = (
-        f"{c_above} canary and {s_above} stable requests took longer than {top * rule.scale:g}; p={p:.3g}"
-    )
+    counts = f"{c_above} {new} and {s_above} {old} requests took longer than {top * rule.scale:g}; p={p:.3g}"
     if p < alpha:
         return QuantileVerdict(Verdict.FAIL, cv, canary.total, f"{seen}, and it is real ({counts})")
     return ok(f", but not significant ({counts} >= {alpha:.3g})")

@@ -18,6 +18,12 @@ sampled over everything since the series began, and each sample is judged with i
 bound (``analysis.counts``, ``analysis.histogram``): a sample whose counts show the limit
 broken fails the series at once, since the counts already are all the evidence there is; one
 that does not passes that sample.
+
+Where no stable release serves beside the new one (rolling, blue-green), a counted sample may
+be compared ``against`` the previous release's own counts over the same window at the same
+time of previous days: the canary's comparison (``analysis.canary.judge_counted``: Fisher on
+the counts, each route of a histogram on its own), with the sample's confidence, instead of a
+limit drawn from one number measured before the rollout.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from releasegate.analysis.baseline import Direction, RelativeLimit, compare
+from releasegate.analysis.canary import CanaryRule, judge_counted
 from releasegate.analysis.counts import Counts, ratio_within
 from releasegate.analysis.histogram import Histogram, QuantileRule, merged, quantile_within
 from releasegate.analysis.thresholds import Verdict, judge
@@ -34,6 +41,18 @@ from releasegate.analysis.thresholds import Verdict, judge
 Counted = Counts | dict[str, Histogram] | None
 
 OnNoData = Literal["fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Against:
+    """What a counted sample is compared with: another release's counts over the same window
+    (the previous release at the same time of previous days), and how each side is named."""
+
+    counted: Counted
+    sides: tuple[str, str]
+    """("2.0.0", "1.0.0 1d ago")."""
+    value: float | None = None
+    """The other side's ratio or quantile, for the evidence."""
 
 
 @dataclass(frozen=True)
@@ -158,14 +177,16 @@ def judge_sample(
     index: int = 1,
     at: str = "",
     counted: Counted = None,
+    against: Against | None = None,
 ) -> SampleVerdict:
     """One sample against the absolute threshold and, when a baseline is given, the relative limit.
 
     Without a baseline (None) only the absolute threshold is judged. A counted rule judges
-    ``counted`` (the counts or histograms since the series began) instead of ``value``.
+    ``counted`` (the counts or histograms since the series began) instead of ``value``, and
+    compares them ``against`` another release's counts when given (instead of ``baseline``).
     """
     if rule.counted:
-        return _judge_counted(value, rule, baseline, index, at, counted)
+        return _judge_counted(value, rule, baseline, index, at, counted, against)
     absolute = judge(value, rule.comparator, rule.threshold)
     if absolute is Verdict.NO_DATA:
         counted = rule.on_no_data == "fail"
@@ -176,9 +197,9 @@ def judge_sample(
         detail = f"{value:.4g} is not {rule.comparator} {rule.threshold:g}"
         return SampleVerdict(index, value, Verdict.FAIL, True, detail, baseline, at)
     if rule.relative is None or baseline is None:
-        return SampleVerdict(
-            index, value, Verdict.PASS, False, f"{rule.comparator} {rule.threshold:g}", baseline, at
-        )
+        unjudged = "" if rule.relative is None else "; no baseline to compare"
+        detail = f"{rule.comparator} {rule.threshold:g}{unjudged}"
+        return SampleVerdict(index, value, Verdict.PASS, False, detail, baseline, at)
     relative = compare(value, baseline, rule.direction, rule.relative)
     if relative.verdict is Verdict.NO_DATA:
         detail = f"{rule.comparator} {rule.threshold:g}; no baseline to compare"
@@ -188,9 +209,17 @@ def judge_sample(
 
 
 def _judge_counted(
-    value: float | None, rule: SloRule, baseline: float | None, index: int, at: str, counted: Counted
+    value: float | None,
+    rule: SloRule,
+    baseline: float | None,
+    index: int,
+    at: str,
+    counted: Counted,
+    against: Against | None = None,
 ) -> SampleVerdict:
-    limit, limit_text = rule.limit_against(baseline)
+    if against is not None:
+        baseline = against.value
+    limit, limit_text = rule.limit_against(None if against is not None else baseline)
     if rule.quantile is not None:
         histogram = merged(counted) if isinstance(counted, dict) and counted else None
         if histogram is None or not histogram.total:
@@ -207,8 +236,24 @@ def _judge_counted(
         why = f"{detail}: counts as a failure" if counted_as else f"{detail}: not counted (inconclusive)"
         return SampleVerdict(index, None, Verdict.NO_DATA, counted_as, why, baseline, at)
     detail = f"{detail} (limit {limit_text})"
+    if verdict is Verdict.PASS and against is not None and rule.relative is not None:
+        verdict, compared = _compared(rule, counted, against)
+        detail = f"{compared}" if verdict is Verdict.FAIL else f"{detail}; {compared}"
     failed = verdict is Verdict.FAIL
     return SampleVerdict(index, value, verdict, failed, detail, baseline, at, conclusive=failed)
+
+
+def _compared(rule: SloRule, counted: Counted, against: Against) -> tuple[Verdict, str]:
+    """The sample's counts against the other release's, as a canary against stable: PASS or
+    FAIL, and what was seen; without requests on a side, PASS on the threshold alone, saying so."""
+    assert rule.relative is not None
+    canary_rule = CanaryRule(
+        rule.direction, None, rule.relative, confidence=rule.confidence, quantile=rule.quantile
+    )
+    result = judge_counted("", counted, against.counted, canary_rule, sides=against.sides)
+    if result.verdict is Verdict.NO_DATA:
+        return Verdict.PASS, f"not compared with {against.sides[1]}: {result.reason}"
+    return result.verdict, f"against {against.sides[1]}: {result.reason}"
 
 
 @dataclass
@@ -233,12 +278,15 @@ class SloSeries:
         *,
         counted: Counted = None,
         elapsed_s: float | None = None,
+        against: Against | None = None,
     ) -> SampleVerdict:
         """Judge the next sample; ``elapsed_s`` (since the series began) tells which samples
-        share a window, ``counted`` is what a counted rule judges."""
+        share a window, ``counted`` is what a counted rule judges (``against`` another release's)."""
         if self.decided:
             raise ValueError(f"the series is already decided ({self._verdict}): {self._reason}")
-        sample = judge_sample(value, self.rule, baseline, index=len(self.samples) + 1, at=at, counted=counted)
+        sample = judge_sample(
+            value, self.rule, baseline, index=len(self.samples) + 1, at=at, counted=counted, against=against
+        )
         sample = replace(sample, elapsed_s=elapsed_s)
         if sample.conclusive:
             self.samples.append(sample)

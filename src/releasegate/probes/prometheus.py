@@ -162,13 +162,13 @@ class Prometheus:
         return _named(sample, name, release)
 
     def histograms(
-        self, name: str, *, release: str, window: str | None = None
+        self, name: str, *, release: str, window: str | None = None, at: datetime | None = None
     ) -> tuple[dict[str, Histogram], Sample]:
-        """The named query's bucket counts for ``release``, one Histogram per group of labels
-        other than ``le`` (``route=/api/orders``; ``""`` when the query sums them all), and the
-        sample it came from (its value: the requests counted). Empty without data."""
+        """The named query's bucket counts for ``release`` now (or at ``at``), one Histogram per
+        group of labels other than ``le`` (``route=/api/orders``; ``""`` when the query sums them
+        all), and the sample it came from (its value: the requests counted). Empty without data."""
         promql = self.promql(name, release=release, window=window)
-        samples = self.vector(promql)
+        samples = self.vector(promql, at=at)
         buckets: dict[str, list[tuple[float, float]]] = {}
         for sample in samples:
             labels = dict(sample.labels)
@@ -185,7 +185,7 @@ class Prometheus:
             buckets.setdefault(group, []).append((float(le), sample.value))
         groups = {group: Histogram.of(pairs) for group, pairs in sorted(buckets.items())}
         total = sum(h.total for h in groups.values()) if groups else None
-        when = samples[0].at if samples else _now()
+        when = samples[0].at if samples else (at or _now())
         return groups, Sample(promql, self.url, total, when, name, release)
 
     def query_range(
