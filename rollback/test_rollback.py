@@ -58,7 +58,7 @@ def test_the_previous_release_serves_everywhere(rollback, env, service, check):
 
 
 def test_the_schema_is_what_the_policy_says(rollback, postgres, env, check):
-    """SELECT version FROM schema_migrations: the previous version when the database was undone."""
+    """{migrate.version_query}: the previous version when the database was undone."""
     if env.migrate is None:
         pytest.skip("no [migrate] section: this service has no schema to check")
     now = postgres.schema_version(query=env.migrate.version_query)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gate_runs import run_gates, run_suite, serving
+from gate_runs import run_gates, run_suite, runs, serving
 from notes_service.stack import (
     NOTES,
     REVISIONS,
@@ -110,3 +110,38 @@ def test_a_migration_that_fails_on_production_is_restored_and_checked_by_alembic
         assert run.code == 10, run.output
         assert_restored_to_stable(env_file, run.report)
         assert serving(env_file) == [("1.4.0", "healthy", "1.4.0")] * 2
+
+
+def test_pytest_rollback_restores_an_alembic_database_and_checks_alembic_s_revision(
+    sandbox_dir: Path,
+) -> None:
+    """A release that went out (SUCCESS) is taken back by hand with ``pytest rollback/``: the
+    database is restored from that run's backup and the check after it reads alembic's revision
+    with the environment's version_query, as its title says: exit 0, not a false ROLLBACK_FAILED,
+    and no "restore the database by hand" left to do."""
+    env_file = write_notes_env(sandbox_dir, **{"rollback.database": "restore"})
+    with running_notes(env_file):
+        out = run_gates(env_file, "1.5.0")
+        assert out.code == 0, out.output
+        assert notes_database(env_file)["revision"] == REVISIONS["1.5.0"]
+
+        back = run_suite("rollback/", env_file, "--release=1.4.0")
+        assert back.code == 0, back.output
+        assert serving(env_file) == [("1.4.0", "healthy", "1.4.0")] * 2
+        assert notes_database(env_file) == {
+            "revision": REVISIONS["1.4.0"],
+            "columns": ["body", "created_at", "id"],
+            "rows": NOTES,
+        }
+        version_query = notes_environment(env_file).migrate.version_query
+        assert "alembic_version" in version_query
+        undo = runs(env_file)[0]
+        assert undo.kind == "rollback"
+        titles = [
+            g["title"] for g in undo.gates if g["gate"].endswith("test_the_schema_is_what_the_policy_says")
+        ]
+        assert titles == [f"{version_query}: the previous version when the database was undone."]
+        assert "schema_migrations" not in back.report
+        checked = [line for line in back.report.splitlines() if "| schema version |" in line]
+        assert checked and f"| == {REVISIONS['1.4.0']} | pass |" in checked[-1], checked
+        assert "by hand" not in back.output

@@ -97,10 +97,18 @@ def test_the_plan_lists_the_gates_the_run_executes_with_every_template_filled(sa
     assert "{release}" not in report
 
 
-def test_a_canary_is_planned_step_by_step(sandbox_dir: Path) -> None:
+def test_a_canary_is_planned_step_by_step_and_run_as_planned(sandbox_dir: Path) -> None:
     env_file = write_notes_env(sandbox_dir, **{"platform.local.strategy": "canary"})
     with running_notes(env_file):
         plan, _ = plan_of(env_file, RELEASE)
+        checks, _not_run = planned_gates(plan)
+        run = run_gates(env_file, RELEASE)
+        assert run.code == 0, run.output
+        executed = executed_gates(run.reports)
+
+    # Each canary step is its own gate, planned and run in the same order as the others.
+    assert checks == executed, "\n".join(["plan:", *checks, "run:", *executed])
+    assert sum("canary" in gate for gate in executed) >= 2, executed
 
     assert (
         "strategy:    canary on the local platform: canary instances follow the weight "

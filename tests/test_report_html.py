@@ -4,6 +4,7 @@ the notes service (tests/notes_service): a release whose instances report the ol
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -82,7 +83,36 @@ def test_a_rollback_is_reported_as_done_and_report_html_shows_the_decision_first
     assert all(at < dom.index('id="environment"') for at in first), "even before pytest-html's environment"
     charts = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}" alt="([^"]+)"', dom)
     assert charts == ["error ratio", "latency"], charts
-    # and on screen: a screenshot of the first 1280x1000 pixels, for a person to look at.
-    shot = run.reports / "report-first-screen.png"
+    # and on screen: laid out in a 1280x1000 window, each is inside the first screen.
+    assert on_first_screen(html) == {"decision": True, "failed gate": True, "chart": True}
+    shot = run.reports / "report-first-screen.png"  # for a person to look at
     chromium(html, "--window-size=1280,1000", f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000
+
+
+SEEN = """<script>
+addEventListener("load", () => {
+  const own = (e) => [...e.childNodes].filter((n) => n.nodeType === 3).map((n) => n.data).join("");
+  const text = (t) => [...document.querySelectorAll("body *")].filter(
+    (e) => !["SCRIPT", "STYLE", "TEMPLATE"].includes(e.tagName) && own(e).includes(t))[0];
+  const found = {"decision": text("Decision: ROLLED_BACK"), "failed gate": text("Failed gate:"),
+                 "chart": document.querySelector('img[src^="data:image/png"]')};
+  const seen = Object.fromEntries(Object.entries(found).map(([k, e]) => {
+    if (!e) return [k, false];
+    const box = e.getBoundingClientRect();
+    return [k, box.height > 0 && box.top >= 0 && box.top < innerHeight];
+  }));
+  document.body.setAttribute("data-first-screen", JSON.stringify(seen));
+});
+</script>"""
+
+
+def on_first_screen(html: Path) -> dict[str, bool]:
+    """Which of the decision, the failed gate and the first chart start inside the first
+    1280x1000 pixels, as Chromium lays the page out (a copy of it, with a script that asks)."""
+    probe = html.with_name("report-first-screen.html")
+    probe.write_text(html.read_text(encoding="utf-8").replace("</body>", SEEN + "</body>"), encoding="utf-8")
+    dom = chromium(probe, "--window-size=1280,1000", "--virtual-time-budget=3000", "--dump-dom")
+    found = re.search(r"data-first-screen=\"([^\"]*)\"", dom)
+    assert found, "the page's script did not run"
+    return json.loads(found.group(1).replace("&quot;", '"'))
