@@ -33,12 +33,18 @@ from judgement_noise import GOOD, SLOW_ENDPOINT, Run, deploy, noisy_sandbox
 from sandbox_env import variant
 
 SOURCES = ("before", "history")
+RUN_S = 120
+"""A gate run and its rollback, generously: the history must reach past the last run."""
 
 
-def with_history(env_file: Path) -> None:
-    """1.0.0 at this time yesterday: 60 s of it serving under the sandbox's load."""
+def with_history(env_file: Path, cover_s: float) -> None:
+    """1.0.0 at this time yesterday: 60 s of it serving under the sandbox's load, laid out for the
+    ``cover_s`` seconds the runs will take."""
     made = subprocess.run(
-        [PYTHON, "-m", "sandbox", "history", "--env", str(env_file), "--offset", "1d", "--record-s", "60"],
+        [
+            *(PYTHON, "-m", "sandbox", "history", "--env", str(env_file), "--offset", "1d"),
+            *("--record-s", "60", "--cover-s", f"{cover_s:.0f}"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -71,7 +77,7 @@ def main() -> None:
     results: dict[tuple[str, str], list[Run]] = {(s, r): [] for s in SOURCES for r in (SLOW_ENDPOINT, GOOD)}
     with noisy_sandbox(args.background_error_rate, None) as base:
         rolling = variant(base, "rolling", **{"platform.local.strategy": "rolling"})
-        with_history(rolling)
+        with_history(rolling, cover_s=RUN_S * len(SOURCES) * (args.runs + args.healthy_runs) + 600)
         envs = {
             source: variant(rolling, source, **{"metrics.baseline": {"source": source, "offsets": ["1d"]}})
             for source in SOURCES

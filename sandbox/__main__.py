@@ -8,7 +8,8 @@ the setting is left as it is (0 in a fresh sandbox).
 
 ``history --offset 1d`` gives the release serving now a history in the sandbox's Prometheus, as
 if it had served at this time a day before (``sandbox.history``): what ``[metrics.baseline]
-source = "history"`` compares a new release with. It records the last ``--record-s`` seconds.
+source = "history"`` compares a new release with. It records the last ``--record-s`` seconds, and
+lays them out so that runs in the next ``--cover-s`` seconds find them.
 
 Exit codes: 0 done (status: fully up), 1 a component failed (one line says which and why),
 3 status: down, 4 status: partly up.
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         default=60.0,
         help="history: the seconds of the serving release recorded and laid out then (default: 60)",
     )
+    parser.add_argument(
+        "--cover-s",
+        type=float,
+        default=900.0,
+        help="history: how long after now the history reaches, in seconds of runs to come (default: 900)",
+    )
     args = parser.parse_args(argv)
     if args.background_error_rate is not None and args.command != "up":
         parser.error("--background-error-rate goes with up")
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             sandbox.down(say, force=args.force)
         elif args.command == "history":
-            say(sandbox.history(duration_seconds(args.offset), record_s=args.record_s, progress=say))
+            offset_s = duration_seconds(args.offset)
+            say(sandbox.history(offset_s, record_s=args.record_s, cover_s=args.cover_s, progress=say))
         else:
             state = sandbox.status()
             for component in state.components:

@@ -151,7 +151,9 @@ class Sandbox:
         else:
             progress(f"sandbox is already up: {where}")
 
-    def history(self, offset_s: float, *, record_s: float = 60.0, progress: Progress = print) -> str:
+    def history(
+        self, offset_s: float, *, record_s: float = 60.0, cover_s: float = 900.0, progress: Progress = print
+    ) -> str:
         """The serving release's last ``record_s`` seconds laid out ``offset_s`` ago in Prometheus
         (``sandbox.history``): the previous days a baseline from history reads."""
         if self.prometheus is None:
@@ -164,7 +166,9 @@ class Sandbox:
             progress(f"history: {load.rps:g} requests/s to {release} for {record_s:g} s to record")
             settings = load.model_copy(update={"duration_s": record_s + 2 * self.prometheus.interval_s})
             LoadGenerator.from_settings(self.env.platform.url, settings).start().wait()
-        return backfill(self.prometheus, release, offset_s=offset_s, record_s=record_s, progress=progress)
+        return backfill(
+            self.prometheus, release, offset_s=offset_s, record_s=record_s, after_s=cover_s, progress=progress
+        )
 
     def down(self, progress: Progress = print, *, force: bool = False) -> None:
         """Stop the instances, nginx, Redis and PostgreSQL, then remove the sandbox directory;
