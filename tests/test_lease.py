@@ -419,3 +419,63 @@ def test_rollback_force_takes_the_lease_from_a_live_run_says_what_it_breaks_and_
         if first.proc.poll() is None:
             first.proc.kill()
             first.finish()
+
+
+def _runner(env_file: Path, reports: Path, suite: str, *extra: str) -> subprocess.Popen[str]:
+    """A runner with its own reports and ledger (another CI runner, a laptop), in the background."""
+    return _suite(suite, env_file, *extra, f"--reports={reports}")
+
+
+@pytest.mark.integration
+def test_on_the_notes_service_each_runner_with_its_own_ledger_meets_the_lease(
+    notes: Path, sandbox_dir: Path
+) -> None:
+    """What the sandbox's tests show with one ledger, with a ledger per runner: kill -9 of a real
+    gate run frees the lease at once and its runner's `pytest rollback/` then works; a rollback,
+    a drill and a --resume from another runner meet a live run and are refused (exit 4), and the
+    live run ends SUCCESS; a run with --wait gets the environment once the first one ends."""
+    runners = sandbox_dir / "runners"
+    env = environment(notes)
+    one_four = [("1.4.0", "healthy", "1.4.0")] * 2
+    slow = variant(notes, "slow", **{"verify.health_probes": 15, "verify.health_interval_s": 2})
+
+    # kill -9 of a gate run that has rolled its release out: the lease is free at once (its
+    # holder's process is gone on this machine) and that runner's rollback undoes it.
+    killed = Background(_runner(slow, runners / "runner-e", "gates/", "--release=1.5.0"))
+    try:
+        killed.wait_for(lambda line: "1.5.0 serves on all" in line)
+    finally:
+        killed.proc.send_signal(signal.SIGKILL)
+        killed.finish()
+    assert live_lease(env) is None, "a holder killed on this machine holds nothing"
+    undo = run_suite("rollback/", notes, f"--reports={runners / 'runner-e'}")
+    assert undo.code == 0, undo.output
+    assert serving(notes) == one_four
+
+    # A live run, met by three other runners, each with its own ledger.
+    first = Background(_runner(slow, runners / "runner-a", "gates/", "--release=1.5.0"))
+    first.wait_for(lambda line: "lease on notes taken by run" in line)
+    holder = read_lease(env).holder
+    assert holder is not None
+    waiting = Background(
+        _runner(notes, runners / "runner-c", "gates/", "--release=1.5.0-stale-version", "--wait=300")
+    )
+    rollback = run_suite("rollback/", notes, "--release=1.4.0", f"--reports={runners / 'runner-b'}")
+    drill = run_suite("rollback/", notes, "--drill", f"--reports={runners / 'runner-b'}")
+    resume = run_gates(notes, "1.5.0", "--resume", f"--reports={runners / 'runner-b'}")
+
+    assert first.finish() == 0, first.output
+    named = f"notes is in use: run {holder.run_id} (deploy 1.5.0"
+    for refused in (rollback, drill, resume):
+        assert refused.code == 4 and named in refused.output, refused.output
+        assert "is in progress and holds its lease" in refused.output
+    b = Ledger(runners / "runner-b" / "ledger.sqlite")
+    assert [b.header(r).decision for r in b.runs("notes")] == ["REFUSED"] * 3, "each refusal recorded"
+    assert notes_database(notes)["revision"] == REVISIONS["1.5.0"]
+
+    # --wait: the third runner waited for the first run's end, then took the environment and
+    # deployed its (bad) release, rolled back to what the first run left.
+    assert waiting.finish() == 11, waiting.output
+    assert "waiting for notes" in waiting.output and f"held by run {holder.run_id}" in waiting.output
+    assert serving(notes) == [("1.5.0", "healthy", "1.5.0")] * 2
+    assert read_lease(env).released_at is not None

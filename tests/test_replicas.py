@@ -48,6 +48,21 @@ class TestReleaseManager:
             ("2024.01.08", 200, "v2024.01.08")
         }
 
+    def test_a_release_whose_error_rate_breaks_the_runbook_s_limit_is_rolled_back_by_the_metrics(
+        self, release_manager: Replica
+    ) -> None:
+        """Its health stays healthy: only the error rate from Prometheus shows it (the decision
+        tree's "metrics acceptable? NO -> ROLLBACK"), judged on the example's 0.1 %."""
+        run = run_gates(release_manager, "2024.01.15-bad-errors")
+        assert run.code == 11, run.output[-3000:]
+        assert failed_gates(run.output) == ["test_slo_holds_on_the_new_release[error_ratio]"], run.output[
+            -3000:
+        ]
+        assert "the counts show it" in run.output
+        assert {(r, s, h["version"]) for r, s, h in serving(release_manager)} == {
+            ("2024.01.08", 200, "v2024.01.08")
+        }
+
     def test_the_good_release_goes_out(self, release_manager: Replica) -> None:
         before = rows(release_manager)
         run = run_gates(release_manager, "2024.01.15")

@@ -47,12 +47,16 @@ RELEASES = {
         Release(STABLE),
         Release(GOOD),
         Release(f"{GOOD}-bad-queue", fault="message queue unreachable"),
+        Release(f"{GOOD}-bad-errors"),
         Release(f"{GOOD}-bad-migration"),
     )
 }
 """Each release's migrations are ``release_manager_migrations/releases/<release>/alembic.ini``;
-``-bad-queue`` cannot reach its message queue (its /health says so), ``-bad-migration``'s
-migration fails."""
+``-bad-queue`` cannot reach its message queue (its /health says so), ``-bad-errors`` answers
+one GET /api/deployments in five with a 500 while its /health stays healthy (only the error
+rate shows it), ``-bad-migration``'s migration fails."""
+FAILING_EVERY = 5
+"""``-bad-errors``: every fifth request to /api/deployments fails."""
 CACHE_KEY = "release-manager:releases"
 REVISIONS = {STABLE: "4a7e2c91d0b3", GOOD: "9c3f51e8a276"}
 """The alembic revision each release's schema is at."""
@@ -61,6 +65,8 @@ REVISIONS = {STABLE: "4a7e2c91d0b3", GOOD: "9c3f51e8a276"}
 class ReleaseManager:
     def __init__(self, release: Release, port: int, database_url: str, redis_url: str) -> None:
         self.release = release
+        self.fails_deployments = release.name.endswith("-bad-errors")
+        self.deployment_requests = 0
         self.pool = AsyncConnectionPool(
             database_url, open=False, min_size=1, max_size=4, timeout=2.0, kwargs={"autocommit": True}
         )
@@ -158,6 +164,9 @@ class ReleaseManager:
         return JSONResponse(body)
 
     async def deployments(self, _request: Request) -> JSONResponse:
+        self.deployment_requests += 1
+        if self.fails_deployments and self.deployment_requests % FAILING_EVERY == 0:
+            return JSONResponse({"error": "deployments could not be read"}, status_code=500)
         columns = ["id", "environment", "status"] + (["strategy"] if self.release.name != STABLE else [])
         found = await self._query(f"SELECT {', '.join(columns)} FROM deployments ORDER BY id DESC LIMIT 20")
         return JSONResponse([dict(zip(columns, r, strict=True)) for r in found])
