@@ -16,6 +16,31 @@ from releasegate.probes.postgres import BLOCKING_LOCKS_SQL
 pytestmark = pytest.mark.phase("migrate")
 
 
+@pytest.mark.threshold("migrate.review.lint")
+def test_the_migration_sql_is_reviewed_before_it_runs(migration_review, env, check):
+    """Migration SQL reviewed (Release Manager production 3, `alembic upgrade --sql`): the exact
+    SQL kept with the evidence, and squawk's findings on what would lock users out."""
+    review, lint = migration_review, env.migrate.review.lint
+    if review.sql_path is None:
+        check.record("migration SQL", None, detail=review.source)
+        return
+    check.record("migration SQL", review.sql_path, detail=f"sha256 {review.sha256}; from {review.source}")
+    if not review.linted:
+        check.record("squawk", "not linted", detail="migrate.review.lint = off, or no SQL to run")
+        return
+    for finding in review.findings:
+        check.record(f"squawk {finding.rule}", f"{finding.file}:{finding.line}", detail=finding.message)
+    found = len(review.findings)
+    if lint == "fail":
+        check.at_most("locking operations found by squawk", found, 0, detail="migrate.review.lint = fail")
+    else:
+        check.record(
+            "locking operations found by squawk",
+            found,
+            detail="migrate.review.lint = warn: for a person to read before production" if found else "",
+        )
+
+
 def test_rehearsal_on_the_restored_copy(rehearsal, check):
     """Dry run first: the release's migrations on the scratch copy restored from the backup."""
     check.record("rehearsal applied", ", ".join(rehearsal.applied) or "nothing pending")

@@ -43,6 +43,11 @@ class TestReleaseManager:
     def test_a_bad_release_is_rolled_back(self, release_manager: Replica) -> None:
         run = run_gates(release_manager, "2024.01.15-bad-queue")
         assert run.code == 11, run.output[-3000:]
+        # the first run that migrates: step 3's `alembic upgrade --sql`, reviewed before it ran
+        reviewed = (run.reports / "migration-2024.01.15-bad-queue.sql").read_text()
+        assert "-- Running upgrade 4a7e2c91d0b3 -> 9c3f51e8a276" in reviewed
+        assert "ALTER TABLE deployments ADD COLUMN strategy" in reviewed
+        assert "| locking operations found by squawk |" in run.report
         assert "test_every_instance_is_healthy_on_the_release" in failed_gates(run.output), run.output[-3000:]
         assert {(r, s, h["version"]) for r, s, h in serving(release_manager)} == {
             ("2024.01.08", 200, "v2024.01.08")
@@ -68,6 +73,8 @@ class TestReleaseManager:
         run = run_gates(release_manager, "2024.01.15")
         assert run.code == 0, run.output[-3000:]
         assert schema_version(release_manager) == "9c3f51e8a276"
+        # already migrated by the bad builds before it (rollback.database = never): no SQL to review
+        assert (run.reports / "migration-2024.01.15.sql").read_text().strip() == ""
         assert rows(release_manager) == before
         answers = serving(release_manager)
         assert {(r, s, h["version"], h["status"]) for r, s, h in answers} == {

@@ -482,6 +482,42 @@ class BackupSettings(Model):
     timeout_s: float = Field(900.0, gt=0)
 
 
+SQUAWK_STYLE_RULES = [
+    "prefer-robust-stmts",
+    "require-timeout-settings",
+    "require-lock-timeout",
+    "require-statement-timeout",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-text-field",
+    "prefer-timestamptz",
+    "transaction-nesting",
+]
+"""squawk's rules about style, not about locking users out; and the timeouts releasegate sets
+itself (migrate.lock_timeout, statement_timeout) on every migration session."""
+
+
+class MigrationReviewSettings(Model):
+    """Release Manager production 3 (``alembic upgrade --sql``, for review): the exact SQL the
+    release will run, kept with the run's evidence and linted for what would lock users out."""
+
+    lint: Literal["off", "warn", "fail"] = Field(
+        "warn",
+        description="squawk's findings on the SQL: off (not linted), warn (recorded), fail (the run "
+        "ABORTS before the rehearsal)",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: list(SQUAWK_STYLE_RULES),
+        description="squawk rules that do not count (default: style, and the timeouts releasegate sets)",
+    )
+    sql_command: list[str] | None = Field(
+        None,
+        description="command runner: an argv that prints the SQL the release will run, without running "
+        "it ({release} and {from}, the schema version now, are filled), e.g. alembic's upgrade {from}:head --sql",
+    )
+
+
 class MigrateSettings(Model):
     runner: Literal["sql", "command"] = "sql"
     directory: str | None = Field(
@@ -510,6 +546,7 @@ class MigrateSettings(Model):
     lock_timeout: str = "5s"
     statement_timeout: str = "5min"
     rehearse: bool = True
+    review: MigrationReviewSettings = MigrationReviewSettings()
     on_failure: Literal["restore", "down-migrations"] = "restore"
     timeout_s: float = Field(900.0, gt=0)
     max_lock_s: float = Field(

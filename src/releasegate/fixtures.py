@@ -18,6 +18,7 @@ import pytest
 
 from releasegate.actions.backup import Dump, Restore, drop_scratch_copies, dump_database, restore_into_scratch
 from releasegate.actions.migrate import MigrationResult, migrate, pending_migrations
+from releasegate.actions.migration_review import Review, review_migration
 from releasegate.actions.policy import bundle_switch
 from releasegate.analysis.canary import CanaryRule
 from releasegate.analysis.detection import RequestsNeeded
@@ -212,13 +213,47 @@ def scratch_copies(run: Run, backup: list[Dump], postgres: Postgres, env: Enviro
 
 
 @pytest.fixture(scope="session")
+def migration_review(run: Run, postgres: Postgres, env: Environment) -> Review:
+    """The SQL the release will run, written with the reports and linted, before any of it runs."""
+    settings = _migrate_settings(env)
+
+    def review() -> dict:
+        run.progress(f"reviewing the SQL {run.release} will run (squawk: {settings.review.lint})")
+        try:
+            return asdict(review_migration(postgres, settings, run.release, run.reports_dir))
+        except ActionError as exc:
+            return {"error": str(exc)}
+
+    done = run.once("migration_review", review)
+    if "error" in done:
+        pytest.fail(f"the migration's SQL could not be reviewed: {done['error']}", pytrace=False)
+    return Review.from_dict(done)
+
+
+def _refused_by_review(request: pytest.FixtureRequest, settings: MigrateSettings) -> str:
+    """Why the review stops the migration (lint = "fail" and squawk found something), or ""."""
+    if settings.review.lint != "fail":
+        return ""
+    review: Review = request.getfixturevalue("migration_review")
+    if not review.findings:
+        return ""
+    return f"squawk found {len(review.findings)} locking operation(s): {review.findings[0].describe()}"
+
+
+@pytest.fixture(scope="session")
 def rehearsal(
-    run: Run, scratch_copies: dict[str, Restore], postgres: Postgres, env: Environment
+    request: pytest.FixtureRequest,
+    run: Run,
+    scratch_copies: dict[str, Restore],
+    postgres: Postgres,
+    env: Environment,
 ) -> MigrationResult:
     """The release's migrations run first on the restored copy of the application database."""
     settings = _migrate_settings(env)
     if not settings.rehearse:
         pytest.skip("migrate.rehearse = false in the environment")
+    if refused := _refused_by_review(request, settings):
+        pytest.fail(f"not rehearsing: {refused}", pytrace=False)
     copy = scratch_copies.get(postgres.dbname)
     if copy is None:
         pytest.fail(f"no scratch copy of {postgres.dbname}: add it to backup.databases", pytrace=False)
@@ -244,6 +279,8 @@ def migration(
     """The release's migrations on the application database, intent written first; never before
     the rehearsal on the restored copy has passed (when the environment rehearses)."""
     settings = _migrate_settings(env)
+    if refused := _refused_by_review(request, settings):
+        pytest.fail(f"not migrating: {refused}", pytrace=False)
     if settings.rehearse:
         rehearsed = request.getfixturevalue("rehearsal")
         if not rehearsed.ok:

@@ -116,9 +116,13 @@ class Run:
         return self._platform
 
     @property
+    def reports_dir(self) -> Path:
+        """Where the run's ledger, and so its reports, are."""
+        return self.ledger.path.parent if self.ledger.path else Path.cwd() / "reports"
+
+    @property
     def lock_dir(self) -> Path:
-        base = self.ledger.path.parent if self.ledger.path else Path.cwd() / "reports"
-        return base / "locks"
+        return self.reports_dir / "locks"
 
     # What the ledger says --------------------------------------------------------------
 
