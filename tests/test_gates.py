@@ -64,16 +64,17 @@ def test_a_good_release_goes_through_every_gate(sandbox_dir: Path) -> None:
         assert "requests failed during the rollout | 0 | <= 0 | pass" in report
 
         suite = ET.parse(run.reports / "junit.xml").getroot().find("testsuite")
-        # 28 gates (the queries asked once, the rehearsal's and the migration's locks, users served
-        # during the migration among them), 9 of readiness, a baseline, 8 SLOs in verify, 4 journeys,
-        # the policy bundle and 5 policy gates, 10 in observe and the burn rate; no Kubernetes gate
-        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (67, 0, 0)
+        # 29 gates (the queries asked once, the migration's SQL reviewed, the rehearsal's and the
+        # migration's locks, users served during the migration among them), 9 of readiness, a
+        # baseline, 8 SLOs in verify, 4 journeys, the policy bundle and 5 policy gates, 10 in
+        # observe and the burn rate; no Kubernetes gate
+        assert (int(suite.get("tests")), int(suite.get("failures")), int(suite.get("errors"))) == (68, 0, 0)
         assert suite.find(".//property[@name='evidence']") is not None
         html = (run.reports / "report.html").read_text()
         assert "Decision: SUCCESS" in html and "releasegate-evidence" in html
 
         results = list((run.reports / "allure-results").glob("*-result.json"))
-        assert len(results) == 67
+        assert len(results) == 68
         assert "alerts firing with severity critical | 0 (0 firing, none blocking)" in report, "readiness"
         assert "issued by CN=releasegate sandbox CA) | > 30 days | pass |" in report, "over nginx's TLS"
         # The user journeys ran in verify: each step timed in the report, an Allure step each.

@@ -52,6 +52,7 @@ def test_four_workers_back_up_roll_out_and_roll_back_exactly_once(sandbox_dir: P
             "deploy",
             "lease",
             "migrate",
+            "migration_review",
             "policy",
             "previous_release",
             "rehearsal",
