@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -266,6 +267,24 @@ def test_one_run_at_a_time_on_the_sandbox_whatever_its_ledger(leased: Path) -> N
     assert read_lease(environment(leased)).released_at is not None, "released at the end"
 
 
+def hang_outside_a_ledger_write(pid: int, env_file: Path, tries: int = 50) -> None:
+    """SIGSTOP the run, again and again until it is not stopped inside a write to its ledger: a
+    run stopped while it holds SQLite's write lock keeps every other run out of that ledger (the
+    one line "database is locked" says so), which is not what these tests are about."""
+    ledger_file = env_file.parent / "reports" / "ledger.sqlite"
+    for _ in range(tries):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with sqlite3.connect(ledger_file, timeout=0.5) as db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.2)
+    raise AssertionError(f"the run kept its ledger locked in {tries} tries")
+
+
 def first_run(env_file: Path) -> str:
     book = Ledger(env_file.parent / "reports" / "ledger.sqlite")
     return book.runs("sandbox", kind="deploy")[-1]
@@ -277,7 +296,7 @@ def test_a_holder_that_stops_renewing_loses_the_lease_in_time_then_rollback_work
     try:
         first.wait_for(lambda line: "2.0.0 serves on all" in line)
         time.sleep(1)  # the rollout's own lock on the platform is let go
-        os.kill(first.proc.pid, signal.SIGSTOP)  # a runner that hangs: alive, renewing nothing
+        hang_outside_a_ledger_write(first.proc.pid, leased)  # a runner that hangs: alive, renewing nothing
         stopped_at = time.monotonic()
 
         live = run_suite("rollback/", leased)
@@ -397,7 +416,7 @@ def test_rollback_force_takes_the_lease_from_a_live_run_says_what_it_breaks_and_
     try:
         first.wait_for(lambda line: "2.0.0 serves on all" in line)
         time.sleep(1)  # the rollout's own lock on the platform is let go
-        os.kill(first.proc.pid, signal.SIGSTOP)
+        hang_outside_a_ledger_write(first.proc.pid, leased)
 
         forced = run_suite("rollback/", leased, "--force")
 
