@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from sandbox.common import SandboxError
-from sandbox.prometheus import Prometheus
+from sandbox.prometheus import Prometheus, prometheus_tool
 
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 """Series that only grow (until a restart): a later copy carries on from the one before."""
@@ -61,7 +61,15 @@ def backfill(
         blocks = Path(scratch) / "blocks"
         blocks.mkdir()
         done = subprocess.run(
-            [_promtool(), "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(text), str(blocks)],
+            [
+                prometheus_tool("promtool"),
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                "--quiet",
+                str(text),
+                str(blocks),
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -164,12 +172,3 @@ def _laid_out(points: list, start: float, end: float, counter: bool) -> Iterator
 
 def _escaped(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        raise SandboxError(
-            "promtool is not installed: run `make setup` (it comes with the prometheus package)"
-        )
-    return found

@@ -112,7 +112,7 @@ class Prometheus:
             )
         )
         argv = [
-            _prometheus_binary(),
+            prometheus_tool(),
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.data}",
             f"--web.listen-address={self.address}",
@@ -156,10 +156,9 @@ class Prometheus:
         )
 
 
-def _prometheus_binary() -> str:
-    found = shutil.which("prometheus")
+def prometheus_tool(name: str = "prometheus") -> str:
+    """The path of ``prometheus`` or ``promtool``, both from Debian's prometheus package."""
+    found = shutil.which(name)
     if found is None:
-        raise SandboxError(
-            "Prometheus is not installed: run `make setup` (it installs the prometheus package)"
-        )
+        raise SandboxError(f"{name} is not installed: run `make setup` (it installs the prometheus package)")
     return found
