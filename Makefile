@@ -23,7 +23,8 @@ demo: setup
 
 # Four workers, a file each (its tests share a sandbox): the integration tests mostly wait. Keep
 # files of slow tests small, so that no one file decides how long the run takes (--durations).
-test: setup
+# The Kubernetes tests need the control plane's binaries: built first when missing (k8s-tools).
+test: setup k8s-tools
 	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile --durations=30
 
 # The figures in BENCHMARKS.md (several minutes; not part of make test).

@@ -6,6 +6,11 @@ kept in the sandbox's database and read by each instance when it starts, whoever
 deployment, a canary, a rollback). ``--background-error-rate 0`` turns it off; without the option
 the setting is left as it is (0 in a fresh sandbox).
 
+``up --kubernetes`` also starts a real Kubernetes control plane beside it (sandbox.cluster: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler, the node agent that runs pods as local
+processes, Argo Rollouts), built by ``make k8s-tools``; its kubeconfig is
+``<sandbox dir>/kubernetes/kubeconfig``. ``down`` stops it with the rest.
+
 ``history --offset 1d`` gives the release serving now a history in the sandbox's Prometheus, as
 if it had served at this time a day before (``sandbox.history``): what ``[metrics.baseline]
 source = "history"`` compares a new release with. It records the last ``--record-s`` seconds, and
@@ -43,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. 0.0005; default: leave the sandbox's setting, 0 when fresh)",
     )
     parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="up: also a Kubernetes control plane with nodes that run pods as local processes",
+    )
+    parser.add_argument(
         "--offset", default="1d", help="history: how long ago, a Prometheus duration (default: 1d)"
     )
     parser.add_argument(
@@ -58,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         help="history: how long after now the history reaches, in seconds of runs to come (default: 900)",
     )
     args = parser.parse_args(argv)
+    if args.kubernetes and args.command != "up":
+        parser.error("--kubernetes goes with up (down and status include it when it runs)")
     if args.background_error_rate is not None and args.command != "up":
         parser.error("--background-error-rate goes with up")
     if args.background_error_rate is not None and not 0 <= args.background_error_rate <= 1:
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sandbox = stack.load(args.env)
         if args.command == "up":
-            sandbox.up(say, background_error_rate=args.background_error_rate)
+            sandbox.up(say, background_error_rate=args.background_error_rate, kubernetes=args.kubernetes)
         elif args.command == "down":
             sandbox.down(say, force=args.force)
         elif args.command == "history":

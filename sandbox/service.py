@@ -657,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--release", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default: 127.0.0.1)")
     args = parser.parse_args(argv)
     _configure_logging(args.release, args.port)
     release = RELEASES.get(args.release)
@@ -675,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     if rate:
         log.info("background error rate %g of API requests", rate)
     service = Service(release, args.port, os.environ["DEMO_DATABASE_URL"], os.environ["DEMO_REDIS_URL"], rate)
-    service.server = loopback_server(service.app, args.port)
+    service.server = loopback_server(service.app, args.port, args.host)
     service.server.run()
     return 0 if service.server.started else 1
 

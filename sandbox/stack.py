@@ -32,6 +32,7 @@ from releasegate.config import Environment, LocalPlatformSettings, load_environm
 from releasegate.errors import ReleasegateError
 from releasegate.lease import holder_line, live_lease
 from releasegate.platforms.local import LocalPlatform
+from sandbox.cluster import Cluster
 from sandbox.common import SETTINGS_TABLE, ComponentStatus, SandboxError
 from sandbox.history import backfill
 from sandbox.nginx import Nginx
@@ -102,6 +103,7 @@ class Sandbox:
         self.redis = Redis(self.dir, env.redis.url)
         self.nginx = Nginx(self.dir, env.platform.url, self.local, env.sandbox.tls_port)
         self.platform = LocalPlatform(self.local, env.platform.url)
+        self.kubernetes = Cluster(self.dir / "kubernetes")
         self.prometheus: Prometheus | None = None
         if env.metrics is not None:
             if not self.local.targets_file:
@@ -112,8 +114,16 @@ class Sandbox:
                 self.dir, env.metrics, self.local.targets_file, env.environment.service
             )
 
-    def up(self, progress: Progress = print, *, background_error_rate: float | None = None) -> None:
+    def up(
+        self,
+        progress: Progress = print,
+        *,
+        background_error_rate: float | None = None,
+        kubernetes: bool = False,
+    ) -> None:
         """Start whatever is not running; a no-op, saying so, when everything is up.
+
+        ``kubernetes`` also starts the control plane and its nodes (sandbox.cluster).
 
         ``background_error_rate`` (a fraction) is stored as the sandbox's setting first: every
         instance started from then on answers that share of API requests with a 500; None leaves
@@ -137,6 +147,8 @@ class Sandbox:
             steps.append(
                 ("prometheus", lambda: "already up" if prometheus.status().up else prometheus.start())
             )
+        if kubernetes:
+            steps.append(("kubernetes", lambda: self.kubernetes.start(progress)))
         changed = False
         for name, step in steps:
             t0 = time.monotonic()
@@ -184,6 +196,11 @@ class Sandbox:
                     "(or python -m sandbox down --force)"
                 )
         problems = []
+        if self.kubernetes.dir.exists():
+            try:
+                progress(f"{'kubernetes':<11} {self.kubernetes.stop(progress)}")
+            except ReleasegateError as exc:
+                problems.append(f"kubernetes: {exc}")
         if self.prometheus is not None:
             try:
                 progress(f"{self.prometheus.name:<11} {self.prometheus.stop()}")
@@ -215,6 +232,8 @@ class Sandbox:
         )
         if self.prometheus is not None:
             components += (self.prometheus.status(),)
+        if self.kubernetes.dir.exists():
+            components += tuple(self.kubernetes.status())
         return SandboxStatus(components, self.platform.current_release(), self.env.platform.url)
 
     def ensure_up(self, progress: Progress = print) -> list[str]:

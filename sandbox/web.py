@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import time
@@ -93,14 +94,17 @@ async def select_one_ms(pool: Any) -> float:
         return (time.perf_counter() - started) * 1000
 
 
-def loopback_server(app: Any, port: int) -> Any:
-    """uvicorn serving ``app`` on 127.0.0.1 only, quiet, as every sandbox service runs; ``.run()``
+def loopback_server(app: Any, port: int, host: str = "127.0.0.1") -> Any:
+    """uvicorn serving ``app`` on a loopback address only (127.0.0.1, or a pod's own address in
+    127.0.0.0/8 under the sandbox's node agent), quiet, as every sandbox service runs; ``.run()``
     it, then ``.started`` says whether it ever listened."""
     import uvicorn  # the sandbox's services only: the gates never import it
 
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"{host} is not a loopback address: the sandbox's services listen on loopback only")
     config = uvicorn.Config(
         app,
-        host="127.0.0.1",
+        host=host,
         port=port,
         log_config=None,
         log_level="warning",

@@ -117,6 +117,7 @@ def main(
     parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
     parser.add_argument("--release", required=True)
     parser.add_argument("--port", type=int)
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default: 127.0.0.1)")
     args = parser.parse_args()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {prog}[{args.release}] %(message)s"))
@@ -133,8 +134,8 @@ def main(
         return migrate(release, os.environ["DATABASE_URL"])
     if args.port is None:
         parser.error("--port is required to serve")
-    server = loopback_server(make_app(release, args.port), args.port)
-    log.info("release %s listening on 127.0.0.1:%d", release.name, args.port)
+    server = loopback_server(make_app(release, args.port), args.port, args.host)
+    log.info("release %s listening on %s:%d", release.name, args.host, args.port)
     server.run()
     return 0 if server.started else 1
 

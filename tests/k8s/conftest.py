@@ -1,4 +1,9 @@
-"""Fixtures of the Kubernetes tests: a simulated cluster per test (see k8s_simulation.py)."""
+"""Fixtures of the Kubernetes tests.
+
+``kube``: a namespace of its own on a real control plane (real_cluster.py; one control plane per
+test file, so that none idles beside the other files' tests; built by ``make k8s-tools``). ``cluster``: the simulated cluster
+(k8s_simulation.py) the tests not yet moved to the real API still use.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ if str(HERE) not in sys.path:  # the emulator and simulation modules sit next to
     sys.path.insert(0, str(HERE))
 
 from k8s_cluster import Cluster  # noqa: E402
+from real_cluster import Cluster as RealCluster  # noqa: E402
+from real_cluster import Session  # noqa: E402
 
 
 @pytest.fixture
@@ -25,3 +32,23 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         simulated.close()
     assert not simulated.sim.errors, f"the simulation failed: {simulated.sim.errors[0]!r}"
+
+
+@pytest.fixture(scope="module")
+def kube_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """The file's real control plane, three nodes of the sandbox's node agent, Argo Rollouts."""
+    session = Session(tmp_path_factory.mktemp("kubernetes"))
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def kube(kube_session: Session, tmp_path: Path) -> Iterator[RealCluster]:
+    """A namespace of its own on the real control plane, deleted after the test."""
+    namespace = RealCluster(kube_session, tmp_path)
+    try:
+        yield namespace
+    finally:
+        namespace.close()

@@ -83,9 +83,30 @@ ldflags_for() { # name version
   esac
 }
 
+# The Argo Rollouts controller listens for its metrics and health on 0.0.0.0, a constant with no
+# flag (controller/controller.go: listenAddr). Nothing of the sandbox may listen beyond
+# loopback, so its build compiles a copy of the module (in the cache dir) with that one line
+# changed, "0.0.0.0:%d" made "127.0.0.1:%d", through a `replace` in a copy of the tool's go.mod
+# given to `go build -modfile` (an -overlay may not replace files in the module cache).
+# Prints the -modfile's path.
+ROLLOUTS_LISTEN_PATCH='s/"0\.0\.0\.0:%d"/"127.0.0.1:%d"/'
+rollouts_modfile() { # moddir module dest
+  local src copy=$3/.src
+  src=$(cd "$here/$1" && GOTOOLCHAIN=$(toolchain_for "$1") go list -m -f '{{.Dir}}' "$2")
+  rm -rf "$copy"; mkdir -p "$copy"
+  cp -r "$src"/. "$copy"/; chmod -R u+w "$copy"; rm -rf "$copy/ui" "$copy/docs"
+  sed -i "$ROLLOUTS_LISTEN_PATCH" "$copy/controller/controller.go"
+  grep -q '"127.0.0.1:%d"' "$copy/controller/controller.go" \
+    || { echo "k8s-tools: $src/controller/controller.go no longer has the listen address to patch" >&2; return 1; }
+  cp "$here/$1/go.mod" "$copy.go.mod"; cp "$here/$1/go.sum" "$copy.go.sum"
+  echo "replace $2 => $copy" >>"$copy.go.mod"
+  echo "$copy.go.mod"
+}
+
 stamp_of() { # moddir name version: everything a build depends on
   { GOTOOLCHAIN=$(toolchain_for "$1") go version; cat "$here/$1/go.mod" "$here/$1/go.sum"
-    echo "CGO_ENABLED=$CGO_ENABLED $(ldflags_for "$2" "$3")"; } | sha256sum | cut -d' ' -f1
+    echo "CGO_ENABLED=$CGO_ENABLED $(ldflags_for "$2" "$3")"
+    [[ $2 != rollouts-controller ]] || echo "overlay $ROLLOUTS_LISTEN_PATCH"; } | sha256sum | cut -d' ' -f1
 }
 
 dir_of() { # name -> cache dir
@@ -124,8 +145,12 @@ build_one() {
   rm -f "$dest/.built"
   tmp=$(mktemp "$dest/.$name.XXXXXX")
   local start=$SECONDS
+  local overlay=()
+  if [[ $name == rollouts-controller ]]; then
+    overlay=(-modfile "$(rollouts_modfile "$moddir" "$mod" "$dest")")
+  fi
   (cd "$here/$moddir" && GOTOOLCHAIN=$(toolchain_for "$moddir") nice -n "$nice_level" go build -trimpath \
-      -ldflags "-s -w $(ldflags_for "$name" "$version")" -o "$tmp" "$pkg")
+      "${overlay[@]}" -ldflags "-s -w $(ldflags_for "$name" "$version")" -o "$tmp" "$pkg")
   mv -f "$tmp" "$dest/$name"
   if [[ $name == rollouts-controller ]]; then
     # The CRDs ship in the same module: copy them beside the binary.

@@ -1,4 +1,5 @@
-"""Rolling updates on the simulated cluster, through the official client over real HTTP.
+"""Rolling updates on a real control plane: the API server, the Deployment and ReplicaSet
+controllers and the scheduler of Kubernetes, pods run by the sandbox's node agent.
 
 Granter phase 3 (three deployments in order, each checked before the next), Release Manager
 (RollingUpdate 1/0, ``kubectl rollout undo``), and the failures a rollout must catch fast.
@@ -10,30 +11,30 @@ import itertools
 import time
 
 import pytest
-from k8s_cluster import Cluster
+from real_cluster import Cluster
 
 from releasegate.platforms.kubernetes import KubernetesPlatform
 
 GRANTER = ["backend-core", "data-service", "web-frontend"]
 
 
-def granter(cluster: Cluster, **overrides) -> KubernetesPlatform:
+def granter(kube: Cluster, **overrides) -> KubernetesPlatform:
     """Granter's three services at v1.9.0, and the platform that updates them in order."""
     for name in GRANTER:
-        cluster.add_deployment(name, f"granter/{name}:v1.9.0")
+        kube.add_deployment(name, f"granter/{name}:v1.9.0")
     deployments = [{"name": n, "container": n, "image": f"granter/{n}:v{{release}}"} for n in GRANTER]
-    return KubernetesPlatform(cluster.settings(deployments, **overrides), "http://granter.example")
+    return KubernetesPlatform(kube.settings(deployments, **overrides), "http://granter.example")
 
 
-def test_three_deployments_roll_out_in_order_each_checked_before_the_next(cluster):
-    platform = granter(cluster, rollback="image")
+def test_three_deployments_roll_out_in_order_each_checked_before_the_next(kube):
+    platform = granter(kube, rollback="image")
     assert platform.current_release() == "1.9.0"
 
     result = platform.deploy("2.0.0")
 
     assert result.ok, result.reason
-    assert cluster.image_changes() == [(n, f"granter/{n}:v2.0.0") for n in GRANTER]
-    assert [cluster.image(n) for n in GRANTER] == [f"granter/{n}:v2.0.0" for n in GRANTER]
+    assert kube.image_changes() == [(n, f"granter/{n}:v2.0.0") for n in GRANTER]
+    assert [kube.image(n) for n in GRANTER] == [f"granter/{n}:v2.0.0" for n in GRANTER]
     events = "\n".join(result.events)
     for before, after in itertools.pairwise(GRANTER):  # each finished before the next began
         assert events.index(f"deployment {before} successfully rolled out") < events.index(
@@ -46,8 +47,8 @@ def test_three_deployments_roll_out_in_order_each_checked_before_the_next(cluste
     assert status.releases_serving == {"2.0.0"}
 
 
-def test_the_revisions_before_a_change_are_what_the_ledger_keeps(cluster):
-    platform = granter(cluster)
+def test_the_revisions_before_a_change_are_what_the_ledger_keeps(kube):
+    platform = granter(kube)
     before = platform.revisions_now()
     platform.deploy("2.0.0")
 
@@ -55,36 +56,36 @@ def test_the_revisions_before_a_change_are_what_the_ledger_keeps(cluster):
     assert platform.revisions_now() == [{"deployment": n, "revision": 2, "release": "2.0.0"} for n in GRANTER]
 
 
-def test_the_container_is_found_by_name_and_nothing_else_in_it_changes(cluster):
-    platform = granter(cluster)
-    before = cluster.deployment("backend-core").spec.template.spec.containers
+def test_the_container_is_found_by_name_and_nothing_else_in_it_changes(kube):
+    platform = granter(kube)
+    before = kube.deployment("backend-core").spec.template.spec.containers
 
     assert platform.deploy("2.0.0").ok
 
-    after = cluster.deployment("backend-core").spec.template.spec.containers
+    after = kube.deployment("backend-core").spec.template.spec.containers
     assert [c.name for c in after] == ["log-shipper", "backend-core"]
     assert after[0].image == before[0].image == "fluent/fluent-bit:3.0"
     assert after[1].env == before[1].env and after[1].ports == before[1].ports
     assert after[1].resources == before[1].resources
 
 
-def test_a_failing_deployment_stops_the_rollout_before_the_next_one(cluster):
-    platform = granter(cluster)
-    cluster.behave("granter/data-service:v2.0.0", fault="CrashLoopBackOff")
+def test_a_failing_deployment_stops_the_rollout_before_the_next_one(kube):
+    platform = granter(kube)
+    kube.behave("granter/data-service:v2.0.0", fault="CrashLoopBackOff")
 
     result = platform.deploy("2.0.0")
 
     assert not result.ok
     assert "deployment data-service" in result.reason and "CrashLoopBackOff" in result.reason
-    assert cluster.image("backend-core") == "granter/backend-core:v2.0.0"
-    assert cluster.image("web-frontend") == "granter/web-frontend:v1.9.0", "never touched"
+    assert kube.image("backend-core") == "granter/backend-core:v2.0.0"
+    assert kube.image("web-frontend") == "granter/web-frontend:v1.9.0", "never touched"
 
 
-def test_progress_deadline_exceeded_fails_with_the_reason(cluster):
-    cluster.add_deployment("release-manager-prod", "release-manager:prod-1", progress_deadline_s=1)
-    cluster.behave("release-manager:prod-2", fault="NeverReady")
+def test_progress_deadline_exceeded_fails_with_the_reason(kube):
+    kube.add_deployment("release-manager-prod", "release-manager:prod-1", progress_deadline_s=1)
+    kube.behave("release-manager:prod-2", fault="NeverReady")
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "release-manager-prod",
@@ -105,18 +106,18 @@ def test_progress_deadline_exceeded_fails_with_the_reason(cluster):
     )
     assert "timed out progressing" in result.reason
     assert "1 new pod(s) not ready" in result.reason and "Running, not ready" in result.reason
-    assert cluster.image("release-manager-prod") == "release-manager:prod-2"
-    assert len([p for p in cluster.pods("release-manager-prod")]) == 4, (
+    assert kube.image("release-manager-prod") == "release-manager:prod-2"
+    assert len([p for p in kube.pods("release-manager-prod")]) == 4, (
         "max unavailable 0: the 3 old pods serve on"
     )
 
 
-def test_crash_loop_is_caught_long_before_the_deadline(cluster):
-    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
-    cluster.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff", fault_after_s=0.2)
-    timeout_s = 8.0
+def test_crash_loop_is_caught_long_before_the_deadline(kube):
+    kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
+    kube.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff", fault_after_s=0.2)
+    timeout_s = 120.0
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "backend-core",
@@ -134,9 +135,9 @@ def test_crash_loop_is_caught_long_before_the_deadline(cluster):
     elapsed = time.monotonic() - started
 
     assert not result.ok
-    assert elapsed < timeout_s / 4, f"took {elapsed:.1f} s of a {timeout_s:g} s deadline"
+    assert elapsed < timeout_s / 8, f"took {elapsed:.1f} s of a {timeout_s:g} s deadline"
     assert (
-        "container backend-core: CrashLoopBackOff (back-off 10s restarting failed container=backend-core)"
+        "container backend-core: CrashLoopBackOff (back-off 1s restarting failed container=backend-core"
         in result.reason
     )
     assert "last exit Error (code 1)" in result.reason
@@ -145,17 +146,20 @@ def test_crash_loop_is_caught_long_before_the_deadline(cluster):
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ("ImagePullBackOff", 'ImagePullBackOff (Back-off pulling image "granter/backend-core:v2.0.0")'),
-        ("ErrImagePull", "ErrImagePull (failed to pull and unpack image"),
+        ("ErrImagePull", 'ErrImagePull (failed to pull and unpack image "granter/backend-core:v2.0.0"'),
         ("OOMKilled", "OOMKilled (exit code 137)"),
         ("CreateContainerConfigError", 'CreateContainerConfigError (secret "app-secrets" not found)'),
     ],
 )
-def test_pods_that_cannot_start_fail_the_rollout_with_their_reason(cluster, fault, expected):
-    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
-    cluster.behave("granter/backend-core:v2.0.0", fault=fault, fault_after_s=0)  # no ErrImagePull first
+def test_pods_that_cannot_start_fail_the_rollout_with_their_reason(kube, fault, expected):
+    """The first of a kubelet's reasons fails the rollout: ErrImagePull, before any back-off."""
+    kube.add_deployment("backend-core", "granter/backend-core:v1.9.0", secret_env={"API_KEY": "app-secrets"})
+    if fault == "CreateContainerConfigError":  # the Secret the pods read is gone
+        kube.core.delete_namespaced_secret("app-secrets", kube.namespace)
+    else:
+        kube.behave("granter/backend-core:v2.0.0", fault=fault)
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "backend-core",
@@ -170,13 +174,16 @@ def test_pods_that_cannot_start_fail_the_rollout_with_their_reason(cluster, faul
     result = platform.deploy("2.0.0")
 
     assert not result.ok
-    assert expected in result.reason
-    assert result.duration_s < 3
+    # caught as it happens, or in the back-off after it ("last exit OOMKilled (code 137)")
+    assert expected in result.reason or (
+        "last exit OOMKilled (code 137)" in result.reason and fault == "OOMKilled"
+    )
+    assert result.duration_s < 10, "long before the rollout's deadline"
 
 
-def test_rollout_undo_goes_back_to_the_recorded_revision(cluster):
-    cluster.add_deployment("release-manager-prod", "release-manager:prod-aaa")
-    settings = cluster.settings(
+def test_rollout_undo_goes_back_to_the_recorded_revision(kube):
+    kube.add_deployment("release-manager-prod", "release-manager:prod-aaa")
+    settings = kube.settings(
         [
             {
                 "name": "release-manager-prod",
@@ -189,7 +196,7 @@ def test_rollout_undo_goes_back_to_the_recorded_revision(cluster):
     platform = KubernetesPlatform(settings, "http://rm.example")
     assert platform.deploy("bbb").ok  # revision 2
     assert platform.undo_records()[0].revision == 1
-    cluster.behave("release-manager:prod-ccc", fault="CrashLoopBackOff")
+    kube.behave("release-manager:prod-ccc", fault="CrashLoopBackOff")
     assert not platform.deploy("ccc").ok  # revision 3, crash-looping
     assert platform.undo_records()[0].revision == 2
 
@@ -197,58 +204,57 @@ def test_rollout_undo_goes_back_to_the_recorded_revision(cluster):
 
     assert result.ok, result.reason
     assert "kubectl rollout undo deployment/release-manager-prod --to-revision=2" in result.events
-    assert cluster.image("release-manager-prod") == "release-manager:prod-bbb"
+    assert kube.image("release-manager-prod") == "release-manager:prod-bbb"
     assert platform.current_release() == "bbb" and result.release == "bbb"
     assert (
-        cluster.deployment("release-manager-prod").metadata.annotations["deployment.kubernetes.io/revision"]
+        kube.deployment("release-manager-prod").metadata.annotations["deployment.kubernetes.io/revision"]
         == "4"
     )
-    assert {p.spec.containers[1].image for p in cluster.pods("release-manager-prod")} == {
+    assert {p.spec.containers[1].image for p in kube.pods("release-manager-prod")} == {
         "release-manager:prod-bbb"
     }
-    assert "pod-template-hash" not in cluster.deployment("release-manager-prod").spec.template.metadata.labels
+    assert "pod-template-hash" not in kube.deployment("release-manager-prod").spec.template.metadata.labels
 
 
-def test_rollback_by_image_tag_goes_in_reverse_order(cluster):
-    platform = granter(cluster, rollback="image")
-    cluster.behave("granter/web-frontend:v2.0.0", fault="ImagePullBackOff")
+def test_rollback_by_image_tag_goes_in_reverse_order(kube):
+    platform = granter(kube, rollback="image")
+    kube.behave("granter/web-frontend:v2.0.0", fault="ImagePullBackOff")
     assert not platform.deploy("2.0.0").ok
 
     result = platform.rollback("1.9.0")
 
     assert result.ok, result.reason
-    rolled_back = cluster.image_changes()[3:]
+    rolled_back = kube.image_changes()[3:]
     assert rolled_back == [(n, f"granter/{n}:v1.9.0") for n in reversed(GRANTER)]
-    assert [cluster.image(n) for n in GRANTER] == [f"granter/{n}:v1.9.0" for n in GRANTER]
+    assert [kube.image(n) for n in GRANTER] == [f"granter/{n}:v1.9.0" for n in GRANTER]
     assert platform.status().releases_serving == {"1.9.0"}
 
 
-def test_restarts_above_the_limit_fail_the_rollout(cluster):
-    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
-    cluster.behave("granter/backend-core:v2.0.0", restarts=2)
-    settings = cluster.settings(
+def test_restarts_above_the_limit_fail_the_rollout(kube):
+    kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
+    kube.behave("granter/backend-core:v2.0.0", restarts=1)  # exits once, restarted at once, then serves
+    settings = kube.settings(
         [{"name": "backend-core", "container": "backend-core", "image": "granter/backend-core:v{release}"}],
-        max_restarts=1,
+        max_restarts=0,  # Summit: "High pod restart counts" trigger a rollback
     )
     platform = KubernetesPlatform(settings, "http://granter.example")
 
     result = platform.deploy("2.0.0")
 
     assert not result.ok
-    assert "restarted 2 time(s) (at most 1 allowed)" in result.reason
-    assert platform.restart_counts()["backend-core"] and set(
-        platform.restart_counts()["backend-core"].values()
-    ) == {2}
+    assert "restarted 1 time(s) (at most 0 allowed)" in result.reason
+    counts = platform.restart_counts()["backend-core"]
+    assert max(counts.values()) == 1, "the new pod that restarted; the rollout stopped there"
 
 
-def test_error_lines_in_the_new_pods_logs_fail_the_rollout(cluster):
-    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
-    cluster.behave(
+def test_error_lines_in_the_new_pods_logs_fail_the_rollout(kube):
+    kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
+    kube.behave(
         "granter/backend-core:v2.0.0",
         logs=("INFO started", 'ERROR relation "grants" does not exist', "INFO ready"),
     )
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "backend-core",
@@ -268,14 +274,14 @@ def test_error_lines_in_the_new_pods_logs_fail_the_rollout(cluster):
     assert all("ERROR relation" in line for line in platform.error_log_lines(since=None))
 
 
-def test_the_rolling_update_strategy_is_set_when_the_environment_says_so(cluster):
-    cluster.add_deployment(
+def test_the_rolling_update_strategy_is_set_when_the_environment_says_so(kube):
+    kube.add_deployment(
         "release-manager-prod",
         "release-manager:prod-aaa",
         strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
     )
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "release-manager-prod",
@@ -293,49 +299,49 @@ def test_the_rolling_update_strategy_is_set_when_the_environment_says_so(cluster
     result = platform.deploy("bbb")
 
     assert result.ok, result.reason
-    strategy = cluster.deployment("release-manager-prod").spec.strategy
+    strategy = kube.deployment("release-manager-prod").spec.strategy
     assert strategy.type == "RollingUpdate"
     assert (strategy.rolling_update.max_surge, strategy.rolling_update.max_unavailable) == (1, 0)
     assert any("RollingUpdate maxSurge 1, maxUnavailable 0" in e for e in result.events)
 
 
-def test_maintenance_by_scaling_to_zero_and_back(cluster):
+def test_maintenance_by_scaling_to_zero_and_back(kube):
     platform = granter(
-        cluster, maintenance={"mode": "scale-to-zero", "deployments": ["backend-core"], "drain_s": 0}
+        kube, maintenance={"mode": "scale-to-zero", "deployments": ["backend-core"], "drain_s": 0}
     )
 
     state = platform.enter_maintenance()
 
     assert state.before == {"backend-core": 3}
-    assert cluster.pods("backend-core") == []
-    assert len(cluster.pods("data-service")) == 3, "only the deployments named"
+    assert kube.pods("backend-core") == []
+    assert len(kube.pods("data-service")) == 3, "only the deployments named"
     # the migration runs here; then the deploy brings the replicas back at the new release
     result = platform.deploy("2.0.0")
     assert result.ok, result.reason
-    pods = cluster.pods("backend-core")
+    pods = kube.pods("backend-core")
     assert len(pods) == 3 and {p.spec.containers[1].image for p in pods} == {"granter/backend-core:v2.0.0"}
     assert "releasegate.dev/maintenance-replicas" not in (
-        cluster.deployment("backend-core").metadata.annotations or {}
+        kube.deployment("backend-core").metadata.annotations or {}
     )
 
 
-def test_maintenance_by_environment_variable_and_back(cluster):
-    platform = granter(cluster, maintenance={"mode": "env", "deployments": ["backend-core"]})
+def test_maintenance_by_environment_variable_and_back(kube):
+    platform = granter(kube, maintenance={"mode": "env", "deployments": ["backend-core"]})
 
     state = platform.enter_maintenance()
 
-    env = {e.name: e.value for e in cluster.deployment("backend-core").spec.template.spec.containers[1].env}
+    env = {e.name: e.value for e in kube.deployment("backend-core").spec.template.spec.containers[1].env}
     assert env == {"APP_ENV": "production", "MAINTENANCE_MODE": "true"}
-    assert cluster.rolled_out("backend-core")
+    assert kube.rolled_out("backend-core")
     platform.leave_maintenance(state)
-    env = {e.name: e.value for e in cluster.deployment("backend-core").spec.template.spec.containers[1].env}
+    env = {e.name: e.value for e in kube.deployment("backend-core").spec.template.spec.containers[1].env}
     assert env == {"APP_ENV": "production", "MAINTENANCE_MODE": "false"}
-    assert cluster.image("backend-core") == "granter/backend-core:v1.9.0"
+    assert kube.image("backend-core") == "granter/backend-core:v1.9.0"
 
 
-def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(cluster):
-    cluster.add_deployment("release-manager-prod", "release-manager:prod-aaa")
-    settings = cluster.settings(
+def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(kube):
+    kube.add_deployment("release-manager-prod", "release-manager:prod-aaa")
+    settings = kube.settings(
         [
             {
                 "name": "release-manager-prod",
@@ -362,12 +368,12 @@ def test_a_second_rollback_changes_nothing_and_the_next_deploy_records_afresh(cl
     assert platform.current_release() == "aaa"
 
 
-def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(cluster):
+def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(kube):
     """Until the controller has seen the undo, the current pods are the crash-looping ones."""
-    cluster.add_deployment("backend-core", "granter/backend-core:v1.9.0")
-    cluster.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff")
+    kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
+    kube.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff")
     platform = KubernetesPlatform(
-        cluster.settings(
+        kube.settings(
             [
                 {
                     "name": "backend-core",
@@ -380,25 +386,23 @@ def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(cluster):
     )
     assert not platform.deploy("2.0.0").ok
 
-    cluster.sim.pause(2)  # long enough for the undo to be read back on a busy machine
     result = platform.rollback()
 
     assert result.ok, result.reason
-    assert any(
-        e.startswith("waiting for deployment backend-core spec update to be observed (")
-        for e in result.events
-    )
     assert platform.current_release() == "1.9.0"
+    pods = kube.pods("backend-core")
+    assert {p.spec.containers[1].image for p in pods} == {"granter/backend-core:v1.9.0"}
+    assert all(s.ready for p in pods for s in p.status.container_statuses), "the pods serving are ready ones"
 
 
-def test_a_rollback_leaves_alone_what_the_failed_deploy_never_reached(cluster):
-    platform = granter(cluster)
+def test_a_rollback_leaves_alone_what_the_failed_deploy_never_reached(kube):
+    platform = granter(kube)
     assert platform.deploy("1.9.1").ok  # every deployment carries a record of 1.9.0 -> 1.9.1
-    cluster.behave("granter/data-service:v2.0.0", fault="CrashLoopBackOff")
+    kube.behave("granter/data-service:v2.0.0", fault="CrashLoopBackOff")
     assert not platform.deploy("2.0.0").ok  # backend-core and data-service changed, web-frontend not
 
     result = platform.rollback()
 
     assert result.ok, result.reason
     assert "deployment web-frontend: not changed by the last deploy, left as it is" in result.events
-    assert [cluster.image(n) for n in GRANTER] == [f"granter/{n}:v1.9.1" for n in GRANTER]
+    assert [kube.image(n) for n in GRANTER] == [f"granter/{n}:v1.9.1" for n in GRANTER]
