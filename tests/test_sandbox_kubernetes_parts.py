@@ -80,8 +80,13 @@ def _slice(service, port, endpoints, namespace="ns", port_name=None):
 
 
 def test_the_proxy_routes_a_service_to_its_ready_endpoints_only():
-    service = NS(metadata=NS(namespace="ns", name="web"), spec=NS(cluster_ip="127.96.0.10", ports=[NS(name=None, port=80)]))
-    headless = NS(metadata=NS(namespace="ns", name="db"), spec=NS(cluster_ip="None", ports=[NS(name=None, port=5432)]))
+    service = NS(
+        metadata=NS(namespace="ns", name="web"),
+        spec=NS(cluster_ip="127.96.0.10", ports=[NS(name=None, port=80)]),
+    )
+    headless = NS(
+        metadata=NS(namespace="ns", name="db"), spec=NS(cluster_ip="None", ports=[NS(name=None, port=5432)])
+    )
     slices = [
         _slice("web", 8080, [("100.96.0.2", True), ("100.96.0.3", False), ("100.96.0.4", None)]),
         _slice("web", 8080, [("100.96.0.9", True)], namespace="other"),  # another namespace's web

@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from api_proxy import ApiProxy
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -25,8 +26,11 @@ from kubernetes.client.rest import ApiException
 from releasegate.config import KubernetesPlatformSettings
 from releasegate.probes.kubernetes_objects import rollout_state
 from sandbox.cluster import Cluster as SandboxCluster
+from sandbox.images import DEFAULT as DEFAULT_CATALOG
 
 CONTEXT = "sandbox-prod"
+DEMO = "releasegate/demo"
+"""The sandbox's demo service (sandbox.service), run as it is."""
 REPOSITORIES = (
     "granter/backend-core",
     "granter/data-service",
@@ -38,20 +42,33 @@ _numbers = itertools.count(1)
 
 
 def write_catalog(path: Path, behaviours: Path, missing: dict[str, list[str]] | None = None) -> None:
-    """The test registry: the workload for every repository, the sidecar a sleeping process."""
+    """The test registry: the workload for every repository of REPOSITORIES, the sidecar a
+    sleeping process, and the sandbox's demo service as sandbox/images.toml runs it."""
     missing = missing or {}
-    lines = ['[images."fluent/fluent-bit"]', 'command = ["sleep", "infinity"]', 'releases = "*"', ""]
+    images: dict[str, Any] = {
+        "fluent/fluent-bit": {"command": ["sleep", "infinity"], "releases": "*"},
+        DEMO: tomllib.loads(DEFAULT_CATALOG.read_text())["images"][DEMO],
+    }
     for repo in REPOSITORIES:
-        lines += [
-            f'[images."{repo}"]',
-            'command = ["{python}", "-m", "sandbox.workload", "--image", "{image}", "--host", "{host}", '
-            f'"--port", "{{port}}", "--behaviours", "{behaviours}"]',
-            'releases = "*"',
-            f"missing = {json.dumps(missing.get(repo, []))}",
-            "",
-        ]
+        images[repo] = {
+            "command": [
+                "{python}",
+                "-m",
+                "sandbox.workload",
+                "--image",
+                "{image}",
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+                "--behaviours",
+                str(behaviours),
+            ],
+            "releases": "*",
+            "missing": missing.get(repo, []),
+        }
     partial = path.with_suffix(".partial")  # the agent reads it while a test writes it
-    partial.write_text("\n".join(lines))
+    partial.write_text(tomli_w.dumps({"images": images}))
     partial.replace(path)
 
 
@@ -179,6 +196,7 @@ class Cluster:
         replicas: int = 3,
         container: str | None = None,
         labels: dict[str, str] | None = None,
+        selector: dict[str, str] | None = None,
         progress_deadline_s: int = 600,
         strategy: dict[str, Any] | None = None,
         requests: tuple[str, str] = ("100m", "128Mi"),
@@ -187,7 +205,8 @@ class Cluster:
         wait: bool = True,
     ) -> None:
         """A Deployment whose release container sits second, after a sidecar (found by name);
-        ``secret_env`` (variable -> Secret, made here with a key ``value``) is read from Secrets."""
+        ``secret_env`` (variable -> Secret, made here with a key ``value``) is read from Secrets;
+        ``selector`` (default: all of ``labels``) is immutable once made, as the API says."""
         labels = labels or {"app": name}
         for secret in set((secret_env or {}).values()):
             self.core.create_namespaced_secret(
@@ -203,7 +222,7 @@ class Cluster:
                 "spec": {
                     "replicas": replicas,
                     "progressDeadlineSeconds": progress_deadline_s,
-                    "selector": {"matchLabels": labels},
+                    "selector": {"matchLabels": selector or labels},
                     "strategy": strategy
                     or {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                     "template": {

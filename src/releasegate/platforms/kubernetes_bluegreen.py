@@ -17,7 +17,7 @@ from releasegate.config import KubernetesBlueGreenSettings, KubernetesDeployment
 from releasegate.errors import ActionError
 from releasegate.platforms.base import Instance, PlatformStatus, Progress
 from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of, now
-from releasegate.probes.kubernetes_objects import pod_ready, selector_matches
+from releasegate.probes.kubernetes_objects import not_terminating, pod_ready, selector_matches
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -75,7 +75,7 @@ class BlueGreen:
             deployment = self.ops.get(spec.name)
             if color == active:
                 desired = deployment.spec.replicas or 0
-            for pod in self.kube.pods(deployment.spec.selector):
+            for pod in not_terminating(self.kube.pods(deployment.spec.selector)):
                 instances.append(instance_of(pod, spec.container, spec.image))
                 if pod_ready(pod) and selector_matches(selector, pod.metadata.labels):
                     serving.append(pod.metadata.name)

@@ -225,6 +225,13 @@ def rollout_state(deployment: Any) -> RolloutState:
 # -- pods -------------------------------------------------------------------------------------
 
 
+def not_terminating(pods: list[Any]) -> list[Any]:
+    """The pods that are not on their way out: a pod being deleted has left its Service's
+    endpoints already and is no instance of the release any more, though the API lists it
+    until its grace period ends."""
+    return [p for p in pods if not p.metadata.deletion_timestamp]
+
+
 def pod_ready(pod: Any) -> bool:
     for condition in (pod.status.conditions if pod.status else None) or []:
         if condition.type == "Ready":
