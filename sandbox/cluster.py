@@ -13,13 +13,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from releasegate.platforms.base import Progress
-from sandbox.common import ComponentStatus, SandboxError, pid_from_file, stop_pid, tail_file, wait_for
+from sandbox.common import (
+    ComponentStatus,
+    SandboxError,
+    await_ready,
+    pid_from_file,
+    spawn,
+    stop_pid,
+    wait_for,
+)
 from sandbox.control_plane import ControlPlane, tool
 from sandbox.images import DEFAULT as DEFAULT_CATALOG
 
@@ -40,6 +49,7 @@ class Cluster:
         self.argo = argo
         self.catalog = catalog
         self.backoff_s = backoff_s
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.kubeconfig))
@@ -134,20 +144,14 @@ class Cluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        log = (self.dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))  # fmt: skip
-        log.close()
-        (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self._procs[name] = spawn(argv, self.dir / f"{name}.log", cwd=Path(__file__).resolve().parent.parent)
 
-    def _wait(self, what: str, name: str, ready: object) -> None:
-        needle = ROLLOUTS if name == "argo" else AGENT
-
-        def done() -> bool:
-            return bool(ready()) or pid_from_file(self.dir / f"{name}.pid", needle) is None  # type: ignore[operator]
-
-        if not wait_for(done, READY_TIMEOUT_S, 0.2) or not ready():  # type: ignore[operator]
-            log = self.dir / f"{name}.log"
-            raise SandboxError(
-                f"kubernetes: {what} not ready within {READY_TIMEOUT_S:g} s: {tail_file(log)} (log: {log})"
-            )
+    def _wait(self, what: str, name: str, ready: Callable[[], bool]) -> None:
+        proc = self._procs.get(name)
+        if proc is None:  # already running, started by another process: only readiness to wait for
+            if not wait_for(ready, READY_TIMEOUT_S, 0.2):
+                raise SandboxError(
+                    f"kubernetes: {what} not ready within {READY_TIMEOUT_S:g} s (log: {self.dir / f'{name}.log'})"
+                )
+            return
+        await_ready(what, proc, ready, READY_TIMEOUT_S, self.dir / f"{name}.log")

@@ -105,3 +105,39 @@ def tail_file(path: Path, count: int = 3) -> str:
         return last_lines(path.read_text(errors="replace"), count)
     except OSError:
         return f"(no log at {path})"
+
+
+def spawn(argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-running component in its own session (it outlives its starter), its output
+    appended to ``log``, its pid written beside the log as ``<name>.pid``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+        )
+    log.with_suffix(".pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def await_ready(
+    what: str, proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float, log: Path
+) -> None:
+    """Until ``ready()`` says so; a process that exits first, or a wait past ``timeout_s``, raises
+    SandboxError with the last lines of its log. Each answer of ``ready`` is taken once: a check
+    that passed is not asked again (on a busy machine a second look may time out)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        code = proc.poll()
+        if code is not None:
+            raise SandboxError(
+                f"kubernetes: {what} exited with {code} while starting: {tail_file(log)} (log: {log})"
+            )
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"kubernetes: {what} did not become ready within {timeout_s:g} s: {tail_file(log)} (log: {log})"
+            )
+        time.sleep(0.1)

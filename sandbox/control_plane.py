@@ -29,6 +29,7 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -41,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from releasegate.platforms.base import Progress
-from sandbox.common import ComponentStatus, SandboxError, pid_from_file, stop_pid, tail_file, wait_for
+from sandbox.common import ComponentStatus, SandboxError, await_ready, pid_from_file, spawn, stop_pid
 
 SERVICE_RANGE = ipaddress.ip_network("127.96.0.0/11")
 """Loopback, so a ClusterIP is an address this machine can listen on."""
@@ -213,6 +214,7 @@ class ControlPlane:
         self.dir = directory
         self.kubeconfig = directory / "kubeconfig"
         self._ports_file = directory / "ports.json"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- what a caller reads ---------------------------------------------------------------------
 
@@ -320,6 +322,7 @@ class ControlPlane:
         self._wait(
             "the default ServiceAccount (kube-controller-manager)",
             lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            "kube-controller-manager",
         )
         return f"{self.url} in {time.monotonic() - started:.1f} s (kubeconfig {self.kubeconfig})"
 
@@ -337,27 +340,12 @@ class ControlPlane:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _spawn(self, name: str, binary: Path, args: list[str]) -> None:
-        log = (self.dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [str(binary), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
-        (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self._procs[name] = spawn([str(binary), *args], self.dir / f"{name}.log")
 
-    def _wait(self, name: str, ready: object) -> None:
-        component = name.split(" ")[0]
-        pidfile = self.dir / f"{component}.pid"
-
-        def up_or_dead() -> bool:
-            return bool(ready()) or (pidfile.exists() and pid_from_file(pidfile, component) is None)  # type: ignore[operator]
-
-        if not wait_for(up_or_dead, START_TIMEOUT_S, 0.1) or not ready():  # type: ignore[operator]
-            log = self.dir / f"{component}.log"
-            raise SandboxError(
-                f"kubernetes: {name} did not become ready within {START_TIMEOUT_S:g} s: {tail_file(log)} "
-                f"(log: {log})"
-            )
+    def _wait(self, name: str, ready: Callable[[], bool], component: str | None = None) -> None:
+        """``component`` (default: ``name``) is the process whose exit or log explains a failure."""
+        component = component or name
+        await_ready(name, self._procs[component], ready, START_TIMEOUT_S, self.dir / f"{component}.log")
 
     def _write_kubeconfig(self, pki: _Pki, port: int) -> None:
         config = {

@@ -13,6 +13,9 @@ seen by the real node agent, controllers and API server. A behaviour:
 - ``leak_mib_per_s``: keeps that much more memory every second (an OOMKill to be);
 - ``crash_times``: exit only on the first N starts of each pod (counted in a file beside the behaviours).
 
+- ``error_rate``: what ``GET /analysis`` reports (``{"error_rate": 0.0}`` otherwise), for an
+  Argo AnalysisTemplate's web provider.
+
 GET /health answers ``{"status": "healthy", "version": <the image's tag>}``.
 """
 
@@ -70,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     async def live(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    async def analysis(_request: Request) -> JSONResponse:
+        return JSONResponse({"error_rate": float(behaviour.get("error_rate", 0.0)), "version": tag})
+
     async def on_start() -> None:
         loop = asyncio.get_running_loop()
         state["started"] = loop.time()
@@ -93,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         await on_start()
         yield
 
-    app = Starlette(routes=[Route("/health", health), Route("/health/live", live)], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/health", health), Route("/health/live", live), Route("/analysis", analysis)],
+        lifespan=lifespan,
+    )
     server = loopback_server(app, args.port, args.host)
     server.run()
     return 0 if server.started else 1

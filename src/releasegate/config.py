@@ -347,6 +347,23 @@ class HelmSettings(Model):
         default_factory=lambda: {"image.tag": "{release}"}, description="--set KEY=VALUE, {release} filled in"
     )
     timeout_s: float = Field(600.0, gt=0, description="--timeout (GA 4.2: 10m)")
+    wait: Literal["yes", "watcher", "legacy", "hookOnly"] = Field(
+        "yes",
+        description="`--wait` (yes) or Helm 4's `--wait=STRATEGY`: 'legacy' waits as Helm 3 did, for "
+        "Deployments and pods only; Helm 4's 'watcher' cannot tell when an Argo Rollout is ready and "
+        "times out on it, so a chart that renders one needs 'legacy' (releasegate follows the Rollout)",
+    )
+
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="more arguments for helm upgrade and helm rollback, e.g. --server-side=false: "
+        "Helm 4's server-side apply conflicts with Argo Rollouts, which owns the selectors of a "
+        "canary's Services",
+    )
+
+    @property
+    def wait_flag(self) -> str:
+        return "--wait" if self.wait == "yes" else f"--wait={self.wait}"
 
 
 class KubernetesPlatformSettings(Model):

@@ -86,8 +86,8 @@ class ApiProxy:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                         self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                except (OSError, ValueError, http.client.HTTPException):
+                    pass  # either side went away (a watch ends, the test stops): nothing to say
                 finally:
                     upstream.close()
                 self.close_connection = True

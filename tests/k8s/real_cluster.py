@@ -163,6 +163,8 @@ class Cluster:
             behaviour["never_ready"] = True
         elif fault == "OOMKilled":
             behaviour["leak_mib_per_s"] = 200
+        elif fault == "AnalysisFailed":  # its /analysis reports a 50 % error rate
+            behaviour["error_rate"] = 0.5
         elif fault is not None:
             raise ValueError(f"the workload cannot do {fault}")
         if restarts:
@@ -277,6 +279,82 @@ class Cluster:
             },
         )
         return service.spec.cluster_ip
+
+    def add_rollout(
+        self,
+        name: str,
+        image: str,
+        steps: list[dict[str, Any]],
+        *,
+        container: str = "summit-server",
+        replicas: int = 4,
+    ) -> str:
+        """An Argo Rollout with canary steps, Healthy at ``image``, and its AnalysisTemplate
+        ``error-rate``: Argo's web provider asks the canary's pods (``<name>-canary``, the
+        Service Argo points at the canary's ReplicaSet) for their error rate, < 2 % passes, as
+        Summit's templates say. Returns the stable Service's ClusterIP."""
+        labels = {"app": name}
+        stable_ip = self.add_service(f"{name}-stable", labels)
+        canary_ip = self.add_service(f"{name}-canary", labels)
+        self.custom.create_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", self.namespace, "analysistemplates",
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "AnalysisTemplate",
+                "metadata": {"name": "error-rate"},
+                "spec": {
+                    "metrics": [
+                        {
+                            "name": "error-rate",
+                            "count": 1,
+                            # the canary Service's new selector has reached the proxy by then
+                            "initialDelay": "2s",
+                            "failureLimit": 0,
+                            "successCondition": "result < 0.02",
+                            "provider": {"web": {"url": f"http://{canary_ip}/analysis", "jsonPath": "{$.error_rate}"}},
+                        }
+                    ]
+                },
+            },
+        )  # fmt: skip
+        self.custom.create_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", self.namespace, "rollouts",
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "terminationGracePeriodSeconds": 5,
+                            "containers": [
+                                {
+                                    "name": container,
+                                    "image": image,
+                                    "ports": [{"containerPort": 8080}],
+                                    "readinessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
+                                }
+                            ],
+                        },
+                    },
+                    "strategy": {
+                        "canary": {"steps": steps, "canaryService": f"{name}-canary", "stableService": f"{name}-stable"}
+                    },
+                },
+            },
+        )  # fmt: skip
+        self.settle(
+            lambda: self.rollout(name).get("status", {}).get("phase") == "Healthy", f"rollout {name} Healthy"
+        )
+        return stable_ip
+
+    def rollout(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", self.namespace, "rollouts", name
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ without walking the steps again. ``rollout_status()`` is the record of where it 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from releasegate.config import ArgoRolloutSettings, KubernetesPlatformSettings
@@ -69,6 +69,8 @@ class ArgoRollout:
         self.name = self.config.name
         self._reported_step = -1
         """The last step index the progress lines showed, for this rollout of the template."""
+        self._analyses_reported: set[str] = set()
+        """The AnalysisRuns whose verdict the progress lines showed."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -95,7 +97,7 @@ class ArgoRollout:
             phase=status.get("phase") or "Unknown",
             step=int(status.get("currentStepIndex") or 0),
             steps=len(steps),
-            canary_weight=int((weights.get("canary") or {}).get("weight") or 0),
+            canary_weight=int((weights.get("canary") or {}).get("weight") or set_weight(status, steps)),
             message=status.get("message") or "",
             aborted=bool(status.get("abort")),
             paused=bool(status.get("pauseConditions")) or bool((rollout.get("spec") or {}).get("paused")),
@@ -146,6 +148,7 @@ class ArgoRollout:
             self._annotate({UNDO_RELEASE: self.current_release(), ROLLING_TO: release})
         image = self._set_image(rollout, release)
         self._reported_step = -1
+        self._analyses_reported = set()
         say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
         return self.follow(say)
 
@@ -161,11 +164,14 @@ class ArgoRollout:
             if observed >= int(rollout["metadata"].get("generation") or 0):
                 for index, weight in _weights_passed(rollout, self._reported_step, state.step):
                     say(f"rollout {self.name}: step {index}/{state.steps} passed, canary weight {weight} %")
-                self._reported_step = max(self._reported_step, state.step)
+                self._reported_step = max(self._reported_step, state.step - 1)  # the last step passed
                 line = state.line(self.name)
                 if line != last:
                     say(f"{line} ({time.monotonic() - started:.1f} s)")
                     last = line
+                failed = self._report_analyses(rollout, say)
+                if failed is not None:
+                    return self._analysis_failed(state, say, failed)
                 if state.stable and state.phase == "Healthy":
                     return None
                 if state.analysis_status in FAILED_ANALYSIS:
@@ -269,9 +275,43 @@ class ArgoRollout:
             )
         say(f"kubectl argo rollouts promote {self.name}")
 
-    def _analysis_failed(self, state: RolloutStatus, say: Progress) -> str:
+    def _report_analyses(self, rollout: dict[str, Any], say: Progress) -> dict[str, Any] | None:
+        """A line for each AnalysisRun of the current template that has ended, once; the first
+        that failed is returned. A run can start and end between two looks at the Rollout (a
+        web metric takes milliseconds), so the runs are listed, not read off the Rollout's status."""
+        template = (rollout.get("status") or {}).get("currentPodHash")
+        runs = self.kube.read(
+            "list", "analysisruns.argoproj.io", self.kube.custom.list_namespaced_custom_object,
+            GROUP, VERSION, self.kube.namespace, "analysisruns",
+        ).get("items", [])  # fmt: skip
+        failed = None
+        for run in sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp") or ""):
+            meta, status = run["metadata"], run.get("status") or {}
+            owned = any(
+                o.get("kind") == "Rollout" and o.get("name") == self.name
+                for o in meta.get("ownerReferences") or []
+            )
+            if not owned or (meta.get("labels") or {}).get("rollouts-pod-template-hash") != template:
+                continue
+            phase = status.get("phase") or ""
+            if phase in ("Successful", *FAILED_ANALYSIS) and meta["name"] not in self._analyses_reported:
+                self._analyses_reported.add(meta["name"])
+                message = f": {status['message']}" if status.get("message") else ""
+                say(f"rollout {self.name}: analysis {meta['name']} {phase}{message}")
+            if phase in FAILED_ANALYSIS and failed is None:
+                failed = run
+        return failed
+
+    def _analysis_failed(self, state: RolloutStatus, say: Progress, run: dict[str, Any] | None = None) -> str:
         message = ""
-        if state.analysis_run:
+        if run is not None:
+            state = replace(
+                state,
+                analysis_run=run["metadata"]["name"],
+                analysis_status=(run.get("status") or {}).get("phase"),
+            )
+            message = (run.get("status") or {}).get("message") or ""
+        elif state.analysis_run:
             run = self.kube.read(
                 "get",
                 f"analysisruns.argoproj.io/{state.analysis_run}",
@@ -336,6 +376,25 @@ def _generation(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def set_weight(status: dict[str, Any], steps: list[Any]) -> int:
+    """The canary's weight when no traffic router reports one (``status.canary.weights`` is only
+    there with one): the last ``setWeight`` at or before the current step, 100 past the last
+    step, 0 once aborted, as Argo Rollouts' own GetCurrentSetWeight reckons it."""
+    if status.get("abort"):
+        return 0
+    index = int(status.get("currentStepIndex") or 0)
+    if index >= len(steps):
+        return 100
+    return next(
+        (
+            int(steps[i]["setWeight"])
+            for i in range(index, -1, -1)
+            if isinstance(steps[i], dict) and "setWeight" in steps[i]
+        ),
+        0,
+    )
 
 
 def _weights_passed(rollout: dict[str, Any], reported: int, now: int) -> list[tuple[int, int]]:

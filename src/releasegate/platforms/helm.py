@@ -82,7 +82,7 @@ class Helm:
             self.settings.release,
             self.settings.chart,
             *self._where(),
-            "--wait",
+            self.settings.wait_flag,
             "--timeout",
             f"{self.settings.timeout_s:g}s",
         ]
@@ -90,6 +90,7 @@ class Helm:
             argv += ["--values", path]
         for key, value in self.settings.set_values.items():
             argv += ["--set", f"{key}={value.replace('{release}', release)}"]
+        argv += self.settings.extra_args
         return self._run(argv, timeout_s=self.settings.timeout_s + _GRACE_S)
 
     def rollback(self, revision: int) -> str:
@@ -99,9 +100,10 @@ class Helm:
             self.settings.release,
             str(revision),
             *self._where(),
-            "--wait",
+            self.settings.wait_flag,
             "--timeout",
             f"{self.settings.timeout_s:g}s",
+            *self.settings.extra_args,
         ]
         return self._run(argv, timeout_s=self.settings.timeout_s + _GRACE_S)
 
@@ -188,7 +190,9 @@ class HelmPlatform:
             self.helm.upgrade(release)
         except ActionError as exc:  # e.g. UPGRADE FAILED: timed out waiting for the condition
             return str(exc)
-        say(f"helm upgrade --install {self.helm.settings.release} {self.helm.settings.chart} --wait: done")
+        say(
+            f"helm upgrade --install {self.helm.settings.release} {self.helm.settings.chart} {self.helm.settings.wait_flag}: done"
+        )
         return self._check(say, since, release)
 
     def _rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
@@ -202,7 +206,7 @@ class HelmPlatform:
             self.helm.rollback(revision)
         except ActionError as exc:
             return self.current_release(), str(exc)
-        say(f"helm rollback {self.helm.settings.release} {revision} --wait: done")
+        say(f"helm rollback {self.helm.settings.release} {revision} {self.helm.settings.wait_flag}: done")
         failure = self._check(say, since, None)
         reached = self.current_release()
         if failure is None and to_release and reached != to_release:
