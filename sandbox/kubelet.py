@@ -363,6 +363,7 @@ class PodRunner:
 
     def _env(self, c: Container) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR")}
+        env["HOSTNAME"] = self.pod.metadata.name  # as a container's hostname is its pod's name
         for source in c.spec.env_from or []:
             if source.config_map_ref is not None:
                 data = self._read("configmap", source.config_map_ref.name)
