@@ -58,8 +58,17 @@ class Cluster:
         return all(row.up for row in self.status())
 
     def start(self, progress: Progress = print) -> str:
+        """Everything that is not running; what was started is stopped again if a part fails,
+        so that no half-started control plane is left behind."""
         if self.is_up():
             return f"already up: {self.control_plane.url}, kubeconfig {self.kubeconfig}"
+        try:
+            return self._start(progress)
+        except BaseException:
+            self.stop(lambda _line: None)
+            raise
+
+    def _start(self, progress: Progress) -> str:
         started = time.monotonic()
         progress(f"kubernetes  control plane: {self.control_plane.start(progress)}")
         if pid_from_file(self.dir / "agent.pid", AGENT) is None:
