@@ -20,6 +20,7 @@ service proxy reach it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -64,8 +65,10 @@ START_TIMEOUT_S = 90.0
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
+@functools.cache
 def tool(name: str) -> Path:
-    """The binary ``make k8s-tools`` built for this checkout's pinned version of ``name``."""
+    """The binary ``make k8s-tools`` built for this checkout's pinned version of ``name``
+    (asked of build.sh once per process: it runs ``go list`` to learn the pinned version)."""
     try:
         out = subprocess.run(
             ["bash", str(BUILD_SCRIPT), "--print-dir", name],

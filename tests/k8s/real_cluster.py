@@ -161,8 +161,8 @@ class Cluster:
             behaviour["crash_after_s"] = fault_after_s
         elif fault == "NeverReady":
             behaviour["never_ready"] = True
-        elif fault == "OOMKilled":
-            behaviour["leak_mib_per_s"] = 200
+        elif fault == "OOMKilled":  # grows while it starts up: killed before it is ever ready
+            behaviour |= {"leak_mib_per_s": 200, "never_ready": True}
         elif fault == "AnalysisFailed":  # its /analysis reports a 50 % error rate
             behaviour["error_rate"] = 0.5
         elif fault is not None:

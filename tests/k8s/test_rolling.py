@@ -26,6 +26,11 @@ def granter(kube: Cluster, **overrides) -> KubernetesPlatform:
     return KubernetesPlatform(kube.settings(deployments, **overrides), "http://granter.example")
 
 
+def backend_core(kube: Cluster, **overrides) -> KubernetesPlatform:
+    """Granter's backend-core alone (the harness's default deployment), with these settings."""
+    return KubernetesPlatform(kube.settings(**overrides), "http://granter.example")
+
+
 def test_three_deployments_roll_out_in_order_each_checked_before_the_next(kube):
     platform = granter(kube, rollback="image")
     assert platform.current_release() == "1.9.0"
@@ -116,19 +121,7 @@ def test_crash_loop_is_caught_long_before_the_deadline(kube):
     kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
     kube.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff", fault_after_s=0.2)
     timeout_s = 120.0
-    platform = KubernetesPlatform(
-        kube.settings(
-            [
-                {
-                    "name": "backend-core",
-                    "container": "backend-core",
-                    "image": "granter/backend-core:v{release}",
-                }
-            ],
-            rollout_timeout_s=timeout_s,
-        ),
-        "http://granter.example",
-    )
+    platform = backend_core(kube, rollout_timeout_s=timeout_s)
 
     started = time.monotonic()
     result = platform.deploy("2.0.0")
@@ -158,18 +151,7 @@ def test_pods_that_cannot_start_fail_the_rollout_with_their_reason(kube, fault, 
         kube.core.delete_namespaced_secret("app-secrets", kube.namespace)
     else:
         kube.behave("granter/backend-core:v2.0.0", fault=fault)
-    platform = KubernetesPlatform(
-        kube.settings(
-            [
-                {
-                    "name": "backend-core",
-                    "container": "backend-core",
-                    "image": "granter/backend-core:v{release}",
-                }
-            ],
-        ),
-        "http://granter.example",
-    )
+    platform = backend_core(kube)
 
     result = platform.deploy("2.0.0")
 
@@ -233,11 +215,7 @@ def test_rollback_by_image_tag_goes_in_reverse_order(kube):
 def test_restarts_above_the_limit_fail_the_rollout(kube):
     kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
     kube.behave("granter/backend-core:v2.0.0", restarts=1)  # exits once, restarted at once, then serves
-    settings = kube.settings(
-        [{"name": "backend-core", "container": "backend-core", "image": "granter/backend-core:v{release}"}],
-        max_restarts=0,  # Summit: "High pod restart counts" trigger a rollback
-    )
-    platform = KubernetesPlatform(settings, "http://granter.example")
+    platform = backend_core(kube, max_restarts=0)  # Summit: "High pod restart counts" trigger a rollback
 
     result = platform.deploy("2.0.0")
 
@@ -253,18 +231,7 @@ def test_error_lines_in_the_new_pods_logs_fail_the_rollout(kube):
         "granter/backend-core:v2.0.0",
         logs=("INFO started", 'ERROR relation "grants" does not exist', "INFO ready"),
     )
-    platform = KubernetesPlatform(
-        kube.settings(
-            [
-                {
-                    "name": "backend-core",
-                    "container": "backend-core",
-                    "image": "granter/backend-core:v{release}",
-                }
-            ],
-        ),
-        "http://granter.example",
-    )
+    platform = backend_core(kube)
 
     result = platform.deploy("2.0.0")
 
@@ -372,18 +339,7 @@ def test_a_rollback_is_not_fooled_by_the_failing_pods_it_replaces(kube):
     """Until the controller has seen the undo, the current pods are the crash-looping ones."""
     kube.add_deployment("backend-core", "granter/backend-core:v1.9.0")
     kube.behave("granter/backend-core:v2.0.0", fault="CrashLoopBackOff")
-    platform = KubernetesPlatform(
-        kube.settings(
-            [
-                {
-                    "name": "backend-core",
-                    "container": "backend-core",
-                    "image": "granter/backend-core:v{release}",
-                }
-            ]
-        ),
-        "http://granter.example",
-    )
+    platform = backend_core(kube)
     assert not platform.deploy("2.0.0").ok
 
     result = platform.rollback()

@@ -125,7 +125,7 @@ class ArgoRollout:
     def status(self) -> PlatformStatus:
         rollout = self.get()
         selector = (rollout.get("spec") or {}).get("selector")
-        pods = self.kube.pods(selector) if selector else []
+        pods = self.kube.live_pods(selector) if selector else []
         instances = tuple(instance_of(p, self.config.container, self.config.image) for p in pods)
         return PlatformStatus(
             self.current_release(),
@@ -280,9 +280,12 @@ class ArgoRollout:
         that failed is returned. A run can start and end between two looks at the Rollout (a
         web metric takes milliseconds), so the runs are listed, not read off the Rollout's status."""
         template = (rollout.get("status") or {}).get("currentPodHash")
+        if not template:
+            return None
         runs = self.kube.read(
             "list", "analysisruns.argoproj.io", self.kube.custom.list_namespaced_custom_object,
             GROUP, VERSION, self.kube.namespace, "analysisruns",
+            label_selector=f"rollouts-pod-template-hash={template}",
         ).get("items", [])  # fmt: skip
         failed = None
         for run in sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp") or ""):

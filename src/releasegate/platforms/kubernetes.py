@@ -35,7 +35,7 @@ from releasegate.platforms.kubernetes_deployments import (
 )
 from releasegate.probes import kubernetes as probes
 from releasegate.probes.kubernetes import Kubernetes
-from releasegate.probes.kubernetes_objects import not_terminating, revision_of, rollout_state
+from releasegate.probes.kubernetes_objects import revision_of, rollout_state
 
 
 class Strategy(Protocol):
@@ -362,7 +362,7 @@ class Rolling:
             desired += deployment.spec.replicas if deployment.spec.replicas is not None else 1
             instances += [
                 instance_of(p, spec.container, spec.image)
-                for p in not_terminating(self.kube.pods(deployment.spec.selector))
+                for p in self.kube.live_pods(deployment.spec.selector)
             ]
         return PlatformStatus(
             self.current_release(),

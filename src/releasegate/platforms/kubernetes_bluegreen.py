@@ -17,7 +17,7 @@ from releasegate.config import KubernetesBlueGreenSettings, KubernetesDeployment
 from releasegate.errors import ActionError
 from releasegate.platforms.base import Instance, PlatformStatus, Progress
 from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of, now
-from releasegate.probes.kubernetes_objects import not_terminating, pod_ready, selector_matches
+from releasegate.probes.kubernetes_objects import pod_ready, selector_matches
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -75,7 +75,7 @@ class BlueGreen:
             deployment = self.ops.get(spec.name)
             if color == active:
                 desired = deployment.spec.replicas or 0
-            for pod in not_terminating(self.kube.pods(deployment.spec.selector)):
+            for pod in self.kube.live_pods(deployment.spec.selector):
                 instances.append(instance_of(pod, spec.container, spec.image))
                 if pod_ready(pod) and selector_matches(selector, pod.metadata.labels):
                     serving.append(pod.metadata.name)
@@ -154,7 +154,8 @@ class BlueGreen:
             return [Instance(f"{spec.name} (preview)", release, self.config.preview_url, True)]
         deployment = self.ops.get(spec.name)
         return [
-            instance_of(pod, spec.container, spec.image) for pod in self.kube.pods(deployment.spec.selector)
+            instance_of(pod, spec.container, spec.image)
+            for pod in self.kube.live_pods(deployment.spec.selector)
         ]
 
     def retire(self, say: Progress) -> str | None:
@@ -233,7 +234,7 @@ class BlueGreen:
     def _serving(self, spec: KubernetesDeploymentSettings) -> str | None:
         """After a switch: the Service selects ready pods, all of them this color's."""
         selector = self.service().spec.selector or {}
-        pods = [p for p in self.kube.pods(selector) if pod_ready(p)]
+        pods = [p for p in self.kube.live_pods(selector) if pod_ready(p)]
         if not pods:
             return f"service {self.config.service} selects no ready pod after the switch"
         own = self.ops.get(spec.name).spec.selector

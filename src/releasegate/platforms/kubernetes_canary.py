@@ -25,7 +25,6 @@ from releasegate.config import KubernetesCanarySettings
 from releasegate.errors import ActionError
 from releasegate.platforms.base import PlatformStatus, Progress, no_progress
 from releasegate.platforms.kubernetes_deployments import instance_of, now
-from releasegate.probes.kubernetes_objects import not_terminating
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -56,7 +55,7 @@ class ReplicaCanary:
             deployment = self.ops.get(spec.name)
             instances += [
                 instance_of(p, spec.container, spec.image)
-                for p in not_terminating(self.kube.pods(deployment.spec.selector))
+                for p in self.kube.live_pods(deployment.spec.selector)
             ]
         return PlatformStatus(
             self.current_release(),

@@ -34,6 +34,7 @@ from releasegate.errors import ActionError, ProbeError
 from releasegate.probes.kubernetes_objects import (
     TEMPLATE_HASH,
     container_image,
+    not_terminating,
     pod_failure,
     quantity,
     resolve_count,
@@ -170,6 +171,11 @@ class Kubernetes:
         query = selector_string(selector)
         found = self.read("list", "pods", self.core.list_namespaced_pod, self.namespace, label_selector=query)
         return [p for p in found.items if selector_matches(selector, p.metadata.labels)]
+
+    def live_pods(self, selector: Any) -> list[Any]:
+        """The selected pods that are instances of a release: not those being deleted (they have
+        left their Services' endpoints; the API lists them until their grace period ends)."""
+        return not_terminating(self.pods(selector))
 
     def replica_sets(self, deployment: Any) -> list[Any]:
         """The ReplicaSets a Deployment owns, oldest revision first."""
