@@ -79,6 +79,14 @@ def test_no_request_failed_during_the_rollout(rollout, env, previous_release, ch
             f"({traffic.sent} probe requests, {traffic.failed} failed while it started)"
         )
     check.at_least("probe requests sent during the rollout", traffic.sent, 1, source=traffic.url)
+    if traffic.before_serving or traffic.serving_after_s is not None:
+        check.record(
+            "service back from maintenance mode after",
+            traffic.serving_after_s,
+            unit="s",
+            source=traffic.url,
+            detail=f"{traffic.before_serving} request(s) failed before, while it was down by design",
+        )
     check.at_most(
         "requests failed during the rollout",
         traffic.failed,

@@ -2,7 +2,9 @@
 kube-scheduler from the tools cache (``make k8s-tools``), each a process of its own.
 
 Everything lives in one directory: the certificates (a CA, the API server's serving certificate,
-an admin client certificate in ``system:masters``, the service-account key pair), the data of
+an admin client certificate in ``system:masters``, the service-account key pair, and the
+aggregation layer's front-proxy CA with the client certificate the API server shows to an
+extension API server such as metrics-server), the data of
 etcd, each component's log and pid file, and ``kubeconfig``, which ``kubectl``, ``helm``, the
 node agent and releasegate use. The processes run in sessions of their own, so they outlive the
 process that started them (``python -m sandbox up --kubernetes`` returns); ``stop`` finds them
@@ -49,6 +51,10 @@ SERVICE_RANGE = ipaddress.ip_network("127.96.0.0/11")
 """Loopback, so a ClusterIP is an address this machine can listen on."""
 POD_RANGE = ipaddress.ip_network("100.96.0.0/11")
 """Pod addresses as the API shows them; the processes listen on their loopback twins."""
+FIXED_SERVICE_CIDR = "127.127.255.0/24"
+"""The last /24 of SERVICE_RANGE, never drawn at random: for a sandbox whose environment files
+name a Service's ClusterIP (in its lowest 16 addresses, the band Kubernetes keeps for addresses
+asked for by name, so no Service given one at random can hold it first)."""
 
 
 def listen_address(pod_ip: str) -> str:
@@ -100,6 +106,8 @@ class _Pki:
     server: tuple[Path, Path]
     admin: tuple[Path, Path]
     sa: tuple[Path, Path]
+    front_proxy_ca: Path
+    front_proxy: tuple[Path, Path]
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -141,21 +149,14 @@ def _sign(
     return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
 
 
-def make_pki(directory: Path, first_service_ip: str = "127.96.0.1") -> _Pki:
-    """The certificates the components need, made once per directory (EC keys: fast to make)."""
-    pki = directory / "pki"
-    paths = _Pki(
-        pki / "ca.crt",
-        pki / "ca.key",
-        (pki / "apiserver.crt", pki / "apiserver.key"),
-        (pki / "admin.crt", pki / "admin.key"),
-        (pki / "sa.pub", pki / "sa.key"),
-    )
-    if paths.sa[1].exists():
-        return paths
-    pki.mkdir(parents=True, exist_ok=True)
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The common name of the API server's front-proxy client certificate: the one name an extension
+API server accepts X-Remote-User headers from (--requestheader-allowed-names)."""
+
+
+def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "releasegate sandbox kubernetes CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     ca = (
         x509.CertificateBuilder()
@@ -170,6 +171,46 @@ def make_pki(directory: Path, first_service_ip: str = "127.96.0.1") -> _Pki:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca
+
+
+def _make_front_proxy(paths: _Pki) -> None:
+    """The aggregation layer's own CA and the client certificate the API server proxies with: a
+    CA of its own, as kubeadm makes it, so that no client certificate of the cluster's CA can
+    pass itself off as the API server to an extension API server."""
+    ca_key, ca = _make_ca("releasegate sandbox front-proxy CA")
+    cert, key = _sign(
+        ca_key,
+        ca,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT)]),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        [],
+    )
+    paths.front_proxy[0].write_bytes(cert)
+    _write_secret(paths.front_proxy[1], key)
+    paths.front_proxy_ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))  # last: the "made" mark
+
+
+def make_pki(directory: Path, first_service_ip: str = "127.96.0.1") -> _Pki:
+    """The certificates the components need, made once per directory (EC keys: fast to make);
+    a directory made before the aggregation layer gets its front-proxy certificates added."""
+    pki = directory / "pki"
+    paths = _Pki(
+        pki / "ca.crt",
+        pki / "ca.key",
+        (pki / "apiserver.crt", pki / "apiserver.key"),
+        (pki / "admin.crt", pki / "admin.key"),
+        (pki / "sa.pub", pki / "sa.key"),
+        pki / "front-proxy-ca.crt",
+        (pki / "front-proxy-client.crt", pki / "front-proxy-client.key"),
+    )
+    if paths.sa[1].exists():
+        if not paths.front_proxy_ca.exists():
+            _make_front_proxy(paths)
+        return paths
+    pki.mkdir(parents=True, exist_ok=True)
+    _make_front_proxy(paths)
+    ca_key, ca = _make_ca("releasegate sandbox kubernetes CA")
     paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     _write_secret(paths.ca_key, _pem_key(ca_key))
     cert, key = _sign(
@@ -213,8 +254,11 @@ def make_pki(directory: Path, first_service_ip: str = "127.96.0.1") -> _Pki:
 class ControlPlane:
     """The four components in ``directory`` (see the module docstring); ``start`` is a no-op when up."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, service_cidr: str | None = None) -> None:
         self.dir = directory
+        self.fixed_cidr = service_cidr
+        """A /24 of SERVICE_RANGE given by the caller (a sandbox whose files name a Service's
+        address: FIXED_SERVICE_CIDR), instead of one drawn at random."""
         self.kubeconfig = directory / "kubeconfig"
         self._ports_file = directory / "ports.json"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -268,7 +312,12 @@ class ControlPlane:
             k: free_port() for k in ("etcd_client", "etcd_peer", "apiserver", "kcm", "scheduler")
         }
         before = self.ports  # a restart keeps its ranges: etcd holds addresses drawn from them
-        block = random.randrange(0, SERVICE_RANGE.num_addresses // 256 - 1)
+        block = random.randrange(0, SERVICE_RANGE.num_addresses // 256 - 1)  # never the last
+        if self.fixed_cidr is not None:
+            network = ipaddress.ip_network(self.fixed_cidr)
+            if network.prefixlen != 24 or not network.subnet_of(SERVICE_RANGE):  # type: ignore[arg-type]
+                raise SandboxError(f"service CIDR {self.fixed_cidr}: a /24 of {SERVICE_RANGE} is needed")
+            block = (int(network.network_address) - int(SERVICE_RANGE.network_address)) // 256
         ports["service_cidr"] = before.get(
             "service_cidr", f"{SERVICE_RANGE.network_address + 256 * block}/24"
         )
@@ -302,6 +351,17 @@ class ControlPlane:
              "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
              "--service-account-key-file", str(pki.sa[0]), "--service-account-signing-key-file", str(pki.sa[1]),
              "--service-cluster-ip-range", ports["service_cidr"], "--endpoint-reconciler-type", "none",
+             # the aggregation layer (metrics.k8s.io from metrics-server, see sandbox.cluster): the API
+             # server proxies to an APIService's Service with the front-proxy client certificate and
+             # says who asked in these headers; without --enable-aggregator-routing it dials the
+             # Service's ClusterIP, which the node agent's service proxy serves
+             "--requestheader-client-ca-file", str(pki.front_proxy_ca),
+             "--requestheader-allowed-names", FRONT_PROXY_CLIENT,
+             "--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+             "--requestheader-group-headers", "X-Remote-Group",
+             "--requestheader-username-headers", "X-Remote-User",
+             "--proxy-client-cert-file", str(pki.front_proxy[0]),
+             "--proxy-client-key-file", str(pki.front_proxy[1]),
              "--authorization-mode", "RBAC", "--v", "1"],
         )  # fmt: skip
         self._wait("kube-apiserver", lambda: self._api_ok("/readyz"))

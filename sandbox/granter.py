@@ -20,6 +20,7 @@ PostgreSQL (tables from ``seed_granter.sql``), served by the demo service under 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import math
 import os
@@ -221,7 +222,7 @@ class Granter:
         except (TypeError, ValueError):
             return error(422, "max_pages: an integer")
         if not label or not _loopback(start_url):
-            return error(422, "expected a label and an http:// start_url on 127.0.0.1 (never the internet)")
+            return error(422, "expected a label and an http:// start_url on loopback (never the internet)")
         pages, found, url = [], [], start_url
         async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client:
             while url and len(pages) < max_pages:
@@ -428,5 +429,14 @@ def _health(services: dict[str, str]) -> JSONResponse:
 
 
 def _loopback(url: str) -> bool:
+    """An http:// URL on this machine (127.0.0.0/8, as a Service's address on the sandbox's
+    Kubernetes is, localhost, ::1)."""
     parts = urlsplit(url)
-    return parts.scheme == "http" and parts.hostname in LOOPBACK
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    if parts.hostname in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False

@@ -13,11 +13,23 @@ node's pod range in 127.0.0.0/8) and its containerPort. It reports what a kubele
   (``CrashLoopBackOff``), with ``restartCount`` and ``lastState.terminated`` (exit code,
   ``Error``/``Completed``);
 - ``OOMKilled`` (exit 137) when the process's memory passes ``resources.limits.memory``;
-- graceful termination: SIGTERM, ``terminationGracePeriodSeconds``, SIGKILL, then the Pod is
+- graceful termination: a preStop ``sleep``, SIGTERM, ``terminationGracePeriodSeconds``, SIGKILL, then the Pod is
   removed from the API, as a kubelet confirms a deletion.
 
 Containers' output goes to log files the API server reads through the node's HTTPS endpoint
 (``kubectl logs``, ``read_namespaced_pod_log``, ``previous=true`` for the last run).
+
+Each node has its own HTTPS port (its ``daemonEndpoints.kubeletEndpoint.Port``), which also serves
+what metrics-server scrapes, ``/metrics/resource``, in the kubelet's format (``kubectl top``):
+
+- the node: what runs on it, as a real node's root cgroup counts it: its containers' CPU time
+  (those that have ended included, so the counter only grows) and memory, plus its share of the
+  agent's own process (a node's system daemons). Not the machine's: every node of the agent is on
+  this one machine, beside whatever else it runs (other tests, a build), which is not the node's
+  load. Capacity and allocatable are the machine's cores and memory;
+- each running container: the CPU time and resident memory of its process and the processes
+  under it (/proc/<pid>/stat and schedstat, VmRSS), its start time; each pod: its containers' sum.
+
 What it does not do: volumes, init containers, exec probes, port-forward, exec, cgroups.
 """
 
@@ -88,6 +100,93 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_memory() -> tuple[int, int]:
+    """(total, in use) bytes: MemTotal and MemTotal - MemAvailable (/proc/meminfo): the total is
+    each node's capacity."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info[key] = int(value.split()[0]) * 1024
+    return info["MemTotal"], info["MemTotal"] - info["MemAvailable"]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (a container's processes: no cgroups here)."""
+    found, queue = [], [pid]
+    while queue:
+        p = queue.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError):
+                    queue.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def own_usage() -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of the agent's own process, without its containers."""
+    stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    rss = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return (int(stat[11]) + int(stat[12])) / CLOCK_TICKS, rss
+
+
+def process_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of a process and those under it, as a container's cgroup
+    counts them: CPU of live and exited threads and of reaped children (stat's utime, stime,
+    cutime, cstime, in clock ticks), or the live threads' nanosecond run time (schedstat) when
+    that is more (a process that has barely run shows 0 ticks, and metrics-server drops a pod
+    with a container at 0)."""
+    cpu, rss = 0.0, 0
+    for p in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks = sum(int(v) for v in stat[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+            run_ns = 0
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    run_ns += int((task / "schedstat").read_text().split()[0])
+            cpu += max(ticks, run_ns / 1e9)
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+    return cpu, rss
+
+
+def _labels(**values: str) -> str:
+    escaped = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values.values())
+    return "{" + ",".join(f'{k}="{v}"' for k, v in zip(values, escaped, strict=True)) + "}"
+
+
+RESOURCE_METRICS = (
+    (
+        "container_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the container in core-seconds",
+    ),
+    ("container_memory_working_set_bytes", "gauge", "Current working set of the container in bytes"),
+    ("container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds"),
+    ("node_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the node in core-seconds"),
+    ("node_memory_working_set_bytes", "gauge", "Current working set of the node in bytes"),
+    ("pod_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the pod in core-seconds"),
+    ("pod_memory_working_set_bytes", "gauge", "Current working set of the pod in bytes"),
+    (
+        "resource_scrape_error",
+        "gauge",
+        "1 if there was an error while getting container metrics, 0 otherwise",
+    ),
+)
+"""The kubelet's /metrics/resource families (pkg/kubelet/metrics/collectors/resource_metrics.go)."""
+
+
 @dataclass
 class Probe:
     """A readiness or liveness probe of the pod spec, run against the pod's address."""
@@ -149,6 +248,7 @@ class Container:
     process: subprocess.Popen[bytes] | None = None
     started_at: str | None = None
     started_mono: float = 0.0
+    started_wall: float = 0.0
     ready: bool = False
     waiting: tuple[str, str] | None = ("ContainerCreating", "")
     last_terminated: dict[str, Any] | None = None
@@ -274,7 +374,7 @@ class PodRunner:
             return
         finally:
             output.close()
-        c.started_at, c.started_mono = now(), time.monotonic()
+        c.started_at, c.started_mono, c.started_wall = now(), time.monotonic(), time.time()
         c.waiting, c.terminated, c.oom, c.ready = None, None, False, False
         c.readiness = Probe(c.spec.readiness_probe, host, ports) if c.spec.readiness_probe else None
         c.liveness = Probe(c.spec.liveness_probe, host, ports) if c.spec.liveness_probe else None
@@ -450,13 +550,20 @@ class PodRunner:
     # -- stopping --------------------------------------------------------------------------------
 
     def _stop_process(self, c: Container, grace_s: float) -> None:
+        """The container's preStop ``sleep`` (the process keeps serving while its endpoint leaves
+        every Service: the usual cure for requests sent to a pod that is going away), then
+        SIGTERM, and SIGKILL once the grace period, which the sleep counts against, is over."""
         process = c.process
         if process is None:
             return
+        started = time.monotonic()
+        pre_stop = c.spec.lifecycle.pre_stop if c.spec.lifecycle else None
+        if pre_stop is not None and pre_stop.sleep is not None:
+            time.sleep(min(float(pre_stop.sleep.seconds), grace_s))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(grace_s)
+            process.wait(max(0.0, grace_s - (time.monotonic() - started)))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -511,9 +618,14 @@ class NodeAgent:
         self.backoff_s = backoff_s
         self.confirm_deletion = True
         self.runners: dict[str, PodRunner] = {}
+        self._cpu_seen: dict[str, dict[tuple[str, str, int], float]] = {}
+        """Per node: each container process's last CPU time read, ended ones kept: the node's
+        CPU counter is their sum, and a counter must never go down."""
+        # the range's first address is never a pod's: metrics-server stands there (sandbox.cluster)
         self._free = [str(ip) for ip in ipaddress.ip_network(pod_cidr).hosts()][1:]
         self._lock = threading.Lock()
-        self.log_port = 0
+        self.ports: dict[str, int] = {}
+        """Each node's HTTPS port (logs, /metrics/resource), as its status reports it."""
 
     def catalog(self) -> Catalog:
         """The images this node can run, read again when the file changes (a registry gets pushes)."""
@@ -543,12 +655,14 @@ class NodeAgent:
 
     def heartbeat(self) -> None:
         stamp = now()
+        # each node is the whole machine (module docstring): what /metrics/resource measures
+        room = {"cpu": str(os.cpu_count() or 1), "memory": f"{machine_memory()[0] // 1024}Ki", "pods": "110"}
         for name in self.nodes:
             status = {
-                "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
-                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                "capacity": room,
+                "allocatable": room,
                 "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.ports.get(name, 0)}},
                 "nodeInfo": {
                     "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.37.2-sandbox",
                     "kubeProxyVersion": "", "containerRuntimeVersion": "sandbox://processes", "osImage": "loopback",
@@ -661,15 +775,31 @@ class NodeAgent:
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def serve_logs(self, cert: Path, key: Path) -> None:
+    def serve(self, cert: Path, key: Path) -> None:
+        """Each node's HTTPS endpoint on a port of its own: the nodes share 127.0.0.1, and
+        metrics-server (--kubelet-use-node-status-port) tells them apart by port alone."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), str(key))
+        for node in self.nodes:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler(node))
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            self.ports[node] = server.server_address[1]
+            threading.Thread(target=server.serve_forever, name=f"kubelet {node}", daemon=True).start()
+
+    def _handler(self, node: str) -> type[http.server.BaseHTTPRequestHandler]:
         agent = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 url = urlparse(self.path)
+                if url.path == "/metrics/resource":
+                    self._send(agent.resource_metrics(node), "text/plain; version=0.0.4; charset=utf-8")
+                    return
                 parts = url.path.strip("/").split("/")
                 if len(parts) != 4 or parts[0] != "containerLogs":
-                    self.send_error(404, "only /containerLogs/{namespace}/{pod}/{container}")
+                    self.send_error(
+                        404, "only /containerLogs/{namespace}/{pod}/{container} and /metrics/resource"
+                    )
                     return
                 _, namespace, pod, name = parts
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -677,9 +807,12 @@ class NodeAgent:
                 if text is None:
                     self.send_error(404, f"container {name} of pod {namespace}/{pod} is not on this node")
                     return
+                self._send(text, "text/plain; charset=utf-8")
+
+            def _send(self, text: str, content_type: str) -> None:
                 body = text.encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -687,12 +820,50 @@ class NodeAgent:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self.log_port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, name="logs", daemon=True).start()
+        return Handler
+
+    def resource_metrics(self, node: str) -> str:
+        """The node's /metrics/resource, as a kubelet serves it to metrics-server: the machine's
+        figures for the node, and its running containers' (module docstring), each sample stamped
+        with the time it was read in milliseconds."""
+        samples: dict[str, list[str]] = {name: [] for name, _, _ in RESOURCE_METRICS}
+        stamp = int(time.time() * 1000)
+        seen = self._cpu_seen.setdefault(node, {})
+        agent_cpu, agent_memory = own_usage()
+        node_memory = agent_memory // max(1, len(self.nodes))
+        with self._lock:
+            runners = [r for r in self.runners.values() if r.pod.spec.node_name == node]
+        for runner in runners:
+            namespace, pod = runner.pod.metadata.namespace, runner.pod.metadata.name
+            pod_cpu, pod_memory, running = 0.0, 0, False
+            for c in runner.containers:
+                process = c.process
+                if process is None or c.waiting is not None:
+                    continue
+                cpu, memory = process_usage(process.pid)
+                seen[(runner.pod.metadata.uid, c.spec.name, process.pid)] = cpu
+                node_memory += memory
+                labels = _labels(container=c.spec.name, namespace=namespace, pod=pod)
+                samples["container_cpu_usage_seconds_total"].append(f"{labels} {cpu:.6f} {stamp}")
+                samples["container_memory_working_set_bytes"].append(f"{labels} {memory} {stamp}")
+                samples["container_start_time_seconds"].append(f"{labels} {c.started_wall:.6f} {stamp}")
+                pod_cpu, pod_memory, running = pod_cpu + cpu, pod_memory + memory, True
+            if running:
+                labels = _labels(namespace=namespace, pod=pod)
+                samples["pod_cpu_usage_seconds_total"].append(f"{labels} {pod_cpu:.6f} {stamp}")
+                samples["pod_memory_working_set_bytes"].append(f"{labels} {pod_memory} {stamp}")
+        node_cpu = sum(seen.values()) + agent_cpu / max(1, len(self.nodes))
+        samples["node_cpu_usage_seconds_total"].append(f"{node_cpu:.6f} {stamp}")
+        samples["node_memory_working_set_bytes"].append(f"{node_memory} {stamp}")
+        samples["resource_scrape_error"].append("0")
+        lines = []
+        for name, kind, help_text in RESOURCE_METRICS:
+            lines += [f"# HELP {name} [STABLE] {help_text}", f"# TYPE {name} {kind}"]
+            lines += [
+                f"{name}{sample}" if sample.startswith("{") else f"{name} {sample}"
+                for sample in samples[name]
+            ]
+        return "\n".join(lines) + "\n"
 
     def container_log(self, namespace: str, pod: str, name: str, query: dict[str, str]) -> str | None:
         with self._lock:
@@ -755,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes=[f"{args.node_prefix}-{i}" for i in range(1, args.nodes + 1)],
         pod_cidr=args.pod_cidr, backoff_s=args.backoff_s,
     )  # fmt: skip
-    agent.serve_logs(cert, key)
+    agent.serve(cert, key)
     agent.register()
     ServiceProxy(config.new_client_from_config(args.kubeconfig)).start()
 

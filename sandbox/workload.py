@@ -16,7 +16,9 @@ seen by the real node agent, controllers and API server. A behaviour:
 - ``error_rate``: what ``GET /analysis`` reports (``{"error_rate": 0.0}`` otherwise), for an
   Argo AnalysisTemplate's web provider.
 
-GET /health answers ``{"status": "healthy", "version": <the image's tag>}``. It is the standard
+GET /health answers ``{"status": "healthy", "version": <the image's tag>}``; GET /metrics has
+``workload_requests_total`` by path and status in Prometheus's text format, so a Prometheus that
+discovers the pods has something to scrape. It is the standard
 library's HTTP server, not the sandbox's Starlette stack: tests start dozens of pods on two
 cores, and each starts in a tenth of the time.
 """
@@ -44,6 +46,23 @@ def behaviour_of(path: Path, image: str) -> dict[str, Any]:
         return {}
 
 
+PATHS = ("/health", "/health/live", "/analysis", "/metrics")
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def metrics_text(counts: list[tuple[tuple[str, int], int]]) -> str:
+    """The request counter in Prometheus's text exposition format (no client library: the
+    workload starts in a tenth of the sandbox service's time and must stay that quick)."""
+    lines = [
+        "# HELP workload_requests_total Requests answered, by path and status.",
+        "# TYPE workload_requests_total counter",
+    ]
+    lines += [
+        f'workload_requests_total{{path="{path}",status="{status}"}} {n}' for (path, status), n in counts
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.workload")
     parser.add_argument("--image", required=True)
@@ -62,11 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     starts_file.write_text(str(starts))
     crash = "crash_after_s" in behaviour and starts <= behaviour.get("crash_times", 1 << 30)
     started = time.monotonic()
+    requests: dict[tuple[str, int], int] = {}
+    counting = threading.Lock()
 
-    def answer(request: http.server.BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def answer(request: http.server.BaseHTTPRequestHandler, status: int, body: dict[str, Any] | str) -> None:
+        path = request.path if request.path in PATHS else "other"  # a bounded set of series
+        with counting:
+            requests[path, status] = requests.get((path, status), 0) + 1
+        text = isinstance(body, str)
+        data = body.encode() if text else json.dumps(body).encode()
         request.send_response(status)
-        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Type", METRICS_TYPE if text else "application/json")
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
         request.wfile.write(data)
@@ -85,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 answer(self, 200, {"status": "alive"})
             elif self.path == "/analysis":
                 answer(self, 200, {"error_rate": float(behaviour.get("error_rate", 0.0)), "version": tag})
+            elif self.path == "/metrics":
+                with counting:
+                    counts = sorted(requests.items())
+                answer(self, 200, metrics_text(counts))
             else:
                 answer(self, 404, {"error": "not found"})
 

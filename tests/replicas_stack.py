@@ -1,10 +1,9 @@
-"""The replicas' stacks for the tests: an example environment (environments/*-production.example.toml)
-with its replica's override file (sandbox/replicas/<system>.toml), the override's ports moved to
-free ones and its directories into the test's; PostgreSQL, Redis, nginx and Prometheus started
-as the sandbox starts them, the schema of the stable release migrated by the system's own tool,
-some rows, and the stable release deployed by releasegate's local platform.
+"""The replicas' stacks for the tests (sandbox.replicas.stack): an example environment with its
+replica's override file (sandbox/replicas/<system>.toml, or <system>-kubernetes.toml), the
+override's ports moved to free ones and its directories into the test's.
 
-``running(system, dir)`` brings a stack up and always down again; ``run_gates`` runs
+``running(system, dir)`` brings a local stack up and always down again,
+``running_on_kubernetes(system, dir)`` one on a real control plane; ``run_gates`` runs
 ``pytest gates/ --env=EXAMPLE --env-override=OVERRIDE --release=R`` as an SRE would.
 """
 
@@ -15,51 +14,26 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 from gate_runs import TEST_PLUGINS_OFF, GateRun
+from kubernetes import client, config
+from kubernetes.client import ApiClient
 from sandbox_env import free_port_block
 
-from releasegate.actions.load import LoadGenerator
-from releasegate.actions.migrate import command_argv, command_workdir
 from releasegate.config import Environment, load_environment
 from releasegate.platforms.local import LocalPlatform
-from releasegate.probes.prometheus import Prometheus as PrometheusProbe
-from releasegate.probes.prometheus import Sample
-from sandbox.nginx import Nginx
-from sandbox.postgres import Postgres
-from sandbox.prometheus import Prometheus
-from sandbox.redis import Redis
-from sandbox.replicas.summit import policy_bundle
+from sandbox.replicas import stack
+from sandbox.replicas.stack import SECRETS, SYSTEMS, System
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLICAS = ROOT / "sandbox" / "replicas"
-TOKEN = "replica-admin-token-0123456789"
-SECRETS = {
-    "SUMMIT_ADMIN_TOKEN": TOKEN,
-    "SUMMIT_SMOKE_ADMIN_TOKEN": TOKEN,
-    "GRANTER_SMOKE_ADMIN_TOKEN": TOKEN,
-    "GRANTER_ADMIN_TOKEN": TOKEN,
-}
-"""The tokens the examples name (${SUMMIT_ADMIN_TOKEN}, ...): one value, which the replicas are
-given as their admin token (platform.local.secret_env)."""
-
-
-@dataclass(frozen=True)
-class System:
-    example: str
-    override: str
-    stable: str
-    seed: Callable[[psycopg.Connection], None]
-    after_deploy: Callable[[Environment], None] = lambda env: None
 
 
 @dataclass(frozen=True)
@@ -71,65 +45,6 @@ class Replica:
     @property
     def reports(self) -> Path:
         return Path(self.env.report.dir)
-
-
-def _seed_release_manager(conn: psycopg.Connection) -> None:
-    conn.execute("INSERT INTO releases (name) SELECT 'v2023.12.' || n FROM generate_series(10, 29) AS n")
-    conn.execute(
-        "INSERT INTO deployments (release_id, environment, status) "
-        "SELECT id, 'production', 'succeeded' FROM releases"
-    )
-    conn.execute("INSERT INTO audit_log (actor, action) SELECT 'ci', 'deploy' FROM generate_series(1, 20)")
-
-
-def _seed_granter(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "INSERT INTO granter_users (email, name, password_hash) "
-        "SELECT 'user' || n || '@example.test', 'User ' || n, 'x$y' FROM generate_series(1, 12) AS n"
-    )
-
-
-def _seed_summit(conn: psycopg.Connection) -> None:
-    conn.execute(
-        "INSERT INTO summit_users (id, password_hash, clearances, roles) "
-        "SELECT 'analyst-' || n, 'x$y', ARRAY['S'], ARRAY[]::text[] FROM generate_series(1, 5) AS n"
-    )
-    conn.execute(
-        "INSERT INTO summit_entities (id, name, classification, created_by) "
-        "SELECT 'entity-' || n, 'Entity ' || n, (ARRAY['U', 'C', 'S', 'TS'])[n % 4 + 1], 'analyst-1' "
-        "FROM generate_series(1, 30) AS n"
-    )
-
-
-def _activate_summit_policy(env: Environment) -> None:
-    """GA 4.1: the stable release's bundle on the policy engine, as the release that put it there did."""
-    answer = httpx.put(
-        f"{env.platform.url}/v1/policy/bundles/main",
-        content=policy_bundle(SYSTEMS["summit"].stable).read_bytes(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-
-
-SYSTEMS = {
-    "release-manager": System(
-        example="release-manager-production.example",
-        override="release-manager.toml",
-        stable="2024.01.08",
-        seed=_seed_release_manager,
-    ),
-    "granter": System(
-        example="granter-production.example", override="granter.toml", stable="1.9.0", seed=_seed_granter
-    ),
-    "summit": System(
-        example="summit-production.example",
-        override="summit.toml",
-        stable="3.0.0",
-        seed=_seed_summit,
-        after_deploy=_activate_summit_policy,
-    ),
-}
 
 
 def relocate(override: Path, dir: Path) -> Path:
@@ -155,107 +70,38 @@ def relocate(override: Path, dir: Path) -> Path:
 
 @contextmanager
 def running(name: str, dir: Path) -> Iterator[Replica]:
-    """The replica's stack serving its stable release; always torn down."""
+    """The replica's stack serving its stable release from local processes; always torn down."""
     system = SYSTEMS[name]
     dir.mkdir(parents=True, exist_ok=True)
     override = relocate(REPLICAS / system.override, dir)
     env = load_environment(system.example, ROOT, [override])
-    local = env.platform.local
-    assert local is not None
-    state = dir / "stack"
-    postgres = Postgres(state, env.database.dsn)
-    nginx = Nginx(state, env.platform.url, local)
-    platform = LocalPlatform(local, env.platform.url)
-    with ExitStack() as stack:
-        patch = stack.enter_context(pytest.MonkeyPatch.context())
-        for name, value in SECRETS.items():  # the instances' secret_env, as a CI job exports them
-            patch.setenv(name, value)
-        postgres.start()
-        stack.callback(postgres.stop)
-        postgres.ensure_database()
-        if env.redis is not None:
-            redis = Redis(state, env.redis.url)
-            redis.start()
-            stack.callback(redis.stop)
-        nginx.start()
-        stack.callback(nginx.stop)
-        stack.callback(lambda: platform.stop_all() if platform.state_dir.exists() else None)
-        migrate_to(env, system.stable)
-        with psycopg.connect(env.database.dsn, autocommit=True) as conn:
-            system.seed(conn)
-        result = platform.deploy(system.stable)
-        assert result.ok, result.reason
-        system.after_deploy(env)
-        if env.metrics is not None:
-            prometheus = Prometheus(state, env.metrics, local.targets_file or "", env.environment.service)
-            prometheus.start()
-            stack.callback(prometheus.stop)
-            users = _users(env)
-            stack.callback(users.stop)
-            _until_every_query_answers(env, system.stable)
+    with stack.local(system, env, dir / "stack"):
         yield Replica(system, override, env)
-    shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(dir / "stack", ignore_errors=True)
 
 
-def _users(env: Environment) -> LoadGenerator:
-    """The replica's users, for as long as its stack runs: a production service has a history of
-    traffic when a deployment starts, which its preflight reads (every query answers, the baseline)."""
-    assert env.metrics is not None and env.metrics.load is not None
-    paths = env.metrics.load.paths
-    return LoadGenerator(env.platform.url, paths, rps=5, concurrency=1, duration_s=3600, timeout_s=3).start()
-
-
-def _until_every_query_answers(env: Environment, release: str) -> None:
-    """Wait until Prometheus has every series the gates will ask of the serving release."""
-    assert env.metrics is not None
-    prometheus = PrometheusProbe.from_settings(env.metrics, env.environment.service)
-    histograms = env.metrics.histogram_queries()
-    for name, window in env.metrics.queries_in_use().items():
-        if name in histograms:  # bucket counts by le: the sample's value is the requests counted
-            sample = _wait_for_buckets(prometheus, name, release, window)
-        else:
-            sample = prometheus.wait_for_data(name, release=release, timeout_s=60, window=window)
-        assert sample.value is not None, f"the replica gives {name} no data: {sample.source}"
-
-
-def _wait_for_buckets(prometheus: PrometheusProbe, name: str, release: str, window: str | None) -> Sample:
-    deadline = time.monotonic() + 60
-    while True:
-        _groups, sample = prometheus.histograms(name, release=release, window=window)
-        if sample.value or time.monotonic() >= deadline:
-            return sample
-        time.sleep(0.5)
-
-
-def migrate_to(env: Environment, release: str) -> None:
-    """The environment's own migration command (the system's tool), as its team would run it."""
-    assert env.migrate is not None
-    proc = subprocess.run(
-        command_argv(env.migrate, release),
-        cwd=command_workdir(env.migrate, release),
-        env={**os.environ, env.migrate.dsn_env: env.database.dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+@contextmanager
+def running_on_kubernetes(name: str, dir: Path) -> Iterator[Replica]:
+    """The replica's stack serving its stable release from pods on a real control plane, installed
+    the example's way (sandbox/replicas/<name>-kubernetes.toml); always torn down."""
+    system = SYSTEMS[name]
+    dir.mkdir(parents=True, exist_ok=True)
+    override = relocate(REPLICAS / f"{name}-kubernetes.toml", dir)
+    env = load_environment(system.example, ROOT, [override])
+    with stack.kubernetes(system, env, progress=lambda _line: None):
+        yield Replica(system, override, env)
+    shutil.rmtree(dir / "stack", ignore_errors=True)
 
 
 def run_gates(replica: Replica, release: str, *extra: str) -> GateRun:
     """``pytest gates/`` against the example with the replica's override, as an SRE runs it."""
+    return run_suite(replica, "gates/", f"--release={release}", *extra)
+
+
+def run_suite(replica: Replica, suite: str, *extra: str) -> GateRun:
+    """``pytest SUITE`` (gates/, rollback/ ...) against the example with the replica's override."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            *TEST_PLUGINS_OFF,
-            "gates/",
-            f"--env={replica.system.example}",
-            f"--env-override={replica.override}",
-            f"--release={release}",
-            *extra,
-        ],
+        suite_argv(replica, suite, *extra),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -263,6 +109,31 @@ def run_gates(replica: Replica, release: str, *extra: str) -> GateRun:
         env={**os.environ, **SECRETS},
     )
     return GateRun(proc.returncode, proc.stdout + proc.stderr, replica.reports)
+
+
+def start_gates(replica: Replica, release: str) -> subprocess.Popen[str]:
+    """The gates in the background, their output line by line, for killing them mid-run."""
+    return subprocess.Popen(
+        suite_argv(replica, "gates/", f"--release={release}"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **SECRETS, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def suite_argv(replica: Replica, suite: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        *TEST_PLUGINS_OFF,
+        suite,
+        f"--env={replica.system.example}",
+        f"--env-override={replica.override}",
+        *extra,
+    ]
 
 
 def serving(replica: Replica) -> list[tuple[str, int, Any]]:
@@ -291,3 +162,25 @@ def rows(replica: Replica) -> dict[str, int]:
     tables = [t for names in replica.env.backup.verify_tables.values() for t in names]
     with psycopg.connect(replica.env.database.dsn) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+# -- on Kubernetes: what the cluster and the Service say -----------------------------------------
+
+
+def kube_api(replica: Replica) -> ApiClient:
+    assert replica.env.platform.kubernetes is not None
+    return config.new_client_from_config(replica.env.platform.kubernetes.kubeconfig)
+
+
+def service_versions(replica: Replica, asks: int = 24) -> set[str]:
+    """The versions the Service answers /health with, asked ``asks`` times (each pod in turn)."""
+    url = f"{replica.env.platform.url}{replica.env.verify.health_path}"
+    return {httpx.get(url, timeout=5).json()["version"] for _ in range(asks)}
+
+
+def pod_images(replica: Replica, selector: str) -> list[str]:
+    """The images of the pods ``selector`` picks that are not being deleted, sorted."""
+    assert replica.env.platform.kubernetes is not None
+    namespace = replica.env.platform.kubernetes.namespace
+    pods = client.CoreV1Api(kube_api(replica)).list_namespaced_pod(namespace, label_selector=selector).items
+    return sorted(p.spec.containers[0].image for p in pods if p.metadata.deletion_timestamp is None)

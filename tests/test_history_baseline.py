@@ -89,7 +89,10 @@ def test_a_release_slower_on_one_route_is_caught_against_its_history_and_rolled_
         f"{e.check}: {e.detail}" for e in record.evidence if e.check.startswith("latency_p95")
     )
     assert run.code == 11, latencies
-    assert record.failed_gate.endswith("test_slo_holds_on_the_new_release[latency_p95]")
+    # in verify, or, when a loaded machine slowed 1.0.0's history as much, in the watch after it
+    assert record.failed_gate.endswith(
+        ("test_slo_holds_on_the_new_release[latency_p95]", "test_slo_holds_through_the_watch[latency_p95]")
+    ), record.failed_gate
     assert serving(history_sandbox) == ONE_ZERO
     failed = [e for e in record.evidence if e.check.startswith("latency_p95 sample") and e.verdict == "fail"]
     assert failed, latencies

@@ -128,6 +128,8 @@ class HangingServer:
     def __init__(self, hang_s: float) -> None:
         self.hang_s = hang_s
         self.answered_at: list[float] = []
+        self.down = False
+        """/service answers 503 while this is set (a service scaled to 0 behind its Service)."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -135,7 +137,8 @@ class HangingServer:
                 if self.path == "/hang":
                     time.sleep(server.hang_s)
                 server.answered_at.append(time.monotonic())
-                self.send_response(500 if self.path == "/fail" else 200)
+                down = self.path == "/service" and server.down
+                self.send_response(500 if self.path == "/fail" else 503 if down else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -186,6 +189,27 @@ def test_nothing_sent_after_the_bound_and_5xx_and_refused_are_counted(hanging: H
     assert stats.failed == stats.sent and stats.timed_out == 0
     assert stats.statuses == {"500": 3, "error": 3}
     assert any(f.endswith(f"GET {hanging.url}/fail: status 500") for f in stats.failures)
+
+
+def test_until_serving_failures_before_the_first_answer_are_counted_apart_and_after_it_as_failures(
+    hanging: HangingServer,
+) -> None:
+    """A rollout out of maintenance mode (scaled to 0): down by design until its first answer."""
+    hanging.down = True
+    with TrafficProbe(
+        f"{hanging.url}/service", rps=20, timeout_s=1, max_duration_s=60, until_serving=True
+    ) as probe:
+        time.sleep(0.5)
+        hanging.down = False
+        time.sleep(0.5)
+        hanging.down = True  # down again once it served: that is downtime
+        time.sleep(0.3)
+    stats = probe.stats
+
+    assert 6 <= stats.before_serving <= 14, stats
+    assert stats.serving_after_s is not None and 0.4 <= stats.serving_after_s <= 0.8
+    assert 3 <= stats.failed <= 9 and stats.statuses["503"] == stats.failed, stats
+    assert stats.statuses["200"] >= 6
 
 
 # The lock watch on a real PostgreSQL ------------------------------------------------------------

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sandbox.replicas.runner import BUCKETS, HttpMetrics, Release, main
+from sandbox.replicas.runner import BUCKETS, CRASH_ON_START, HttpMetrics, Release, main
 
 MIGRATIONS = Path(__file__).resolve().parent / "release_manager_migrations"
 STABLE, GOOD = "2024.01.08", "2024.01.15"
@@ -49,12 +49,14 @@ RELEASES = {
         Release(f"{GOOD}-bad-queue", fault="message queue unreachable"),
         Release(f"{GOOD}-bad-errors"),
         Release(f"{GOOD}-bad-migration"),
+        Release(f"{GOOD}-crashloop", fault=CRASH_ON_START),
     )
 }
 """Each release's migrations are ``release_manager_migrations/releases/<release>/alembic.ini``;
 ``-bad-queue`` cannot reach its message queue (its /health says so), ``-bad-errors`` answers
 one GET /api/deployments in five with a 500 while its /health stays healthy (only the error
-rate shows it), ``-bad-migration``'s migration fails."""
+rate shows it), ``-bad-migration``'s migration fails, ``-crashloop`` exits as it starts (on
+Kubernetes: CrashLoopBackOff)."""
 FAILING_EVERY = 5
 """``-bad-errors``: every fifth request to /api/deployments fails."""
 CACHE_KEY = "release-manager:releases"

@@ -44,11 +44,16 @@ Scope = MutableMapping[str, Any]
 @dataclass(frozen=True)
 class Release:
     """One build of a replicated system: its SQL migration files (none for alembic's, which are
-    named by its ini file) and its fault, if it is one of the bad builds."""
+    named by its ini file) and its fault, if it is one of the bad builds (CRASH_ON_START, a build
+    that exits at once, or the system's own)."""
 
     name: str
     migrations: tuple[str, ...] = ()
     fault: str | None = None
+
+
+CRASH_ON_START = "crash-on-start"
+"""A build that exits 1 as it starts, whatever its host does: a crash-looping image on Kubernetes."""
 
 
 class HttpMetrics:
@@ -134,6 +139,9 @@ def main(
         return migrate(release, os.environ["DATABASE_URL"])
     if args.port is None:
         parser.error("--port is required to serve")
+    if release.fault == CRASH_ON_START:
+        log.error("FATAL: release %s cannot start: configuration key 'auth.issuer' is missing", release.name)
+        return 1
     server = loopback_server(make_app(release, args.port), args.port, args.host)
     log.info("release %s listening on %s:%d", release.name, args.host, args.port)
     server.run()

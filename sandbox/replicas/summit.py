@@ -27,7 +27,15 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from sandbox.replicas.runner import HttpMetrics, Release, SqlTool, main, migrate_from, pooled_app
+from sandbox.replicas.runner import (
+    CRASH_ON_START,
+    HttpMetrics,
+    Release,
+    SqlTool,
+    main,
+    migrate_from,
+    pooled_app,
+)
 from sandbox.summit import Summit
 
 HERE = Path(__file__).resolve().parent
@@ -43,10 +51,12 @@ RELEASES = {
         Release("4.0.0", (*_BASE, _LABELS)),
         Release("4.0.0-bad-policy", (*_BASE, _LABELS)),
         Release("4.0.0-bad-migration", (*_BASE, "20260115000000_entity_owner_broken.sql")),
+        Release("4.0.0-crashloop", (*_BASE, _LABELS), fault=CRASH_ON_START),
     )
 }
 """3.0.0 serves first, 4.0.0 is the good release; ``-bad-policy``'s bundle reads dominance as
-equality (a TS user is denied an S entity), ``-bad-migration``'s migration fails."""
+equality (a TS user is denied an S entity), ``-bad-migration``'s migration fails, ``-crashloop``
+exits as it starts (on Kubernetes: CrashLoopBackOff)."""
 
 SCHEMA_MIGRATIONS = SqlTool(
     table="schema_migrations",

@@ -334,6 +334,13 @@ class ArgoRolloutSettings(Model):
         False, description="promote an indefinite pause step (`kubectl argo rollouts promote`)"
     )
     abort_on_failure: bool = Field(True, description="abort the Rollout when an AnalysisRun fails")
+    analysis: Literal["argo", "releasegate"] = Field(
+        "argo",
+        description="who judges each canary step: 'argo', the Rollout's own AnalysisRuns; "
+        "'releasegate', the gates' [metrics.canary] checks (canary against stable, on their counts) "
+        "at each indefinite pause (`pause: {}`) after a setWeight, each step promoted only when it "
+        "passed; the Rollout's setWeight steps are then [metrics.canary] steps",
+    )
 
 
 class HelmSettings(Model):
@@ -1705,6 +1712,12 @@ class Environment(Model):
     def _monitoring_needs_prometheus(self) -> Environment:
         if self.readiness and self.readiness.monitoring and self.metrics is None:
             raise ValueError("readiness.monitoring asks Prometheus: it needs a [metrics] section")
+        argo = self.platform.kubernetes.argo_rollout if self.platform.kubernetes else None
+        if argo is not None and argo.analysis == "releasegate" and self.metrics is None:
+            raise ValueError(
+                'platform.kubernetes.argo_rollout.analysis = "releasegate" judges each step with '
+                '[metrics.canary]: it needs a [metrics] section (or analysis = "argo")'
+            )
         bundle = self.policy.bundle if self.policy else None
         if bundle is not None and bundle.kind == "kubernetes-env" and self.platform.kubernetes is None:
             raise ValueError(

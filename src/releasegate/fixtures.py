@@ -374,7 +374,10 @@ def rollout(
         revisions_now = getattr(run.platform, "revisions_now", None)
         if revisions_now is not None:  # Kubernetes: the revisions `rollout undo` goes back to
             undo["deployments"] = revisions_now()
-        with run.mutation("deploy", about, undo) as step, _traffic(env) as traffic:
+        with (
+            run.mutation("deploy", about, undo) as step,
+            _traffic(env, _down_for_maintenance(run, env)) as traffic,
+        ):
             result = _as_result(move(run.progress), run.release)
             if not result.ok:
                 step.failed(result.reason)
@@ -403,14 +406,26 @@ def _migration_traffic(env: Environment) -> TrafficProbe:
     )
 
 
-def _traffic(env: Environment) -> TrafficProbe:
+def _traffic(env: Environment, until_serving: bool = False) -> TrafficProbe:
     verify = env.verify
     return TrafficProbe(
         f"{env.platform.url.rstrip('/')}{verify.traffic_path}",
         rps=verify.traffic_rps,
         timeout_s=verify.request_timeout_s,
         max_duration_s=verify.traffic_max_s,
+        until_serving=until_serving,
     )
+
+
+def _down_for_maintenance(run: Run, env: Environment) -> bool:
+    """This run's migration took the service down by scaling it to 0 (Granter 1.3, Summit GA 3.3),
+    and the rollout brings it back with the new release: nobody is served until then, by design."""
+    k8s = env.platform.kubernetes
+    if k8s is None or k8s.maintenance is None or k8s.maintenance.mode != "scale-to-zero":
+        return False
+    record = run.ledger.run(run.id)
+    intent = record.intent("maintenance") if record is not None else None
+    return intent is not None and intent.done_at is not None
 
 
 # Canary ---------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ CHANGES = {
     "policy": Change.POLICY,
 }
 """Which intents change what: the decision tree's inputs, read back from the ledger."""
+ROLLBACK_STEPS_SHOWN = 12
+"""The platform's last lines of a rollback kept as evidence (helm rollback, rollout undo ...)."""
 
 
 @dataclass
@@ -405,6 +407,8 @@ class Run:
             return
         self.progress(f"rolling back {self.env.name} to {target}")
         result = self.platform.rollback(target, self.progress)
+        for line in result.events[-ROLLBACK_STEPS_SHOWN:]:  # how it went back: helm rollback, undo ...
+            check.record("rollback step", line, source="platform")
         check.holds(
             f"application rolled back to {target}", result.ok, source="platform", detail=result.reason
         )

@@ -4,9 +4,11 @@ rollback releasegate makes of it."""
 
 from __future__ import annotations
 
+import pytest
 from real_cluster import Cluster
 from test_node_agent import serving
 
+from releasegate.errors import ActionError
 from releasegate.platforms.kubernetes import KubernetesPlatform
 
 ROLLOUT_STEPS = [
@@ -102,3 +104,63 @@ def test_argo_rollout_abort_by_hand(kube):
     state = platform.strategy.rollout_status()
     assert state.aborted and state.canary_weight == 0
     assert platform.current_release() == "4.0.0"
+
+
+# releasegate judges each step (analysis = "releasegate"): the gates promote pause by pause ------
+
+JUDGED_STEPS = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]
+
+
+def test_a_rollout_judged_by_the_gates_waits_at_each_weight_until_promoted(kube):
+    platform, url = argo(kube, steps=JUDGED_STEPS, analysis="releasegate")
+
+    platform.start_canary("4.0.1")
+
+    state = platform.strategy.rollout_status()
+    assert state.paused and state.canary_weight == 25
+    assert platform.current_release() == "4.0.0", "stable until the last step"
+    assert platform.set_canary_weight(25) == 25.0, "1 of 4 pods: nothing to promote yet"
+    assert platform.strategy.rollout_status().step == 1
+
+    assert platform.set_canary_weight(50) == 50.0
+    assert platform.strategy.rollout_status().step == 3, "promoted to the next pause, not past it"
+    assert {p.release for p in platform.status().instances if p.ready} == {"4.0.0", "4.0.1"}
+
+    assert platform.set_canary_weight(100) == 100.0
+    platform.promote()  # what the gates do after the last step: nothing left
+
+    assert platform.current_release() == "4.0.1"
+    assert platform.strategy.rollout_status().phase == "Healthy"
+    kube.settle(lambda: serving(url) == {"v4.0.1"}, "the stable Service answers from 4.0.1")
+
+
+def test_a_weight_the_rollout_has_no_step_for_is_refused(kube):
+    platform, _url = argo(kube, steps=JUDGED_STEPS, analysis="releasegate")
+    platform.start_canary("4.0.1")
+
+    with pytest.raises(ActionError, match=r"waits at 50 %, not 40 %: its setWeight steps"):
+        platform.set_canary_weight(40)
+
+
+def test_a_rollout_that_never_pauses_cannot_be_judged_by_the_gates(kube):
+    platform, _url = argo(kube, steps=[{"setWeight": 50}, {"setWeight": 100}], analysis="releasegate")
+
+    with pytest.raises(ActionError, match=r"went to 100 % without stopping for a judgement"):
+        platform.start_canary("4.0.1")
+
+
+def test_a_crash_looping_canary_aborts_the_rollout_with_the_pods_reason(kube):
+    """Argo itself would wait for its progress deadline (10 minutes) before Degraded: the pod's
+    CrashLoopBackOff fails the rollout at once, and the stable ReplicaSet keeps every request."""
+    platform, url = argo(kube, steps=JUDGED_STEPS, analysis="releasegate")
+    kube.behave("ghcr.io/summit/server:v4.0.1", fault="CrashLoopBackOff", fault_after_s=0.2)
+
+    with pytest.raises(ActionError) as failed:
+        platform.start_canary("4.0.1")
+
+    reason = str(failed.value)
+    assert "summit-canary-rollout-" in reason and "CrashLoopBackOff" in reason, reason
+    assert reason.endswith("rollout aborted")
+    state = platform.strategy.rollout_status()
+    assert state.aborted and state.canary_weight == 0
+    assert serving(url) == {"v4.0.0"}

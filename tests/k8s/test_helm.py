@@ -1,5 +1,5 @@
 """Helm on a real control plane: the real ``helm`` (v4, built by ``make k8s-tools``) installs,
-upgrades and rolls back a real chart (tests/k8s/charts/summit, what GA 4.2's chart does) through
+upgrades and rolls back a real chart (sandbox/charts/summit, what GA 4.2's chart does) through
 the API server; releasegate runs it, records the revision before the change and rolls back to it.
 """
 
@@ -10,14 +10,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from real_cluster import Cluster
 from test_node_agent import serving
 
+from releasegate.errors import ProbeError
 from releasegate.platforms.helm import HelmPlatform
 from releasegate.platforms.kubernetes import KubernetesPlatform
 from sandbox.control_plane import tool
 
-CHART = Path(__file__).resolve().parent / "charts" / "summit"
+CHART = Path(__file__).resolve().parents[2] / "sandbox" / "charts" / "summit"
 
 
 def helm_settings(**section: Any) -> dict[str, Any]:
@@ -84,8 +86,9 @@ def test_helm_upgrade_then_rollback_to_the_recorded_revision(kube):
     kube.settle(lambda: serving(url) == {"v4.0.0"}, "the Service answers from 4.0.0 again")
 
 
-def test_a_failed_helm_upgrade_is_a_failed_rollout_with_helms_reason(kube):
-    """A crash-looping image: helm's --wait gives up at its timeout, and says why."""
+def test_a_failed_helm_upgrade_says_helms_reason_and_why_the_pods_are_not_ready(kube):
+    """A crash-looping image: helm's --wait gives up at its timeout and says only that; the
+    failure line adds what ``kubectl get pods`` shows, the new pod and its crash loop."""
     install(kube)
     platform = deployment_platform(kube, timeout_s=8)
     kube.behave("ghcr.io/summit/server:v4.0.1", fault="CrashLoopBackOff")
@@ -93,15 +96,57 @@ def test_a_failed_helm_upgrade_is_a_failed_rollout_with_helms_reason(kube):
     result = platform.deploy("4.0.1")
 
     assert not result.ok
-    assert result.reason.startswith(
-        "helm: helm upgrade --install failed (exit 1): context deadline exceeded"
-    ), result.reason
+    helms, _, pods = result.reason.partition("; not ready: ")
+    assert helms.startswith("helm: helm upgrade --install failed (exit 1): context deadline exceeded"), (
+        result.reason
+    )
+    assert pods.startswith("pod summit-"), result.reason
+    assert "CrashLoopBackOff" in pods or "last exit Error (code 1)" in pods, result.reason
+    pod = kube.core.read_namespaced_pod(pods.split()[1], kube.namespace)
+    assert pod.spec.containers[0].image == "ghcr.io/summit/server:v4.0.1"  # the new pod, not an old one
     assert revisions(platform)[-1][1] == "failed"
 
     back = platform.rollback()
 
     assert back.ok, back.reason
     assert platform.current_release() == "4.0.0"
+    assert kube.image("summit", "summit-server") == "ghcr.io/summit/server:v4.0.0"
+    assert revisions(platform)[-1] == (3, "deployed", "Rollback to 1")
+
+
+def test_the_first_helm_install_is_an_initial_release(kube):
+    """A namespace the chart was never installed in: no Deployment to read means nothing serves
+    yet (not an error, through Helm), and ``helm upgrade --install`` makes revision 1."""
+    platform = deployment_platform(kube)
+    assert platform.current_release() is None
+    assert platform.status().instances == () and platform.revisions_now() == []
+
+    result = platform.deploy("4.0.0")
+
+    assert result.ok, result.reason
+    assert result.previous_release is None and result.release == "4.0.0"
+    assert "helm history summit: no revision deployed: the chart's first install" in result.events
+    assert revisions(platform) == [(1, "deployed", "Install complete")]
+    status = platform.status()
+    assert status.releases_serving == {"4.0.0"} and len(status.in_service) == 3, status
+    url = f"http://{kube.core.read_namespaced_service('summit-server', kube.namespace).spec.cluster_ip}"
+    kube.settle(lambda: serving(url) == {"v4.0.0"}, "the chart's Service answers from 4.0.0")
+
+
+def test_without_helm_a_missing_deployment_is_a_one_line_error_saying_what_to_do(kube):
+    """releasegate sets images on Deployments that exist; without Helm nothing would create one."""
+    settings = kube.settings(
+        [{"name": "summit", "container": "summit-server", "image": "ghcr.io/summit/server:v{release}"}]
+    )
+    platform = KubernetesPlatform(settings, "https://summit.example")
+
+    with pytest.raises(ProbeError) as caught:
+        platform.deploy("4.0.0")
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"404 Not Found: get deployments/summit in namespace {kube.namespace}" in message, message
+    assert f"create deployment summit in namespace {kube.namespace} first" in message, message
 
 
 def test_helm_with_an_argo_rollout_follows_the_steps_and_rolls_back_with_helm(kube):

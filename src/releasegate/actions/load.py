@@ -197,7 +197,14 @@ class LoadGenerator:
         return n, self._started + n / self.rps
 
     def _worker(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s, trust_env=False) as client:
+        # A new connection for each request, as requests from many users arrive: a load balancer
+        # that balances connections (kube-proxy, a Service's ClusterIP) would otherwise send a
+        # worker's every request to the pod its one connection reached, and a canary started
+        # after the load would get none of it.
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(
+            base_url=self.base_url, timeout=self.timeout_s, trust_env=False, limits=fresh
+        ) as client:
             while not self._stop.is_set():
                 slot = self._slot()
                 if slot is None:

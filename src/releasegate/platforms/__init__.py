@@ -34,9 +34,12 @@ def instances_reachable(env: Environment) -> bool:
 
 def strategy_of(env: Environment) -> str:
     """How this environment moves traffic to a new release: rolling, canary, blue-green (or
-    argo-rollout on Kubernetes)."""
-    if env.platform.kind == "kubernetes" and env.platform.kubernetes is not None:
-        return env.platform.kubernetes.strategy
+    argo-rollout on Kubernetes: a canary the gates drive when releasegate judges its steps)."""
+    kubernetes = env.platform.kubernetes
+    if env.platform.kind == "kubernetes" and kubernetes is not None:
+        if kubernetes.argo_rollout is not None and kubernetes.argo_rollout.analysis == "releasegate":
+            return "canary"  # the gates walk the Rollout's steps, judging each (platforms.argo)
+        return kubernetes.strategy
     if env.platform.local is not None:
         return env.platform.local.strategy
     return "rolling"

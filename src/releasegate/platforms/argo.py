@@ -22,7 +22,7 @@ from releasegate.config import ArgoRolloutSettings, KubernetesPlatformSettings
 from releasegate.errors import ActionError
 from releasegate.platforms.base import PlatformStatus, Progress, no_progress
 from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of
-from releasegate.probes.kubernetes_objects import image_for, pod_ready, release_of
+from releasegate.probes.kubernetes_objects import image_for, pod_failure, pod_ready, release_of
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
 FAILED_ANALYSIS = frozenset({"Failed", "Error", "Inconclusive"})
 JSON_PATCH = "application/json-patch+json"
+TEMPLATE_HASH = "rollouts-pod-template-hash"
+"""The label Argo puts on each pod: which ReplicaSet (stable or canary) it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -152,17 +154,26 @@ class ArgoRollout:
         say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
         return self.follow(say)
 
-    def follow(self, say: Progress, timeout_s: float | None = None) -> str | None:
-        """Follow the controller until the Rollout is stable (None), fails, or waits for a promotion."""
+    def follow(
+        self, say: Progress, timeout_s: float | None = None, *, walking: bool = True, to_end: bool = False
+    ) -> str | None:
+        """Follow the controller until the Rollout is stable (None), fails, or waits for a promotion.
+
+        ``walking`` False: back to the previous template (a rollback), which must not walk the
+        canary's steps and pauses again: promoted in full at once, no step reported as passed
+        (Argo is stable at once when that template is still its stable ReplicaSet's). ``to_end``:
+        a full promotion was asked, so a pause seen is one the controller has not left yet."""
         timeout_s = timeout_s or self.settings.rollout_timeout_s
         started = time.monotonic()
         last = ""
+        full = to_end
         while True:
             rollout = self.get()
             state = self.rollout_status(rollout)
             observed = _generation((rollout.get("status") or {}).get("observedGeneration"))
             if observed >= int(rollout["metadata"].get("generation") or 0):
-                for index, weight in _weights_passed(rollout, self._reported_step, state.step):
+                passed = _weights_passed(rollout, self._reported_step, state.step) if walking else []
+                for index, weight in passed:
                     say(f"rollout {self.name}: step {index}/{state.steps} passed, canary weight {weight} %")
                 self._reported_step = max(self._reported_step, state.step - 1)  # the last step passed
                 line = state.line(self.name)
@@ -172,13 +183,21 @@ class ArgoRollout:
                 failed = self._report_analyses(rollout, say)
                 if failed is not None:
                     return self._analysis_failed(state, say, failed)
+                broken = None if state.stable else self._template_pod_failure(rollout)
+                if broken is not None:  # Argo itself waits for its progress deadline (10 min)
+                    if self.config.abort_on_failure and not state.aborted:
+                        self.abort(say)
+                    return f"rollout {self.name}: {broken}; rollout aborted"
                 if state.stable and state.phase == "Healthy":
                     return None
                 if state.analysis_status in FAILED_ANALYSIS:
                     return self._analysis_failed(state, say)
                 if state.aborted or state.phase == "Degraded":
                     return f"rollout {self.name} aborted: {state.message or state.phase}"
-                if state.paused and self._indefinite_pause(rollout, state):
+                if not walking and not full:
+                    self._promote_full_patch(say)
+                    full = True
+                elif state.paused and self._indefinite_pause(rollout, state) and not full:
                     if not self.config.promote_paused:
                         say(
                             f"rollout {self.name} paused at step {state.step} until promoted: the gates decide"
@@ -190,14 +209,22 @@ class ArgoRollout:
             time.sleep(self.settings.poll_interval_s)
 
     def promote(self, say: Progress = no_progress) -> None:
-        """``kubectl argo rollouts promote``, then follow it to the next pause or the end."""
+        """``kubectl argo rollouts promote``, then follow it to the next pause or the end; a
+        Rollout already complete has nothing to promote."""
+        if self.rollout_status().stable:
+            say(f"rollout {self.name} is complete: nothing to promote")
+            return
         self._promote_patch(say)
         failure = self.follow(say)
         if failure:
             raise ActionError(failure)
 
     def abort(self, say: Progress = no_progress) -> None:
-        """``kubectl argo rollouts abort``: the stable ReplicaSet takes all traffic back."""
+        """``kubectl argo rollouts abort``: the stable ReplicaSet takes all traffic back. A
+        complete Rollout has no canary to abort (the rollback sets the previous template)."""
+        if self.rollout_status().stable:
+            say(f"rollout {self.name} is complete: no canary to abort")
+            return
         self._status_patch({"status": {"abort": True}})
         say(f"kubectl argo rollouts abort {self.name}")
         started = time.monotonic()
@@ -208,6 +235,81 @@ class ArgoRollout:
                 return
             time.sleep(self.settings.poll_interval_s)
         raise ActionError(f"rollout {self.name} not aborted within {self.settings.rollout_timeout_s:g} s")
+
+    # -- the gates' canary: releasegate judges each step (analysis = "releasegate") -----------------
+
+    def start(self, release: str, say: Progress = no_progress) -> str | None:
+        """Set the image and follow the controller to its first indefinite pause: the canary's
+        pods run at the Rollout's first weight and wait for the gates' judgement. The failure
+        line, or None."""
+        return self.deploy(release, say) or self.judged_pause()
+
+    def judged_pause(self) -> str | None:
+        """None when the Rollout waits at an indefinite pause for the gates to judge the step it
+        reached; else why it does not (complete without pausing, or paused for a while only)."""
+        rollout = self.get()
+        state = self.rollout_status(rollout)
+        if state.stable:
+            return (
+                f"rollout {self.name} went to 100 % without stopping for a judgement: with "
+                'analysis = "releasegate" each setWeight step is followed by `pause: {}`'
+            )
+        if not (state.paused and self._indefinite_pause(rollout, state)):
+            return f"rollout {self.name} does not wait for a judgement: {state.line(self.name)}"
+        return None
+
+    def set_weight(self, percent: int, say: Progress = no_progress) -> float:
+        """Promote the Rollout pause by pause until it waits at ``percent`` %, its setWeight (at
+        100 %, ``promote --full``: every pod to the canary's release); returns the share of the
+        ready pods the canary has, which without a traffic router is its share of requests."""
+        if percent >= 100:
+            if not self.rollout_status().stable:
+                self._promote_full_patch(say)
+                failure = self.follow(say, to_end=True)
+                if failure:
+                    raise ActionError(failure)
+            return self._canary_share(percent, say)
+        state = self.rollout_status()
+        while state.canary_weight < percent and not state.stable:
+            self.promote(say)
+            state = self.rollout_status()
+        if state.canary_weight != percent or state.stable:
+            raise ActionError(
+                f"rollout {self.name} waits at {state.canary_weight} %, not {percent} %: its setWeight "
+                "steps, each followed by `pause: {}`, must be [metrics.canary] steps"
+            )
+        return self._canary_share(percent, say)
+
+    def _template_pod_failure(self, rollout: dict[str, Any]) -> str | None:
+        """Why a pod of the Rollout's new template will not become ready (CrashLoopBackOff,
+        ImagePullBackOff, OOMKilled ...), as ``kubectl describe pod`` would say; else None."""
+        template = (rollout.get("status") or {}).get("currentPodHash")
+        selector = (rollout.get("spec") or {}).get("selector")
+        if not template or not selector:
+            return None
+        pods = self.kube.live_pods(selector)
+        return next(
+            (
+                failure
+                for p in pods
+                if (p.metadata.labels or {}).get(TEMPLATE_HASH) == template
+                and (failure := pod_failure(p)) is not None
+            ),
+            None,
+        )
+
+    def _canary_share(self, percent: int, say: Progress) -> float:
+        rollout = self.get()
+        template = (rollout.get("status") or {}).get("currentPodHash")
+        selector = (rollout.get("spec") or {}).get("selector")
+        ready = [p for p in self.kube.live_pods(selector) if pod_ready(p)] if selector else []
+        canary = [p for p in ready if (p.metadata.labels or {}).get(TEMPLATE_HASH) == template]
+        share = 100 * len(canary) / len(ready) if ready else 0.0
+        say(
+            f"canary weight {percent} %: {len(canary)} of {len(ready)} ready pod(s) run "
+            f"{self.template_release(rollout)} ({share:.0f} %)"
+        )
+        return share
 
     def rollback(self, to_release: str | None, say: Progress) -> tuple[str | None, str | None]:
         rollout = self.get()
@@ -226,7 +328,7 @@ class ArgoRollout:
                 say(f"kubectl argo rollouts set image {self.name} {self.config.container}={image}")
         except ActionError as exc:
             return self.current_release(), str(exc)
-        failure = self.follow(say)
+        failure = self.follow(say, walking=False)
         return self.current_release(), failure
 
     # -- helpers ------------------------------------------------------------------------------
@@ -258,21 +360,18 @@ class ArgoRollout:
         )
         return image
 
+    def _promote_full_patch(self, say: Progress) -> None:
+        """``kubectl argo rollouts promote --full``: every remaining step and pause skipped."""
+        self._status_patch({"status": {"promoteFull": True, "pauseConditions": None}})
+        if (self.get().get("spec") or {}).get("paused"):
+            self._spec_patch({"spec": {"paused": False}})
+        say(f"kubectl argo rollouts promote --full {self.name}")
+
     def _promote_patch(self, say: Progress) -> None:
         self._status_patch({"status": {"pauseConditions": None}})
         rollout = self.get()
         if (rollout.get("spec") or {}).get("paused"):
-            self.kube.write(
-                "patch",
-                f"rollouts.argoproj.io/{self.name}",
-                self.kube.custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.kube.namespace,
-                PLURAL,
-                self.name,
-                {"spec": {"paused": False}},
-            )
+            self._spec_patch({"spec": {"paused": False}})
         say(f"kubectl argo rollouts promote {self.name}")
 
     def _report_analyses(self, rollout: dict[str, Any], say: Progress) -> dict[str, Any] | None:
@@ -285,7 +384,7 @@ class ArgoRollout:
         runs = self.kube.read(
             "list", "analysisruns.argoproj.io", self.kube.custom.list_namespaced_custom_object,
             GROUP, VERSION, self.kube.namespace, "analysisruns",
-            label_selector=f"rollouts-pod-template-hash={template}",
+            label_selector=f"{TEMPLATE_HASH}={template}",
         ).get("items", [])  # fmt: skip
         failed = None
         for run in sorted(runs, key=lambda r: r["metadata"].get("creationTimestamp") or ""):
@@ -294,7 +393,7 @@ class ArgoRollout:
                 o.get("kind") == "Rollout" and o.get("name") == self.name
                 for o in meta.get("ownerReferences") or []
             )
-            if not owned or (meta.get("labels") or {}).get("rollouts-pod-template-hash") != template:
+            if not owned or (meta.get("labels") or {}).get(TEMPLATE_HASH) != template:
                 continue
             phase = status.get("phase") or ""
             if phase in ("Successful", *FAILED_ANALYSIS) and meta["name"] not in self._analyses_reported:
@@ -357,6 +456,10 @@ class ArgoRollout:
         )
 
     def _annotate(self, annotations: dict[str, str | None]) -> None:
+        self._spec_patch({"metadata": {"annotations": annotations}})
+
+    def _spec_patch(self, body: dict[str, Any]) -> None:
+        """A merge patch of the Rollout itself (its spec or metadata; not its status)."""
         self.kube.write(
             "patch",
             f"rollouts.argoproj.io/{self.name}",
@@ -366,7 +469,7 @@ class ArgoRollout:
             self.kube.namespace,
             PLURAL,
             self.name,
-            {"metadata": {"annotations": annotations}},
+            body,
         )
 
 

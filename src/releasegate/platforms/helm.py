@@ -8,6 +8,11 @@ health URL, restarts and logs; or, with an Argo Rollout in the chart, the Rollou
 analyses). Which revision a rollback returns to is taken from ``helm history`` before the
 upgrade (the last ``deployed`` one); without that record, the revision before the newest.
 ``Helm.version()`` is the preflight's question: no ``helm`` on PATH is one line saying so.
+
+Through Helm, a workload that is not there yet means the chart was never installed: nothing
+serves (the initial release), and ``helm upgrade --install`` makes it. Helm's own failure says
+little ("context deadline exceeded"), so a failed upgrade or rollback adds what ``kubectl get
+pods`` would show: the release's pods that are not Ready, and why (CrashLoopBackOff ...).
 """
 
 from __future__ import annotations
@@ -15,16 +20,25 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Any
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, TypeVar
 
 from releasegate.config import HelmSettings, KubernetesPlatformSettings
 from releasegate.errors import ActionError, ProbeError
 from releasegate.platforms.base import PlatformStatus, Progress, RolloutResult, no_progress
 from releasegate.platforms.kubernetes import KubernetesPlatform, Rolling
-from releasegate.platforms.kubernetes_deployments import now
+from releasegate.platforms.kubernetes_deployments import missing, now
+from releasegate.probes.kubernetes_objects import pod_not_ready
+
+T = TypeVar("T")
 
 _GRACE_S = 30.0
 """How much longer than helm's own --timeout the command may run before it is stopped."""
+RELEASE_LABEL = "app.kubernetes.io/instance"
+"""The label Helm charts put on their pods, naming the Helm release."""
+SHOWN_REASONS = 3
+"""How many distinct reasons a failure line shows for the pods that are not Ready."""
 
 
 class Helm:
@@ -159,37 +173,78 @@ class HelmPlatform:
         return getattr(self.kubernetes, name)
 
     def current_release(self) -> str | None:
-        return self.kubernetes.current_release()
+        """The workload's release; None before the chart's first install (no workload yet)."""
+        return self._unless_missing(self.kubernetes.current_release, None)
 
     def status(self) -> PlatformStatus:
-        return self.kubernetes.status()
+        """The workload's pods; none before the chart's first install."""
+        return self._unless_missing(self.kubernetes.status, PlatformStatus(None, None, 0, ()))
+
+    def revisions_now(self) -> list[dict[str, Any]]:
+        """The deployments' revisions for the ledger; none before the chart's first install."""
+        return self._unless_missing(self.kubernetes.revisions_now, [])
 
     def history(self) -> list[dict[str, Any]]:
         return self.helm.history()
 
+    def start_canary(self, release: str, progress: Progress = no_progress) -> None:
+        """An Argo Rollout the gates judge (analysis = "releasegate"): ``helm upgrade`` renders
+        the new template, then the Rollout is followed to its first pause, where the gates take
+        over (set_canary_weight, promote and abort are the Rollout's own, through Kubernetes)."""
+        result = self.deploy(release, progress)
+        strategy = self.kubernetes.strategy
+        judged_pause = getattr(strategy, "judged_pause", None)
+        if judged_pause is None:
+            raise ActionError("a canary through Helm is an Argo Rollout's: platform.kubernetes.argo_rollout")
+        failure = result.reason if not result.ok else judged_pause()
+        if failure:
+            raise ActionError(f"starting the canary of {release}: {failure}")
+
     def deploy(self, release: str, progress: Progress = no_progress) -> RolloutResult:
         """Record the deployed revision, ``helm upgrade --install --wait``, then check the workloads."""
         return self.kubernetes.run_change(
-            "deploy", release, lambda say: (release, self._upgrade(release, say)), progress
+            "deploy",
+            release,
+            lambda say: (release, self._upgrade(release, say)),
+            progress,
+            self.current_release,
         )
 
     def rollback(self, to_release: str | None = None, progress: Progress = no_progress) -> RolloutResult:
         """``helm rollback`` to the recorded revision (or the one before the newest), then check."""
         return self.kubernetes.run_change(
-            "rollback", to_release, lambda say: self._rollback(to_release, say), progress
+            "rollback",
+            to_release,
+            lambda say: self._rollback(to_release, say),
+            progress,
+            self.current_release,
         )
+
+    def _unless_missing(self, read: Callable[[], T], nothing: T) -> T:
+        """``read()``, or ``nothing`` when the chart's workload is not there: through Helm that
+        means no release installed yet, not a misconfiguration (without Helm it stays an error)."""
+        try:
+            return read()
+        except ProbeError as exc:
+            if missing(exc):
+                return nothing
+            raise
 
     def _upgrade(self, release: str, say: Progress) -> str | None:
         self.recorded_revision = self.helm.deployed_revision()
         say(
-            f"helm history {self.helm.settings.release}: revision {self.recorded_revision} is deployed "
-            "(recorded for the rollback)"
+            f"helm history {self.helm.settings.release}: "
+            + (
+                f"revision {self.recorded_revision} is deployed (recorded for the rollback)"
+                if self.recorded_revision is not None
+                else "no revision deployed: the chart's first install"
+            )
         )
         since = now()
         try:
             self.helm.upgrade(release)
         except ActionError as exc:  # e.g. UPGRADE FAILED: timed out waiting for the condition
-            return str(exc)
+            return str(exc) + self._pods_not_ready()
         say(
             f"helm upgrade --install {self.helm.settings.release} {self.helm.settings.chart} {self.helm.settings.wait_flag}: done"
         )
@@ -205,7 +260,7 @@ class HelmPlatform:
         try:
             self.helm.rollback(revision)
         except ActionError as exc:
-            return self.current_release(), str(exc)
+            return self.current_release(), str(exc) + self._pods_not_ready()
         say(f"helm rollback {self.helm.settings.release} {revision} {self.helm.settings.wait_flag}: done")
         failure = self._check(say, since, None)
         reached = self.current_release()
@@ -217,8 +272,8 @@ class HelmPlatform:
         """After Helm: the Argo Rollout's steps, or each deployment's rollout and checks."""
         strategy = self.kubernetes.strategy
         follow = getattr(strategy, "follow", None)
-        if follow is not None:
-            return follow(say)
+        if follow is not None:  # an Argo Rollout: its steps on an upgrade, none on a rollback
+            return follow(say, walking=release is not None)
         if isinstance(strategy, Rolling):
             for spec in self.settings.deployments:
                 failure = strategy.ops.wait(spec, say) or strategy.ops.verify(
@@ -227,3 +282,38 @@ class HelmPlatform:
                 if failure:
                     return failure
         return None
+
+    def _pods_not_ready(self) -> str:
+        """What ``kubectl get pods`` adds to helm's bare "context deadline exceeded": the release's
+        pods that are not Ready, one line per distinct reason (at most SHOWN_REASONS); "" if none."""
+        try:
+            pods = self._pods()
+        except ProbeError as exc:
+            return f"; its pods could not be listed: {exc}"
+        by_reason: dict[str, list[str]] = {}
+        for pod in pods:
+            found = pod_not_ready(pod)
+            if found:
+                by_reason.setdefault(found[0], []).append(found[1])
+        shown = [
+            lines[0] + (f" (and {len(lines) - 1} more pod(s) {reason})" if len(lines) > 1 else "")
+            for reason, lines in list(by_reason.items())[:SHOWN_REASONS]
+        ]
+        more = len(by_reason) - SHOWN_REASONS
+        return ("; not ready: " + "; ".join(shown) if shown else "") + (
+            f"; and pods with {more} other reason(s)" if more > 0 else ""
+        )
+
+    def _pods(self) -> list[Any]:
+        """The release's pods (not those being deleted), newest first: those with Helm's release
+        label, and those the environment's workloads select (a chart need not set the label)."""
+        kube = self.kubernetes.kube
+        selectors: list[Any] = [{RELEASE_LABEL: self.helm.settings.release}]
+        for spec in self.settings.deployments:
+            with suppress(ProbeError):  # not made: its pods cannot be there either
+                selectors.append(kube.deployment(spec.name).spec.selector)
+        if self.settings.argo_rollout is not None:
+            with suppress(ProbeError):
+                selectors.append(self.kubernetes.strategy.get()["spec"]["selector"])  # type: ignore[attr-defined]
+        found = {p.metadata.name: p for selector in selectors for p in kube.live_pods(selector)}
+        return sorted(found.values(), key=lambda p: str(p.metadata.creation_timestamp or ""), reverse=True)

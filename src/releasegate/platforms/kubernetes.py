@@ -252,18 +252,22 @@ class KubernetesPlatform:
         return self._strategy_as(BlueGreen)
 
     def start_canary(self, release: str, progress: Progress = no_progress) -> None:
-        """Canary by replicas: the canary Deployment takes ``release`` at 0 pods (weights next)."""
-        from releasegate.platforms.kubernetes_canary import ReplicaCanary
-
-        failure = self._strategy_as(ReplicaCanary).start(release, progress)
+        """Canary by replicas: the canary Deployment takes ``release`` at 0 pods (weights next);
+        an Argo Rollout judged by the gates: the image set, the Rollout at its first pause."""
+        failure = self._canary().start(release, progress)
         if failure:
             raise ActionError(f"starting the canary of {release}: {failure}")
 
     def set_canary_weight(self, percent: int, progress: Progress = no_progress) -> float:
-        """Canary by replicas: ``percent`` of the pods run the canary; returns the real share."""
+        """``percent`` % of the pods run the canary (the Rollout promoted to the step that sets
+        it); returns the real share."""
+        return self._canary().set_weight(percent, progress)
+
+    def _canary(self) -> Any:
+        from releasegate.platforms.argo import ArgoRollout
         from releasegate.platforms.kubernetes_canary import ReplicaCanary
 
-        return self._strategy_as(ReplicaCanary).set_weight(percent, progress)
+        return self._strategy_as(ReplicaCanary, ArgoRollout)
 
     def promote(self, progress: Progress = no_progress) -> None:
         """Canary or Argo Rollout: finish the rollout now (``kubectl argo rollouts promote``)."""
@@ -288,8 +292,10 @@ class KubernetesPlatform:
         target: str | None,
         work: Callable[[Progress], tuple[str | None, str | None]],
         progress: Progress,
+        current: Callable[[], str | None] | None = None,
     ) -> RolloutResult:
-        """Time a change and collect its progress lines into a RolloutResult (Helm uses it too).
+        """Time a change and collect its progress lines into a RolloutResult (Helm uses it too,
+        with its own ``current``: before a chart's first install no release serves).
         ``work`` returns the release reached and the failure line, None when it worked."""
         started = time.monotonic()
         events: list[str] = []
@@ -298,7 +304,7 @@ class KubernetesPlatform:
             events.append(line)
             progress(line)
 
-        before = self.current_release()
+        before = (current or self.current_release)()
         say(
             f"{action} {before or '(nothing)'} -> {target or '(the recorded release)'} "
             f"in namespace {self.settings.namespace} ({self.settings.strategy})"
@@ -320,12 +326,11 @@ class KubernetesPlatform:
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    def _strategy_as(self, kind: type[Any]) -> Any:
+    def _strategy_as(self, *kinds: type[Any]) -> Any:
         strategy = self.strategy
-        if not isinstance(strategy, kind):
-            raise ActionError(
-                f"platform.kubernetes.strategy is {self.settings.strategy!r}, not {kind.__name__}"
-            )
+        if not isinstance(strategy, kinds):
+            names = " or ".join(kind.__name__ for kind in kinds)
+            raise ActionError(f"platform.kubernetes.strategy is {self.settings.strategy!r}, not {names}")
         return strategy
 
     def _maintenance_settings(self) -> Any:

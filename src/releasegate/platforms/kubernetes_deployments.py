@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from releasegate.config import KubernetesDeploymentSettings, KubernetesPlatformSettings
-from releasegate.errors import ActionError
+from releasegate.errors import ActionError, ProbeError
 from releasegate.platforms.base import Instance, Progress
 from releasegate.probes.kubernetes import Kubernetes, error_log_lines, restart_counts
 from releasegate.probes.kubernetes_objects import (
@@ -63,7 +63,20 @@ class Deployments:
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, name: str) -> Any:
-        return self.kube.deployment(name)
+        """The Deployment. releasegate changes Deployments, it does not create them: a missing
+        one is a one-line error saying so (HelmPlatform reads it as "nothing installed yet")."""
+        try:
+            return self.kube.deployment(name)
+        except ProbeError as exc:
+            if not missing(exc):
+                raise
+            raise ProbeError(
+                exc.component,
+                exc.problem,
+                f"releasegate sets the image of an existing Deployment: create deployment {name} in "
+                f"namespace {self.kube.namespace} first (kubectl apply, or install its chart through "
+                "[platform.kubernetes.helm]), or correct its name in [[platform.kubernetes.deployments]]",
+            ) from None
 
     def release(self, spec: KubernetesDeploymentSettings, deployment: Any | None = None) -> str | None:
         """The release a deployment's template runs, read from its image through the template."""
@@ -372,6 +385,11 @@ class Deployments:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def missing(exc: ProbeError) -> bool:
+    """The API server answered 404 (probes.kubernetes words it so): the object is not there."""
+    return exc.problem.startswith("404 ")
 
 
 def _not_ready(pods: list[Any]) -> str:

@@ -246,9 +246,52 @@ def restarts(pod: Any, container: str | None = None) -> int:
 
 def pod_failure(pod: Any) -> str | None:
     """Why a pod will not become ready on its own (CrashLoopBackOff, OOMKilled ...), or None."""
-    statuses = list((pod.status.init_container_statuses if pod.status else None) or [])
-    statuses += (pod.status.container_statuses if pod.status else None) or []
+    fatal = _fatal(pod)
+    return fatal[1] if fatal else None
+
+
+def pod_not_ready(pod: Any) -> tuple[str, str] | None:
+    """Why a pod is not Ready, as ``kubectl get pods`` (the reason) and ``kubectl describe pod``
+    (the line) say it; None for a Ready pod. A reason that will not fix itself is pod_failure's;
+    else the scheduler's (Pending: Unschedulable), a container's waiting reason, or "not ready"
+    with the restarts and last exit, so a crash seen between two back-offs still shows."""
+    if pod_ready(pod):
+        return None
+    fatal = _fatal(pod)
+    if fatal:
+        return fatal
+    name = pod.metadata.name
+    phase = (pod.status.phase if pod.status else None) or "Pending"
+    for condition in (pod.status.conditions if pod.status else None) or []:
+        if condition.type == "PodScheduled" and condition.status == "False" and condition.reason:
+            detail = f" ({_one_line(condition.message)})" if condition.message else ""
+            return condition.reason, f"pod {name}: {phase}: {condition.reason}{detail}"
+    statuses = _statuses(pod)
     for status in statuses:
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None and waiting.reason:
+            return waiting.reason, f"pod {name} container {status.name}: {waiting.reason}{_exits(status)}"
+    worst = max(statuses, key=lambda s: s.restart_count or 0, default=None)
+    return "not ready", f"pod {name}: {phase}, not ready{_exits(worst) if worst else ''}"
+
+
+def _statuses(pod: Any) -> list[Any]:
+    statuses = list((pod.status.init_container_statuses if pod.status else None) or [])
+    return statuses + list((pod.status.container_statuses if pod.status else None) or [])
+
+
+def _exits(status: Any) -> str:
+    """``, 2 restart(s), last exit Error (code 1)``: what a container's restarts say, or nothing."""
+    last = status.last_state.terminated if status.last_state else None
+    text = f", {status.restart_count} restart(s)" if status.restart_count else ""
+    return text + (
+        f", last exit {last.reason} (code {last.exit_code})" if last is not None and last.reason else ""
+    )
+
+
+def _fatal(pod: Any) -> tuple[str, str] | None:
+    """pod_failure's reason (CrashLoopBackOff, OOMKilled ...) and line, or None."""
+    for status in _statuses(pod):
         waiting = status.state.waiting if status.state else None
         last = status.last_state.terminated if status.last_state else None
         terminated = status.state.terminated if status.state else None
@@ -264,9 +307,9 @@ def pod_failure(pod: Any) -> str | None:
                 text += f", last exit {oom.reason} (code {oom.exit_code})"
             elif last is not None and last.reason:
                 text += f", last exit {last.reason} (code {last.exit_code})"
-            return text
+            return waiting.reason, text
         if oom is not None:
-            return (
+            return oom.reason, (
                 f"{where}: {oom.reason} (exit code {oom.exit_code}), {status.restart_count or 0} restart(s)"
             )
     return None

@@ -37,6 +37,11 @@ class TrafficStats:
     statuses: dict[str, int] = field(default_factory=dict)
     """How the requests were answered: ``{"200": 40, "500": 3, "timeout": 5}``."""
     timeout_s: float = 0.0
+    before_serving: int = 0
+    """With ``until_serving``: requests that failed before the service first answered (it was
+    down by design, in maintenance mode), not counted in ``failed``."""
+    serving_after_s: float | None = None
+    """With ``until_serving``: when the first answer came, from the start."""
 
 
 class TrafficProbe:
@@ -45,8 +50,18 @@ class TrafficProbe:
     timeout; one still unanswered then counts as timed out."""
 
     def __init__(
-        self, urls: str | Sequence[str], *, rps: float, timeout_s: float, max_duration_s: float
+        self,
+        urls: str | Sequence[str],
+        *,
+        rps: float,
+        timeout_s: float,
+        max_duration_s: float,
+        until_serving: bool = False,
     ) -> None:
+        """``until_serving``: the service is down by design as the probe starts (maintenance mode,
+        scaled to 0, which this change ends): failures answered before its first answer are
+        counted apart (``before_serving``); from then on, each is a failure."""
+        self._until_serving = until_serving
         self._urls = [urls] if isinstance(urls, str) else list(urls)
         if not self._urls:
             raise ValueError("probe traffic needs at least one URL")
@@ -125,6 +140,11 @@ class TrafficProbe:
 
     def _count(self, kind: str, failure: str) -> None:
         stats = self.stats
+        if self._until_serving and stats.serving_after_s is None:
+            if failure:
+                stats.before_serving += 1
+                return
+            stats.serving_after_s = round(time.monotonic() - self._started, 2)
         stats.statuses[kind] = stats.statuses.get(kind, 0) + 1
         if kind == "timeout":
             stats.timed_out += 1
