@@ -22,9 +22,9 @@ from releasegate.probes.health import read_health
 from releasegate.probes.http import Http
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_PLUGINS_OFF = ("-p", "no:kmock", "-p", "no:asyncio", "-p", "no:anyio")
-"""The pytest plugins of this test suite (kmock, pytest-asyncio, anyio's), which a gate run has no
-use for: loading them cost every gate run 0.8 s of CPU, on a machine the suite keeps busy."""
+TEST_PLUGINS_OFF = ("-p", "no:asyncio", "-p", "no:anyio")
+"""The pytest plugins of this test suite (pytest-asyncio, anyio's), which a gate run has no use
+for: loading them costs every gate run CPU, on a machine the suite keeps busy."""
 
 
 CRITICAL_PATH_STEPS = [

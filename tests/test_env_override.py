@@ -125,7 +125,7 @@ def test_the_option_reaches_the_gates_and_a_bad_override_is_a_usage_error(tmp_pa
             sys.executable,
             "-m",
             "pytest",
-            *("-p", "no:kmock", "-p", "no:asyncio", "-p", "no:anyio"),
+            *("-p", "no:asyncio", "-p", "no:anyio"),
             "gates/",
             "--env=sandbox",
             f"--env-override={override}",

@@ -3,8 +3,10 @@ procedure (1.3's maintenance mode, backend-core scaled to 0 around the migration
 deployments in order, each checked before the next) against the real API server, the Deployments
 and Services its team applied (sandbox/replicas/granter-kubernetes.yaml), pointed at the
 replica's pods by sandbox/replicas/granter-kubernetes.toml. A failing migration aborts at its
-rehearsal (10) before anything changed; the good release migrates with backend-core at 0 replicas
-in the API (maintenance mode), then goes through every gate (0) with it back.
+rehearsal (10) before anything changed; a crash-looping image is rolled back (11) as the
+runbook's rollback steps say: maintenance mode, the database restored, the previous images; the
+good release migrates with backend-core at 0 replicas in the API (maintenance mode), then goes
+through every gate (0) with it back.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def test_a_failing_migration_aborts_at_its_rehearsal_before_anything_changed(gra
     assert deployment(granter, "backend-core").spec.replicas == 2, "never taken out of service"
     assert schema_version(granter) == "UsersAndGrants20260127000050"
     assert rows(granter) == before
+    assert images(granter) == release_everywhere("1.9.0")
+
+
+def test_a_crash_looping_image_is_rolled_back_with_the_database_restored_in_maintenance_mode(
+    granter: Replica,
+) -> None:
+    """Rollback steps 2-4: scaled to 0, the database restored, the previous images brought back."""
+    before = rows(granter)
+
+    run = run_gates(granter, "2.0.0-crashloop")
+
+    assert run.code == 11, run.output[-3000:]
+    assert "CrashLoopBackOff" in run.report and "pod backend-core-" in run.report, run.report[-3000:]
+    assert "maintenance mode entered before the database undo" in run.report
+    assert "kubectl set image deployment/backend-core backend-core=granter/backend-core:v1.9.0" in run.output
+    assert schema_version(granter) == "UsersAndGrants20260127000050", "rollback.database = restore"
+    assert rows(granter) == before
+    assert deployment(granter, "backend-core").spec.replicas == 2
     assert images(granter) == release_everywhere("1.9.0")
 
 

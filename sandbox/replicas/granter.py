@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from sandbox.granter import Granter
 from sandbox.replicas.runner import (
     BUCKETS,
+    CRASH_ON_START,
     HttpMetrics,
     Release,
     SqlTool,
@@ -48,10 +49,12 @@ RELEASES = {
         Release("2.0.0", (*_BASE, "20260128001000-GrantTags.sql")),
         Release("2.0.0-bad-extraction", (*_BASE, "20260128001000-GrantTags.sql"), fault="bad-extraction"),
         Release("2.0.0-bad-migration", (*_BASE, "20260128001000-GrantReviewerBroken.sql")),
+        Release("2.0.0-crashloop", (*_BASE, "20260128001000-GrantTags.sql"), fault=CRASH_ON_START),
     )
 }
 """1.9.0 serves first, 2.0.0 is the good release; ``-bad-extraction``'s IA flow has no fallback
-(smoke flow 4 fails), ``-bad-migration``'s migration fails."""
+(smoke flow 4 fails), ``-bad-migration``'s migration fails, ``-crashloop`` exits as it starts
+(on Kubernetes: CrashLoopBackOff)."""
 
 
 def _typeorm_row(file: str) -> tuple[int, str]:

@@ -31,6 +31,10 @@ from sandbox.images import DEFAULT as DEFAULT_CATALOG
 CONTEXT = "sandbox-prod"
 DEMO = "releasegate/demo"
 """The sandbox's demo service (sandbox.service), run as it is."""
+OPA = "openpolicyagent/opa"
+"""A policy engine that pulls the bundle its BUNDLE_VERSION names from Summit's (policy_engine.py)."""
+OPA_COMMAND = ["{python}", "{root}/tests/k8s/policy_engine.py", "--host", "{host}", "--port", "{port}",
+               "--bundles", "{root}/sandbox/replicas/summit_policy"]  # fmt: skip
 REPOSITORIES = (
     "granter/backend-core",
     "granter/data-service",
@@ -43,11 +47,13 @@ _numbers = itertools.count(1)
 
 def write_catalog(path: Path, behaviours: Path, missing: dict[str, list[str]] | None = None) -> None:
     """The test registry: the workload for every repository of REPOSITORIES, the sidecar a
-    sleeping process, and the sandbox's demo service as sandbox/images.toml runs it."""
+    sleeping process, the policy engine (OPA), and the sandbox's demo service as
+    sandbox/images.toml runs it."""
     missing = missing or {}
     images: dict[str, Any] = {
         "fluent/fluent-bit": {"command": ["sleep", "infinity"], "releases": "*"},
         DEMO: tomllib.loads(DEFAULT_CATALOG.read_text())["images"][DEMO],
+        OPA: {"command": OPA_COMMAND, "releases": "*"},
     }
     for repo in REPOSITORIES:
         images[repo] = {

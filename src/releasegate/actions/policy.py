@@ -112,8 +112,12 @@ def wait_for_version(
     while True:
         try:
             reported = engine.active_version()
-            active, source = reported.version, reported.exchange.source
+            answer = reported.exchange
+            active, source = reported.version, answer.source
             problem = f"the engine reports {active or 'no version'}"
+            if active is None and answer.status != 200:  # its own word on why, as it gave it
+                why = answer_field(answer.body, "reason") or answer_field(answer.body, "error")
+                problem = f"the engine answers HTTP {answer.status}: {why or answer.text[:200]}"
         except ProbeError as exc:
             active, problem = None, str(exc)
         now = time.monotonic()

@@ -167,7 +167,7 @@ class Kubernetes:
         )
 
     def pods(self, selector: Any) -> list[Any]:
-        """Pods a selector selects, filtered here too (not every server filters, e.g. kmock)."""
+        """Pods a selector selects, filtered here too (not every server filters a selector)."""
         query = selector_string(selector)
         found = self.read("list", "pods", self.core.list_namespaced_pod, self.namespace, label_selector=query)
         return [p for p in found.items if selector_matches(selector, p.metadata.labels)]
@@ -252,8 +252,13 @@ def _configuration(settings: KubernetesPlatformSettings) -> tuple[client.Configu
             "check platform.kubernetes.kubeconfig / context",
         ) from None
     if settings.token is not None:
+        # The token is who acts, whatever the kubeconfig says: its client certificate would be
+        # sent as well (and the API server authenticates a certificate first), and its refresh
+        # hook would write its own token back before every request.
         configuration.api_key = {"BearerToken": f"Bearer {settings.token.resolve()}"}
         configuration.api_key_prefix = {}
+        configuration.refresh_api_key_hook = None
+        configuration.cert_file = configuration.key_file = None
     configuration.retries = Retry(
         total=settings.retries,
         connect=settings.retries,
