@@ -9,6 +9,7 @@ killed with SIGKILL mid-rollout and put back by ``pytest rollback/``, then the g
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +112,11 @@ def test_the_good_release_goes_through_every_gate(release_manager: Replica) -> N
     assert rows(release_manager) == before
     assert service_versions(release_manager) == {"v2024.01.15"}
     assert pod_images(release_manager, SELECTOR) == ["release-manager:prod-2024.01.15"] * 2
+    # issue 12: the run held the environment by a Lease in its namespace, released at its end
+    assert "Lease releasegate-release-manager-production in namespace production" in run.report
+    lease = client.CoordinationV1Api(kube_api(release_manager)).read_namespaced_lease(
+        "releasegate-release-manager-production", NAMESPACE
+    )
+    holder = json.loads(lease.metadata.annotations["releasegate.dev/holder"])
+    assert (holder["kind"], holder["release"]) == ("deploy", "2024.01.15")
+    assert lease.spec.holder_identity is None, "released"

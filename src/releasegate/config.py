@@ -1310,6 +1310,11 @@ class LeaseSettings(Model):
     name: str | None = Field(
         None, description="what is leased; default: the environment's name (files sharing a target share it)"
     )
+    store: Literal["auto", "database", "kubernetes"] = Field(
+        "auto",
+        description="where it is held: a row in the application's [database], or a coordination.k8s.io "
+        "Lease in platform.kubernetes.namespace; auto: the Lease for a Kubernetes environment",
+    )
 
 
 # -- smoke: user journeys (smoke/, e2e/, and the verify phase) --------------------------------
@@ -1712,6 +1717,10 @@ class Environment(Model):
     def _monitoring_needs_prometheus(self) -> Environment:
         if self.readiness and self.readiness.monitoring and self.metrics is None:
             raise ValueError("readiness.monitoring asks Prometheus: it needs a [metrics] section")
+        if self.lease.store == "kubernetes" and self.platform.kubernetes is None:
+            raise ValueError(
+                'lease.store = "kubernetes" is a Lease in platform.kubernetes.namespace: no such section'
+            )
         argo = self.platform.kubernetes.argo_rollout if self.platform.kubernetes else None
         if argo is not None and argo.analysis == "releasegate" and self.metrics is None:
             raise ValueError(

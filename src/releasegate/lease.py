@@ -1,4 +1,5 @@
-"""One deployment per environment, enforced by the target: a lease held in the application's database.
+"""One deployment per environment, enforced by the target: a lease held in the application's
+database, or, for a Kubernetes environment, a Lease in its namespace (releasegate.lease_kubernetes).
 
 A ledger cannot keep two runs apart when each runner keeps its own (two CI runners, a laptop and
 a pipeline): the target can. Before its first change a run takes the lease, a row of
@@ -404,9 +405,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def lease_store(env: Environment) -> Any:
+    """Where the environment's lease is held: a Kubernetes environment's in a Lease in its
+    namespace (releasegate.lease_kubernetes), any other's in its database ([lease] store)."""
+    store = env.lease.store
+    if store == "kubernetes" or (store == "auto" and env.platform.kind == "kubernetes"):
+        from releasegate.lease_kubernetes import KubernetesLeaseStore
+
+        return KubernetesLeaseStore.from_environment(env)
+    return LeaseStore(env)
+
+
 def read_lease(env: Environment) -> LeaseState:
     """Who holds the environment now, taking nothing (``--dry-run``, ``python -m sandbox down``)."""
-    return LeaseStore(env).read()
+    return lease_store(env).read()
 
 
 def live_lease(env: Environment) -> LeaseState | None:
@@ -442,7 +454,7 @@ class Lease:
 
     def __init__(self, env: Environment, holder: Holder, progress: Progress) -> None:
         self.env = env
-        self.store = LeaseStore(env)
+        self.store = lease_store(env)
         self.holder = holder
         self.progress = progress
         self.duration_s = env.lease.duration_s

@@ -115,15 +115,24 @@ class Kubernetes:
         kwargs.setdefault("_request_timeout", self.timeout_s)
         try:
             return call(*args, **kwargs)
-        except ApiException as exc:
+        except (ApiException, urllib3.exceptions.HTTPError, OpenApiException, ValueError) as exc:
+            raise self.error(exc, mutating, verb, resource, namespace) from None
+
+    def error(
+        self, exc: Exception, mutating: bool, verb: str, resource: str, namespace: str | None = ""
+    ) -> ActionError | ProbeError:
+        """The one-line error of a failed call (for a caller that handles some answers itself,
+        such as a 409 Conflict, and leaves the others to this)."""
+        namespace = self.namespace if namespace == "" else namespace
+        if isinstance(exc, ApiException):
             problem, hint = self._refusal(exc, verb, resource, namespace)
-        except urllib3.exceptions.HTTPError as exc:
+        elif isinstance(exc, urllib3.exceptions.HTTPError):
             problem, hint = self._unreachable(exc, verb, resource, namespace), "is the cluster reachable?"
-        except (OpenApiException, ValueError) as exc:  # a body the client could not read
+        else:  # a body the client could not read
             problem, hint = f"{verb} {_where(resource, namespace)}: unreadable answer: {_first_line(exc)}", ""
         if mutating:
-            raise ActionError(f"{self.component}: {problem}" + (f" ({hint})" if hint else "")) from None
-        raise ProbeError(self.component, problem, hint) from None
+            return ActionError(f"{self.component}: {problem}" + (f" ({hint})" if hint else ""))
+        return ProbeError(self.component, problem, hint)
 
     def _refusal(self, exc: ApiException, verb: str, resource: str, namespace: str | None) -> tuple[str, str]:
         status = exc.status or 0
