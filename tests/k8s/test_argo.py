@@ -164,3 +164,24 @@ def test_a_crash_looping_canary_aborts_the_rollout_with_the_pods_reason(kube):
     state = platform.strategy.rollout_status()
     assert state.aborted and state.canary_weight == 0
     assert serving(url) == {"v4.0.0"}
+
+
+def test_a_complete_rollout_whose_new_pods_log_errors_or_restarted_fails(kube):
+    """GA 4.3 (`kubectl logs ... | grep -i error`, "Expected: No errors") and the optimization
+    summary's restart counts, on the Argo path as on the rolling one: checked once it is complete."""
+    platform, _url = argo(kube, steps=[{"setWeight": 50}, {"setWeight": 100}])
+    kube.behave("ghcr.io/summit/server:v4.0.1", logs=("ERROR cannot reach the audit sink",))
+
+    result = platform.deploy("4.0.1")
+
+    assert not result.ok
+    assert "rollout summit-canary-rollout: " in result.reason and "log line(s) match" in result.reason, (
+        result.reason
+    )
+    assert "ERROR cannot reach the audit sink" in result.reason
+
+    kube.behave("ghcr.io/summit/server:v4.0.2", restarts=1)
+    result = platform.deploy("4.0.2")
+
+    assert not result.ok
+    assert "restarted 1 time(s) (at most 0 allowed)" in result.reason, result.reason

@@ -21,8 +21,14 @@ from typing import TYPE_CHECKING, Any
 from releasegate.config import ArgoRolloutSettings, KubernetesPlatformSettings
 from releasegate.errors import ActionError
 from releasegate.platforms.base import PlatformStatus, Progress, no_progress
-from releasegate.platforms.kubernetes_deployments import ROLLING_TO, UNDO_RELEASE, instance_of
-from releasegate.probes.kubernetes_objects import image_for, pod_failure, pod_ready, release_of
+from releasegate.platforms.kubernetes_deployments import (
+    ROLLING_TO,
+    UNDO_RELEASE,
+    instance_of,
+    new_pods_failure,
+)
+from releasegate.probes.kubernetes import pods_error_lines
+from releasegate.probes.kubernetes_objects import image_for, pod_failure, pod_ready, release_of, restarts
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -189,7 +195,9 @@ class ArgoRollout:
                         self.abort(say)
                     return f"rollout {self.name}: {broken}; rollout aborted"
                 if state.stable and state.phase == "Healthy":
-                    return None
+                    # a new release complete: its pods' restarts and error lines (GA 4.3), as the
+                    # rolling path checks each deployment; a rollback's pods are not judged
+                    return self.verify_new_pods(rollout, say) if walking else None
                 if state.analysis_status in FAILED_ANALYSIS:
                     return self._analysis_failed(state, say)
                 if state.aborted or state.phase == "Degraded":
@@ -280,23 +288,39 @@ class ArgoRollout:
             )
         return self._canary_share(percent, say)
 
-    def _template_pod_failure(self, rollout: dict[str, Any]) -> str | None:
-        """Why a pod of the Rollout's new template will not become ready (CrashLoopBackOff,
-        ImagePullBackOff, OOMKilled ...), as ``kubectl describe pod`` would say; else None."""
+    def verify_new_pods(self, rollout: dict[str, Any], say: Progress) -> str | None:
+        """The new template's pods: none restarted more than max_restarts, at most
+        max_error_log_lines lines of their logs match log_error_pattern (each pod is new: its
+        whole log is since the change)."""
+        pods = self._template_pods(rollout)
+        container = self.config.container
+        counts = {p.metadata.name: restarts(p, container) for p in pods}
+        lines = pods_error_lines(
+            self.kube,
+            pods,
+            container,
+            since=None,
+            pattern=self.settings.log_error_pattern,
+            tail_lines=self.settings.log_tail_lines,
+        )
+        return new_pods_failure(f"rollout {self.name}", counts, lines, self.settings, say)
+
+    def _template_pods(self, rollout: dict[str, Any]) -> list[Any]:
+        """The live pods of the Rollout's current template (its newest ReplicaSet)."""
         template = (rollout.get("status") or {}).get("currentPodHash")
         selector = (rollout.get("spec") or {}).get("selector")
         if not template or not selector:
-            return None
-        pods = self.kube.live_pods(selector)
-        return next(
-            (
-                failure
-                for p in pods
-                if (p.metadata.labels or {}).get(TEMPLATE_HASH) == template
-                and (failure := pod_failure(p)) is not None
-            ),
-            None,
-        )
+            return []
+        return [
+            p
+            for p in self.kube.live_pods(selector)
+            if (p.metadata.labels or {}).get(TEMPLATE_HASH) == template
+        ]
+
+    def _template_pod_failure(self, rollout: dict[str, Any]) -> str | None:
+        """Why a pod of the Rollout's new template will not become ready (CrashLoopBackOff,
+        ImagePullBackOff, OOMKilled ...), as ``kubectl describe pod`` would say; else None."""
+        return next((failure for p in self._template_pods(rollout) if (failure := pod_failure(p))), None)
 
     def _canary_share(self, percent: int, say: Progress) -> float:
         rollout = self.get()

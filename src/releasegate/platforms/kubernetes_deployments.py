@@ -316,12 +316,6 @@ class Deployments:
         if not deep:
             return None
         counts = restart_counts(self.kube, spec)
-        worst = max(counts.items(), key=lambda item: item[1], default=None)
-        if worst and worst[1] > self.settings.max_restarts:
-            return (
-                f"deployment {spec.name}: pod {worst[0]} restarted {worst[1]} time(s) "
-                f"(at most {self.settings.max_restarts} allowed)"
-            )
         lines = error_log_lines(
             self.kube,
             spec,
@@ -329,16 +323,7 @@ class Deployments:
             pattern=self.settings.log_error_pattern,
             tail_lines=self.settings.log_tail_lines,
         )
-        if len(lines) > self.settings.max_error_log_lines:
-            return (
-                f"deployment {spec.name}: {len(lines)} log line(s) match {self.settings.log_error_pattern} "
-                f"since {since:%H:%M:%S} (at most {self.settings.max_error_log_lines}); first: {lines[0]}"
-            )
-        say(
-            f"deployment {spec.name}: restarts {sum(counts.values())}, {len(lines)} ERROR line(s) in "
-            f"{len(counts)} new pod(s)"
-        )
-        return None
+        return new_pods_failure(f"deployment {spec.name}", counts, lines, self.settings, say, since)
 
     def health(self, spec: KubernetesDeploymentSettings, say: Progress) -> str | None:
         """GET health_url until it answers 200, for at most health_timeout_s."""
@@ -381,6 +366,31 @@ class Deployments:
             self.kube.namespace,
             ops,
         )
+
+
+def new_pods_failure(
+    what: str,
+    counts: dict[str, int],
+    lines: list[str],
+    settings: KubernetesPlatformSettings,
+    say: Progress,
+    since: datetime | None = None,
+) -> str | None:
+    """The verdict on a new release's pods (Granter 3.3, 4.2; Summit GA 4.3): none restarted more
+    than max_restarts, at most max_error_log_lines log lines match log_error_pattern."""
+    worst = max(counts.items(), key=lambda item: item[1], default=None)
+    if worst and worst[1] > settings.max_restarts:
+        return (
+            f"{what}: pod {worst[0]} restarted {worst[1]} time(s) (at most {settings.max_restarts} allowed)"
+        )
+    if len(lines) > settings.max_error_log_lines:
+        when = f"since {since:%H:%M:%S}" if since else "in their logs"
+        return (
+            f"{what}: {len(lines)} log line(s) match {settings.log_error_pattern} {when} "
+            f"(at most {settings.max_error_log_lines}); first: {lines[0]}"
+        )
+    say(f"{what}: restarts {sum(counts.values())}, {len(lines)} ERROR line(s) in {len(counts)} new pod(s)")
+    return None
 
 
 def now() -> datetime:

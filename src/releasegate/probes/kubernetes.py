@@ -485,10 +485,26 @@ def error_log_lines(
 ) -> list[str]:
     """``kubectl logs -l app=... | grep ERROR`` over the new pods, since ``since``: ``pod: line``."""
     deployment = kube.deployment(settings.name)
+    pods = kube.new_pods(deployment, settings.container)
+    return pods_error_lines(
+        kube, pods, settings.container, since=since, pattern=pattern, tail_lines=tail_lines
+    )
+
+
+def pods_error_lines(
+    kube: Kubernetes,
+    pods: list[Any],
+    container: str,
+    *,
+    since: datetime | None,
+    pattern: str,
+    tail_lines: int,
+) -> list[str]:
+    """The log lines of ``pods``' ``container`` that match ``pattern``: ``pod: line``."""
     matcher = re.compile(pattern)
     found = []
-    for pod in kube.new_pods(deployment, settings.container):
-        text = kube.pod_log(pod.metadata.name, settings.container, since=since, tail_lines=tail_lines)
+    for pod in pods:
+        text = kube.pod_log(pod.metadata.name, container, since=since, tail_lines=tail_lines)
         found += [
             f"{pod.metadata.name}: {line.strip()}" for line in text.splitlines() if matcher.search(line)
         ]
