@@ -433,8 +433,11 @@ def wait_for_lease(env: Environment, timeout_s: float, progress: Progress, poll_
     deadline = threading.Event()
     started = datetime.now()
     said: datetime | None = None
+    store = lease_store(
+        env
+    )  # one connection setup, not one a second (a Kubernetes client loads its kubeconfig)
     while True:
-        state = read_lease(env)
+        state = store.read()
         if not state.live(holder_gone(state.holder)):
             return state
         waited = (datetime.now() - started).total_seconds()

@@ -389,7 +389,10 @@ def new_pods_failure(
             f"{what}: {len(lines)} log line(s) match {settings.log_error_pattern} {when} "
             f"(at most {settings.max_error_log_lines}); first: {lines[0]}"
         )
-    say(f"{what}: restarts {sum(counts.values())}, {len(lines)} ERROR line(s) in {len(counts)} new pod(s)")
+    say(
+        f"{what}: restarts {sum(counts.values())}, {len(lines)} log line(s) matching "
+        f"{settings.log_error_pattern} in {len(counts)} new pod(s)"
+    )
     return None
 
 
