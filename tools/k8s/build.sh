@@ -108,9 +108,19 @@ tags_for() { # name
 # given to `go build -modfile` (an -overlay may not replace files in the module cache).
 # Prints the -modfile's path.
 ROLLOUTS_LISTEN_PATCH='s/"0\.0\.0\.0:%d"/"127.0.0.1:%d"/'
+# A module's source directory in the module cache, downloaded first: on a cold module cache
+# `go list -m -f {{.Dir}}` prints nothing, and a copy of "$src/." would copy the whole disk.
+module_dir() { # moddir module
+  local dir
+  (cd "$here/$1" && GOTOOLCHAIN=$(toolchain_for "$1") go mod download "$2") >&2
+  dir=$(cd "$here/$1" && GOTOOLCHAIN=$(toolchain_for "$1") go list -m -f '{{.Dir}}' "$2")
+  [[ -n $dir && -f $dir/go.mod ]] || { echo "k8s-tools: no source of $2 in the module cache (${dir:-none})" >&2; return 1; }
+  echo "$dir"
+}
+
 rollouts_modfile() { # moddir module dest
   local src copy=$3/.src
-  src=$(cd "$here/$1" && GOTOOLCHAIN=$(toolchain_for "$1") go list -m -f '{{.Dir}}' "$2")
+  src=$(module_dir "$1" "$2") || return 1
   rm -rf "$copy"; mkdir -p "$copy"
   cp -r "$src"/. "$copy"/; chmod -R u+w "$copy"; rm -rf "$copy/ui" "$copy/docs"
   sed -i "$ROLLOUTS_LISTEN_PATCH" "$copy/controller/controller.go"
@@ -166,7 +176,9 @@ build_one() {
   local start=$SECONDS
   local overlay=()
   if [[ $name == rollouts-controller ]]; then
-    overlay=(-modfile "$(rollouts_modfile "$moddir" "$mod" "$dest")")
+    local modfile
+    modfile=$(rollouts_modfile "$moddir" "$mod" "$dest")
+    overlay=(-modfile "$modfile")
   fi
   (cd "$here/$moddir" && GOTOOLCHAIN=$(toolchain_for "$moddir") nice -n "$nice_level" go build -trimpath \
       "${overlay[@]}" -tags "$(tags_for "$name")" -ldflags "-s -w $(ldflags_for "$name" "$version")" -o "$tmp" "$pkg")
@@ -174,7 +186,7 @@ build_one() {
   if [[ $name == rollouts-controller ]]; then
     # The CRDs ship in the same module: copy them beside the binary.
     local src
-    src=$(cd "$here/$moddir" && GOTOOLCHAIN=$(toolchain_for "$moddir") go list -m -f '{{.Dir}}' "$mod")
+    src=$(module_dir "$moddir" "$mod")
     rm -rf "$dest/crds"; mkdir -p "$dest/crds"
     cp "$src"/manifests/crds/*-crd.yaml "$dest/crds/"
     chmod -R u+w "$dest/crds"
