@@ -28,10 +28,11 @@ demo-kubernetes: setup k8s-tools
 	@$(BIN)/python -m sandbox.replicas.demo $(if $(KEEP),--keep)
 
 # Four workers, a file each (its tests share a sandbox): the integration tests mostly wait. Keep
-# files of slow tests small, so that no one file decides how long the run takes (--durations).
+# files of slow tests small, so that no one file decides how long the run takes (--durations);
+# the files are handed out longest first (tests/conftest.py LONGEST_FIRST), not xdist's order.
 # The Kubernetes tests need the control plane's binaries: built first when missing (k8s-tools).
 test: setup k8s-tools
-	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile --durations=30
+	$(BIN)/pytest tests/ --timeout=900 -n 4 --dist loadfile --no-loadscope-reorder --durations=30
 
 # The figures in BENCHMARKS.md (several minutes; not part of make test).
 bench: setup
@@ -55,8 +56,8 @@ $(ALLURE):
 # The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler),
 # helm, the Argo Rollouts controller with its CRDs, metrics-server and Prometheus with Kubernetes
 # discovery, built from their Go modules once per version into $(K8S_TOOLS) (outside the
-# checkout: a fresh clone reuses them) and skipped when already there (0.2 s). Cold: ~32 min
-# under nice on a busy machine; see BENCHMARKS.md. tools/k8s/smoke.sh starts them on loopback and stops them.
+# checkout: a fresh clone reuses them) and skipped when already there (0.2 s). Cold: 24 min
+# (one build, idle machine, modules downloaded too); see BENCHMARKS.md. tools/k8s/smoke.sh starts them on loopback and stops them.
 K8S_TOOLS ?= $(or $(RELEASEGATE_TOOLS),$(HOME)/.cache/releasegate/tools)
 k8s-tools:
 	RELEASEGATE_TOOLS=$(K8S_TOOLS) bash tools/k8s/build.sh

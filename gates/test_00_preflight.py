@@ -13,6 +13,7 @@ from releasegate.actions.migrate import migrations_directory, read_migrations
 from releasegate.config import duration_seconds
 from releasegate.probes.disk import free_bytes
 from releasegate.probes.postgres import BLOCKING_LOCKS_SQL, OLDEST_TRANSACTION_SQL, PRIMARY_SQL
+from releasegate.release_names import fill
 from releasegate.verification import health_is
 
 pytestmark = pytest.mark.phase("preflight")
@@ -111,9 +112,7 @@ def test_migration_scripts_ready(env, release, postgres, check):
     if env.migrate is None:
         pytest.skip("no [migrate] section: this service has no migrations")
     if env.migrate.runner != "sql":
-        check.record(
-            "migration command", " ".join(p.replace("{release}", release) for p in env.migrate.command or [])
-        )
+        check.record("migration command", " ".join(fill(p, release) for p in env.migrate.command or []))
         return
     directory = migrations_directory(env.migrate, release)
     migrations = read_migrations(directory)

@@ -29,6 +29,7 @@ from releasegate.readiness.results import read_junit, read_k6_summary
 from releasegate.readiness.scans import read_scan
 from releasegate.readiness.staging import drilled_release, staged_release
 from releasegate.readiness.window import Freeze, judge_window
+from releasegate.release_names import fill
 from releasegate.report.compliance import read_provenance, read_sbom, release_file
 
 pytestmark = pytest.mark.phase("preflight")
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.phase("preflight")
 def artifact(template: str, release: str) -> Path:
     """A release's file: ``{release}`` filled in, relative paths from where the gates run (the CI
     job's workspace, where the artifacts were downloaded)."""
-    return Path(template.replace("{release}", release))
+    return Path(fill(template, release))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def github(env) -> GitHub:
 @pytest.fixture
 def release_commit(env, release, github, check) -> Commit:
     """The commit [readiness.github] ref names for this release (``v{release}``: its tag)."""
-    commit = github.commit(env.readiness.github.ref.replace("{release}", release))
+    commit = github.commit(fill(env.readiness.github.ref, release))
     check.record(f"commit of {commit.ref}", commit.sha, source=commit.source)
     return commit
 
@@ -235,6 +236,14 @@ def test_people_items_are_confirmed(env, request, check):
         source="[readiness.checklist]",
         detail=f"missing: {', '.join(missing)}" if missing else f"{len(settings.items)} item(s)",
     )
+
+
+@pytest.mark.configured("readiness.github")
+@pytest.mark.threshold("readiness.github.ref")
+def test_release_is_tagged(release_commit, check):
+    """ "Git tags created for the release version" (Release Manager; GA 2.3's git tag): the
+    release's ref names a commit in the repository, the commit its images are built from."""
+    check.present(f"git ref {release_commit.ref}", release_commit.short, source=release_commit.source)
 
 
 @pytest.mark.configured("readiness.ci")

@@ -50,6 +50,7 @@ from sandbox.common import (
 )
 from sandbox.control_plane import ControlPlane, listen_address, tool
 from sandbox.images import DEFAULT as DEFAULT_CATALOG
+from sandbox.kubelet import POD_OF
 
 AGENT = "sandbox.kubelet"
 ROLLOUTS = "rollouts-controller"
@@ -135,6 +136,9 @@ class Cluster:
             if pid is not None:
                 stop_pid(pid, needle, signal.SIGTERM, 30.0)
             (self.dir / f"{name}.pid").unlink(missing_ok=True)
+        for pid in pods_left(self.dir / "nodes"):  # the agent waits 15 s for each: some outlive it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         return self.control_plane.stop(progress)
 
     def status(self) -> list[ComponentStatus]:
@@ -322,6 +326,21 @@ def _serves(url: str) -> bool:
         return httpx.get(url, timeout=1.0, verify=False).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def pods_left(nodes_dir: Path) -> list[int]:
+    """The processes of pods the node agent of ``nodes_dir`` started that still run (each leads
+    its own process group)."""
+    marker = f"{POD_OF}={nodes_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def leftovers() -> list[tuple[int, str]]:

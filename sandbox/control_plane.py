@@ -14,7 +14,8 @@ Service ClusterIPs are drawn from a loopback range (a /24 of 127.96.0.0/11 picke
 when the directory is made, so that control planes of tests running side by side do not share
 addresses): the sandbox's service proxy (sandbox.service_proxy) listens on each Service's
 ClusterIP and port, so a Service is reached at the address the API gave it, as in a cluster.
-The pods' addresses are the same /24 in 100.96.0.0/11 (``pod_cidr``): the endpoint controller
+The pods' addresses are the same /24 in 100.96.0.0/11 (``pod_cidr``; another one drawn at random
+when the Services' range is fixed, FIXED_SERVICE_CIDR): the endpoint controller
 refuses loopback addresses in EndpointSlices, so a pod's address in the API is 100.B.C.D and
 its process listens on 127.B.C.D (``listen_address``), where the node agent's probes and the
 service proxy reach it.
@@ -312,16 +313,18 @@ class ControlPlane:
             k: free_port() for k in ("etcd_client", "etcd_peer", "apiserver", "kcm", "scheduler")
         }
         before = self.ports  # a restart keeps its ranges: etcd holds addresses drawn from them
-        block = random.randrange(0, SERVICE_RANGE.num_addresses // 256 - 1)  # never the last
+        block = pod_block = random.randrange(0, SERVICE_RANGE.num_addresses // 256 - 1)  # never the last
         if self.fixed_cidr is not None:
             network = ipaddress.ip_network(self.fixed_cidr)
             if network.prefixlen != 24 or not network.subnet_of(SERVICE_RANGE):  # type: ignore[arg-type]
                 raise SandboxError(f"service CIDR {self.fixed_cidr}: a /24 of {SERVICE_RANGE} is needed")
+            # The Services' addresses are fixed, the pods' are not: control planes that share the
+            # fixed range (the examples' stacks, side by side) must not give two pods one address.
             block = (int(network.network_address) - int(SERVICE_RANGE.network_address)) // 256
         ports["service_cidr"] = before.get(
             "service_cidr", f"{SERVICE_RANGE.network_address + 256 * block}/24"
         )
-        ports["pod_cidr"] = before.get("pod_cidr", f"{POD_RANGE.network_address + 256 * block}/24")
+        ports["pod_cidr"] = before.get("pod_cidr", f"{POD_RANGE.network_address + 256 * pod_block}/24")
         pki = make_pki(self.dir, str(ipaddress.ip_network(ports["service_cidr"])[1]))
         self._ports_file.write_text(json.dumps(ports))
         self._write_kubeconfig(pki, ports["apiserver"])

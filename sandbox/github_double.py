@@ -1,9 +1,11 @@
-"""GitHub's REST API for one repository, as far as the readiness gates ask it, on 127.0.0.1.
+"""GitHub's REST API for one repository, as far as releasegate asks it, on 127.0.0.1.
 
 GitHub cannot be reached from here: this real HTTP server stands in for it (the gates run as a
-subprocess, so it must be a server, not a patched client). It answers the five questions the
-gates ask, with the shapes GitHub documents: a commit by ref, a workflow's runs for a commit, the
-pull requests of a commit, a pull request, its reviews (paged by ``per_page`` and ``page``).
+subprocess, so it must be a server, not a patched client). It answers the six questions
+releasegate asks, with the shapes GitHub documents: a commit by ref, the tags, a workflow's runs
+for a commit, the pull requests of a commit, a pull request, its reviews (paged by ``per_page``
+and ``page``). The tests use it, and so does the sandbox's Release Manager stack on Kubernetes,
+whose images are named by the commit of the release's tag.
 With ``token`` set it answers 401 to any other credential, the way GitHub says "Bad credentials";
 ``refuse`` makes every request get one answer (a rate limit, a 503). Every request is kept.
 
@@ -61,9 +63,11 @@ class Answer:
 
 
 class GitHubDouble:
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, *, repo: str = REPO, port: int = 0) -> None:
         self.token = token
+        self.repo = repo
         self.refs: dict[str, str] = {}
+        """Tag (or branch) -> the commit it names, in the order they were made."""
         self.runs: dict[str, list[dict[str, Any]]] = {}
         """Per workflow file name: the runs for SHA."""
         self.pulls_of_commit: dict[str, list[dict[str, Any]]] = {}
@@ -72,7 +76,7 @@ class GitHubDouble:
         self.refuse: list[Answer] = []
         """Answered, one each, to the next requests, before anything else."""
         self.requests: list[dict[str, str]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
@@ -82,6 +86,10 @@ class GitHubDouble:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def tag(self, name: str, sha: str) -> None:
+        """A tag on commit ``sha`` (``git tag v2024.01.15 <sha>; git push origin --tags``)."""
+        self.refs[name] = sha
 
     def release(
         self,
@@ -115,7 +123,7 @@ class GitHubDouble:
         if self.token is not None and authorization != f"Bearer {self.token}":
             # A proxy in front of an API may well echo what it refused: it must not leak from us.
             return Answer(401, {"message": f"Bad credentials ({authorization or 'none'})"})
-        prefix = f"/repos/{REPO}"
+        prefix = f"/repos/{self.repo}"
         if not path.startswith(prefix + "/"):
             return _not_found()
         rest = path[len(prefix) :]
@@ -128,6 +136,9 @@ class GitHubDouble:
                 if sha
                 else Answer(422, {"message": f"No commit found for SHA: {match[1]}"})
             )
+        if rest == "/tags":  # newest first, as GitHub lists them
+            tags = [{"name": name, "commit": {"sha": sha}} for name, sha in reversed(self.refs.items())]
+            return _page(tags, query)
         if match := re.fullmatch(r"/actions/workflows/([^/]+)/runs", rest):
             if match[1] not in self.runs:
                 return _not_found()

@@ -1,7 +1,9 @@
 """The images the sandbox's nodes can run, like a registry: an image's repository names a
 service, its tag a release of it (``sandbox/images.toml``).
 
-An entry gives the tag's shape (``v{release}-ga``), the command that runs a release (``{python}``,
+An entry gives the tag's shape (``v{release}-ga``, or ``prod-{sha}``: the short sha of the
+release's git tag, from ``commits``, the service's ``module:MAPPING`` of release to commit), the
+command that runs a release (``{python}``,
 ``{root}``, ``{image}``, ``{release}``, ``{host}`` and ``{port}`` are filled in) and its releases:
 ``module:MAPPING`` (the service's own catalog), a list of names, or ``"*"`` (any tag). An image whose repository is not listed,
 or whose tag names no release, cannot be pulled: the node agent says ``ErrImagePull`` and
@@ -11,11 +13,13 @@ or whose tag names no release, cannot be pulled: the node agent says ``ErrImageP
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from releasegate.release_names import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = Path(__file__).resolve().parent / "images.toml"
@@ -45,19 +49,41 @@ class Image:
     workdir: str = "{root}"
     missing: tuple[str, ...] = ()
     """Tags the registry does not have (a test's image that cannot be pulled)."""
+    commits: str | None = None
+    """``module:MAPPING`` of each release to the commit its git tag names, for ``{sha}`` tags."""
 
     def release_of(self, tag: str) -> str | None:
-        head, _, tail = self.tag.partition("{release}")
-        match = re.fullmatch(re.escape(head) + r"(.+)" + re.escape(tail), tag)
-        return match.group(1) if match else None
+        return parse(tag, self.tag, self.tagged_commits())
+
+    def tagged_commits(self) -> TaggedCommits | None:
+        """The service's release tags and their commits, for a tag named by the commit."""
+        return TaggedCommits(_imported(self.commits)) if self.commits else None
 
     def knows(self, release: str) -> bool:
         if self.releases == "*":
             return True
         if isinstance(self.releases, tuple):
             return release in self.releases
-        module, _, name = self.releases.partition(":")
-        return release in getattr(importlib.import_module(module), name)
+        return release in _imported(self.releases)
+
+
+@dataclass(frozen=True)
+class TaggedCommits:
+    """A service's git tags as a mapping of release to commit (releasegate.release_names.Commits)."""
+
+    shas: dict[str, str]
+
+    def sha_of(self, release: str) -> str:
+        return self.shas[release]
+
+    def releases_at(self, sha_prefix: str) -> list[str]:
+        return [release for release, sha in self.shas.items() if sha.startswith(sha_prefix)]
+
+
+def _imported(reference: str) -> Any:
+    """``module:NAME``'s object."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -83,6 +109,7 @@ class Catalog:
                     tuple(e["releases"]) if isinstance(e["releases"], list) else e["releases"],
                     e.get("workdir", "{root}"),
                     tuple(e.get("missing", ())),
+                    e.get("commits"),
                 )
                 for repo, e in data.get("images", {}).items()
             }

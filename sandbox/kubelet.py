@@ -63,6 +63,9 @@ from sandbox.control_plane import listen_address
 from sandbox.images import Catalog, Resolved
 from sandbox.service_proxy import ServiceProxy
 
+POD_OF = "RELEASEGATE_SANDBOX_NODES"
+"""In every container's environment: the agent directory whose pod it runs (sandbox.cluster.stop)."""
+
 log = logging.getLogger("sandbox.kubelet")
 TICK_S = 0.2
 LEASE_S = 40
@@ -464,6 +467,7 @@ class PodRunner:
     def _env(self, c: Container) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ", "TMPDIR")}
         env["HOSTNAME"] = self.pod.metadata.name  # as a container's hostname is its pod's name
+        env[POD_OF] = str(self.agent.dir)  # whose pod this is, for a stop after the agent died
         for source in c.spec.env_from or []:
             if source.config_map_ref is not None:
                 data = self._read("configmap", source.config_map_ref.name)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from releasegate.config import MetricsSettings
+from releasegate.release_names import fill
 from sandbox import images
 from sandbox.common import ComponentStatus, SandboxError, pid_from_file, stop_pid, tail_file, wait_for
 from sandbox.control_plane import tool
@@ -122,13 +123,20 @@ class PodDiscovery:
         """One relabel rule per repository of the registry: ``release`` from the container's image."""
         rules = []
         for repository, image in sorted(images.Catalog.load(self.catalog).images.items()):
-            head, _, tail = image.tag.partition("{release}")
-            regex = re.escape(repository) + ":" + re.escape(head) + "(.+)" + re.escape(tail)
-            rules.append(
-                "      - source_labels: [__meta_kubernetes_pod_container_image]\n"
-                f"        regex: {json.dumps(regex)}\n"
-                "        target_label: release\n"
-            )
+            if image.commits is None:
+                head, _, tail = image.tag.partition("{release}")
+                named = {"$1": re.escape(head) + "(.+)" + re.escape(tail)}
+            else:  # prod-{sha}: a regex cannot read a release from a commit, so one rule per release
+                known = image.tagged_commits()
+                assert known is not None
+                named = {r: re.escape(fill(image.tag, r, known)) for r in sorted(known.shas)}
+            for replacement, tag in named.items():
+                rules.append(
+                    "      - source_labels: [__meta_kubernetes_pod_container_image]\n"
+                    f"        regex: {json.dumps(re.escape(repository) + ':' + tag)}\n"
+                    f"        replacement: {json.dumps(replacement)}\n"
+                    "        target_label: release\n"
+                )
         return "".join(rules)
 
     def render(self) -> str:

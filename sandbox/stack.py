@@ -32,6 +32,7 @@ from releasegate.config import Environment, LocalPlatformSettings, load_environm
 from releasegate.errors import ReleasegateError
 from releasegate.lease import holder_line, live_lease
 from releasegate.platforms.local import LocalPlatform
+from releasegate.release_names import fill
 from sandbox.cluster import Cluster
 from sandbox.common import SETTINGS_TABLE, ComponentStatus, SandboxError
 from sandbox.history import backfill
@@ -330,7 +331,7 @@ class Sandbox:
     def _migrations_dir(self, release: str) -> Path:
         migrate = self.env.migrate
         if migrate is not None and migrate.runner == "sql" and migrate.directory:
-            return Path(migrate.directory.replace("{release}", release))
+            return Path(fill(migrate.directory, release))
         return migrations_dir(release)
 
 

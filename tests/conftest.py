@@ -69,3 +69,55 @@ def check(request: pytest.FixtureRequest, records: list[Evidence]) -> Checker:
     """The gates' Checker outside a deployment run, keeping what it records in ``records``
     (journeys run in-process; plugin's own ``check`` needs a run)."""
     return Checker(records.append, request.node.nodeid, "verify")
+
+
+# -- the order the files are handed to the workers ------------------------------------------------
+
+LONGEST_FIRST = (
+    "test_lease.py",
+    "test_replicas_kubernetes.py",
+    "test_replicas_kubernetes_release_manager.py",
+    "test_notes_contracts.py",
+    "test_replicas_kubernetes_granter.py",
+    "test_canary_notes.py",
+    "test_replicas_release_manager.py",
+    "test_replicas_summit.py",
+    "k8s/test_rolling.py",
+    "test_history_baseline.py",
+    "test_migration_watch.py",
+    "test_canary.py",  # its healthy canary is judged on latency: not beside the Kubernetes stacks
+    "test_replicas_granter.py",
+    "test_gates.py",
+    "test_rollback.py",
+    "test_plan.py",
+    "test_interruptions.py",
+    "test_slo_verify.py",
+    "test_slo_observe.py",
+    "test_gates_database.py",
+    "k8s/test_argo.py",
+    "test_readiness_gates.py",
+    "k8s/test_k8s_before_rollout.py",
+    "test_metrics_sandbox.py",
+    "test_blue_green.py",
+    "k8s/test_helm.py",
+    "k8s/test_strategies.py",
+    "test_policy_gates.py",
+)
+"""Test files by how long they take (--durations, 2026-12-08), longest first; the rest follow in
+pytest's order. make test hands files to the workers in this order (--dist loadfile
+--no-loadscope-reorder): a long file started last would be the run's tail, and xdist's own
+order (most tests first) starts the long files, which have few tests, last."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        try:
+            name = Path(str(item.path)).resolve().relative_to(here).as_posix()
+        except ValueError:
+            return len(rank)
+        return rank.get(name, len(rank))
+
+    items.sort(key=key)  # stable: each file's tests keep their order

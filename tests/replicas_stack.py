@@ -184,3 +184,8 @@ def pod_images(replica: Replica, selector: str) -> list[str]:
     namespace = replica.env.platform.kubernetes.namespace
     pods = client.CoreV1Api(kube_api(replica)).list_namespaced_pod(namespace, label_selector=selector).items
     return sorted(p.spec.containers[0].image for p in pods if p.metadata.deletion_timestamp is None)
+
+
+def failed_gates(output: str) -> list[str]:
+    """The gates pytest's summary lists as failed (``FAILED gates/test_x.py::name[param]``)."""
+    return [m[1] for m in re.finditer(r"^FAILED gates/\S+?\.py::(.+?)(?: - .*)?$", output, re.M)]

@@ -4,12 +4,19 @@ workflow or tag, a GitHub that fails or does not answer)."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from github_double import (
+
+from releasegate.config import GitHubReadiness
+from releasegate.errors import ProbeError
+from releasegate.probes.github import GitHub, TagCommits
+from releasegate.redaction import redact
+from releasegate.release_names import fill, parse
+from sandbox.github_double import (
     PULL,
     REPO,
     SHA,
@@ -20,11 +27,6 @@ from github_double import (
     review,
     workflow_run,
 )
-
-from releasegate.config import GitHubReadiness
-from releasegate.errors import ProbeError
-from releasegate.probes.github import GitHub
-from releasegate.redaction import redact
 
 TOKEN = "ghp_probeT0kenNeverShown"
 
@@ -168,3 +170,33 @@ def test_no_answer_in_time_and_nothing_listening_are_one_line_each():
     assert line == f"GitHub API at {url}/repos/{REPO}/commits/v2.0.0: no answer within 0.3 s"
     line = refusal(lambda: GitHub(url, REPO, timeout_s=0.3, retries=0).commit("v2.0.0"))
     assert line.startswith(f"GitHub API at {url}/repos/{REPO}/commits/v2.0.0: connection refused")
+
+
+def test_a_release_s_commit_and_the_releases_at_a_commit_come_from_the_tags(github):
+    """Release Manager's images are prod-<short sha of tag v{release}>: setting one asks the
+    tag's commit, reading one back asks which release's tag is on that commit (across pages)."""
+    tags = {f"v1.{n}.0": hashlib.sha1(str(n).encode()).hexdigest() for n in range(150)}  # > 1 page
+    tags["v1.149.0-rc1"] = tags["v1.149.0"]  # two tags on one commit
+    for name, sha in tags.items():
+        github.tag(name, sha)
+    commits = TagCommits(probe(github), "v{release}")
+
+    assert commits.sha_of("1.7.0") == tags["v1.7.0"]
+    assert commits.releases_at(tags["v1.3.0"][:7]) == ["1.3.0"]
+    assert sorted(commits.releases_at(tags["v1.149.0"][:7])) == ["1.149.0", "1.149.0-rc1"]
+    assert commits.releases_at("0000000") == []
+    assert len([r for r in github.requests if r["path"].endswith("/tags")]) == 2, (
+        "the tags are listed once a run, page by page"
+    )
+
+    image = fill("release-manager:prod-{sha}", "1.7.0", commits)
+    assert image == f"release-manager:prod-{tags['v1.7.0'][:7]}"
+    assert parse(image, "release-manager:prod-{sha}", commits) == "1.7.0"
+    both = f"release-manager:prod-{tags['v1.149.0'][:7]}"
+    assert parse(both, "release-manager:prod-{sha}", commits) == "1.149.0-rc1", "the newer tag"
+    assert parse("release-manager:latest", "release-manager:prod-{sha}", commits) is None
+
+
+def test_a_release_without_its_tag_is_one_line_naming_the_tag(github):
+    commits = TagCommits(probe(github), "v{release}")
+    assert "v9.9.9" in refusal(lambda: commits.sha_of("9.9.9"))

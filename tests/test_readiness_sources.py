@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from gate_runs import GateRun, everything_written, run_suite
-from github_double import PULL, REPO, SHA, WORKFLOW, GitHubDouble, review, workflow_run
 from sandbox_env import free_port_block, write_sandbox_env
 from tls_servers import Authority, TlsServer, self_signed
+
+from sandbox.github_double import PULL, REPO, SHA, WORKFLOW, GitHubDouble, review, workflow_run
 
 READINESS = "gates/test_01_readiness.py"
 TOKEN = "ghp_gateT0kenThatMustNeverShow"

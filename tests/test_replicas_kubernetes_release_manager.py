@@ -10,6 +10,7 @@ killed with SIGKILL mid-rollout and put back by ``pytest rollback/``, then the g
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +32,19 @@ from replicas_stack import (
     start_gates,
 )
 
+from sandbox.replicas.release_manager import COMMITS
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NAMESPACE, DEPLOYMENT, SELECTOR = "production", "release-manager-prod", "app=release-manager"
-STABLE = ["release-manager:prod-2024.01.08"] * 2
+
+
+def image(release: str) -> str:
+    """``release-manager:prod-$(git rev-parse --short HEAD)`` on tag v{release} (the guide's build)."""
+    return f"release-manager:prod-{COMMITS[release][:7]}"
+
+
+STABLE = [image("2024.01.08")] * 2
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +103,7 @@ def test_kill_9_mid_rollout_then_rollback_puts_the_recorded_revision_back(releas
         lambda: gates.send_signal(signal.SIGKILL),
     )
     assert gates.returncode == -signal.SIGKILL, output
-    assert deployment(release_manager).spec.template.spec.containers[0].image.endswith("2024.01.15")
+    assert deployment(release_manager).spec.template.spec.containers[0].image == image("2024.01.15")
 
     back = run_suite(release_manager, "rollback/")
 
@@ -103,6 +113,8 @@ def test_kill_9_mid_rollout_then_rollback_puts_the_recorded_revision_back(releas
 
 
 def test_the_good_release_goes_through_every_gate(release_manager: Replica) -> None:
+    plan = run_suite(release_manager, "gates/", "--release=2024.01.15", "--dry-run")
+    assert f"images:      {image('2024.01.15')}" in plan.output, "the commit of tag v2024.01.15, looked up"
     before = rows(release_manager)
 
     run = run_gates(release_manager, "2024.01.15")
@@ -111,7 +123,9 @@ def test_the_good_release_goes_through_every_gate(release_manager: Replica) -> N
     assert schema_version(release_manager) == "9c3f51e8a276"
     assert rows(release_manager) == before
     assert service_versions(release_manager) == {"v2024.01.15"}
-    assert pod_images(release_manager, SELECTOR) == ["release-manager:prod-2024.01.15"] * 2
+    assert pod_images(release_manager, SELECTOR) == [image("2024.01.15")] * 2
+    tagged = re.search(rf"git ref v2024\.01\.15\b.*\b{COMMITS['2024.01.15'][:7]}\b", run.report)
+    assert tagged, "the tag's commit, as evidence"
     # issue 12: the run held the environment by a Lease in its namespace, released at its end
     assert "Lease releasegate-release-manager-production in namespace production" in run.report
     lease = client.CoordinationV1Api(kube_api(release_manager)).read_namespaced_lease(

@@ -11,6 +11,7 @@ import pytest
 from sandbox.control_plane import listen_address
 from sandbox.images import DEFAULT, Catalog, Resolved, split_image
 from sandbox.kubelet import memory_bytes
+from sandbox.replicas.release_manager import COMMITS
 from sandbox.service_proxy import routes
 
 
@@ -31,7 +32,7 @@ def test_the_sandbox_registry_runs_each_runbook_service_by_its_own_tag_shape():
     catalog = Catalog.load(DEFAULT)
 
     summit = catalog.resolve("ghcr.io/summit/server:v4.0.0-ga")
-    manager = catalog.resolve("release-manager:prod-2024.01.15")
+    manager = catalog.resolve(f"release-manager:prod-{COMMITS['2024.01.15'][:7]}")  # git rev-parse --short
     demo = catalog.resolve("releasegate/demo:2.0.0-crashloop")
 
     assert isinstance(summit, Resolved) and summit.release == "4.0.0"
@@ -39,6 +40,7 @@ def test_the_sandbox_registry_runs_each_runbook_service_by_its_own_tag_shape():
     assert summit.argv(host="127.1.2.3", port=8080)[-4:] == ["--host", "127.1.2.3", "--port", "8080"]
     assert isinstance(manager, Resolved) and manager.release == "2024.01.15"
     assert isinstance(demo, Resolved) and demo.release == "2.0.0-crashloop"
+    assert "has no release prod-2024.01.15" in catalog.resolve("release-manager:prod-2024.01.15")
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,7 @@ def test_the_sandbox_registry_runs_each_runbook_service_by_its_own_tag_shape():
     [
         ("ghcr.io/summit/server:v9.9.9-ga", "has no release v9.9.9-ga"),
         ("ghcr.io/summit/server:4.0.0", "has no release 4.0.0"),  # the tag's shape is v{release}-ga
+        ("release-manager:prod-0000000", "has no release prod-0000000"),  # no tag on that commit
         ("docker.io/unknown/app:1", "no repository docker.io/unknown/app"),
         ("releasegate/demo@sha256:" + "0" * 64, "digests are not served"),
     ],

@@ -18,6 +18,7 @@ in the bad build.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -57,6 +58,9 @@ RELEASES = {
 one GET /api/deployments in five with a 500 while its /health stays healthy (only the error
 rate shows it), ``-bad-migration``'s migration fails, ``-crashloop`` exits as it starts (on
 Kubernetes: CrashLoopBackOff)."""
+COMMITS = {release: hashlib.sha1(f"release-manager v{release}".encode()).hexdigest() for release in RELEASES}
+"""The commit each release's tag (``v{release}``) names in the replica's repository: its images
+are ``release-manager:prod-<short sha>``, as the guide builds them."""
 FAILING_EVERY = 5
 """``-bad-errors``: every fifth request to /api/deployments fails."""
 CACHE_KEY = "release-manager:releases"

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -35,13 +36,16 @@ from releasegate.platforms.base import Progress
 from releasegate.platforms.local import LocalPlatform
 from releasegate.probes.prometheus import Prometheus as PrometheusProbe
 from releasegate.probes.prometheus import Sample
+from releasegate.release_names import SHORT_SHA, fill
 from sandbox.cluster import Cluster
 from sandbox.common import SandboxError, wait_for
 from sandbox.control_plane import FIXED_SERVICE_CIDR, tool
+from sandbox.github_double import GitHubDouble
 from sandbox.nginx import Nginx
 from sandbox.postgres import Postgres
 from sandbox.prometheus import PodDiscovery, Prometheus
 from sandbox.redis import Redis
+from sandbox.replicas import release_manager
 from sandbox.replicas.summit import policy_bundle
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +71,11 @@ class System:
     """On Kubernetes: the Secrets its pods read (name -> key -> value), as its team created them."""
     manifests: str | None = None
     """On Kubernetes without a chart: sandbox/replicas/<file>.yaml, what its team applied before
-    releasegate ({stable} filled in); with a chart ([platform.kubernetes.helm]) Helm installs it."""
+    releasegate ({stable} and {stable_sha}, its tag's short commit, filled in); with a chart
+    ([platform.kubernetes.helm]) Helm installs it."""
+    commits: dict[str, str] = field(default_factory=dict)
+    """Its repository's tags (release -> commit), which GitHub answers for on Kubernetes when
+    the example names images by the release's commit (Release Manager's prod-<sha>)."""
 
 
 def _seed_release_manager(conn: psycopg.Connection) -> None:
@@ -117,6 +125,7 @@ SYSTEMS = {
         stable="2024.01.08",
         seed=_seed_release_manager,
         manifests="release-manager-kubernetes.yaml",
+        commits=release_manager.COMMITS,
     ),
     "granter": System(
         example="granter-production.example",
@@ -188,15 +197,22 @@ def kubernetes(system: System, env: Environment, progress: Progress = print) -> 
         raise SandboxError(f"{env.source}: a Kubernetes replica needs platform.kubernetes.kubeconfig")
     cluster_dir = Path(kube.kubeconfig).parent
     state = cluster_dir.parent
-    cluster = Cluster(cluster_dir, service_cidr=FIXED_SERVICE_CIDR)
+    # The Argo Rollouts controller only where the example has a Rollout: it costs CPU all along.
+    cluster = Cluster(cluster_dir, service_cidr=FIXED_SERVICE_CIDR, argo=kube.argo_rollout is not None)
     helm_on_path = f"{tool('helm').parent}{os.pathsep}{os.environ.get('PATH', '')}"  # as an SRE has it
     with ExitStack() as stack, secrets_exported(PATH=helm_on_path):
         _database_and_redis(stack, system, env, state)
+        _github(stack, system, env)
         stack.callback(cluster.stop, lambda _line: None)
         progress(f"kubernetes  {cluster.start(progress)}")
         _namespace_with_config(cluster, env, system.secrets)
         if system.manifests is not None:
-            _apply(cluster, kube.namespace, (HERE / system.manifests).read_text(), system.stable)
+            manifests = (
+                (HERE / system.manifests)
+                .read_text()
+                .replace("{stable_sha}", system.commits.get(system.stable, "")[:SHORT_SHA])
+            )
+            _apply(cluster, kube.namespace, manifests, system.stable)
         else:
             result = make_platform(env).deploy(system.stable, progress)
             if not result.ok:
@@ -221,6 +237,21 @@ def _database_and_redis(stack: ExitStack, system: System, env: Environment, stat
     migrate_to(env, system.stable)
     with psycopg.connect(env.database.dsn, autocommit=True) as conn:
         system.seed(conn)
+
+
+def _github(stack: ExitStack, system: System, env: Environment) -> None:
+    """GitHub's API for the system's repository, with its release tags, when the example asks it
+    on loopback ([readiness.github] api_url): GitHub itself cannot be reached from here."""
+    github = env.readiness.github if env.readiness else None
+    if github is None or not system.commits:
+        return
+    address = urlsplit(github.api_url)
+    if address.hostname != "127.0.0.1" or address.port is None:
+        raise SandboxError(f"{env.source}: readiness.github.api_url must be http://127.0.0.1:PORT here")
+    double = GitHubDouble(repo=github.repo, port=address.port)
+    stack.callback(double.close)
+    for release, sha in system.commits.items():
+        double.tag(fill(github.ref, release), sha)
 
 
 def _namespace_with_config(cluster: Cluster, env: Environment, secrets: dict[str, dict[str, str]]) -> None:

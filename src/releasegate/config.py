@@ -39,6 +39,7 @@ from pydantic import (
 
 from releasegate.errors import ConfigError
 from releasegate.redaction import register_secret
+from releasegate.release_names import check_template, fill, needs_commits
 
 SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _LOAD_PLACEHOLDER = re.compile(r"(?<!\$)\{(root|tmp|python|sandbox)\}")
@@ -240,15 +241,10 @@ def _kube_name(value: str) -> str:
     return value
 
 
-def _release_template(value: str) -> str:
-    if value.count("{release}") != 1:
-        raise ValueError("an image template must contain {release} exactly once")
-    return value
-
-
 KubeName = Annotated[str, AfterValidator(_kube_name)]
 Surge = Annotated[int | str, AfterValidator(_surge_value)]
-ImageTemplate = Annotated[str, AfterValidator(_release_template)]
+ImageTemplate = Annotated[str, AfterValidator(check_template)]
+"""``granter/backend-core:v{release}``, or ``release-manager:prod-{sha}``: the release's commit."""
 
 
 class KubernetesDeploymentSettings(Model):
@@ -256,7 +252,10 @@ class KubernetesDeploymentSettings(Model):
 
     name: KubeName
     container: str = Field(description="the container whose image carries the release")
-    image: ImageTemplate = Field(description='e.g. "granter/backend-core:v{release}"')
+    image: ImageTemplate = Field(
+        description='e.g. "granter/backend-core:v{release}"; {sha} is the commit of the release\'s git '
+        "tag ([readiness.github] ref), as git rev-parse --short prints it"
+    )
     health_url: str | None = Field(None, description="GET must answer 200 before the next deployment starts")
     health_timeout_s: float = Field(60.0, gt=0)
     max_surge: Surge = 1
@@ -351,7 +350,8 @@ class HelmSettings(Model):
     binary: str = "helm"
     values_files: list[str] = Field(default_factory=list)
     set_values: dict[str, str] = Field(
-        default_factory=lambda: {"image.tag": "{release}"}, description="--set KEY=VALUE, {release} filled in"
+        default_factory=lambda: {"image.tag": "{release}"},
+        description="--set KEY=VALUE, {release} (and {sha}, as in an image) filled in",
     )
     timeout_s: float = Field(600.0, gt=0, description="--timeout (GA 4.2: 10m)")
     wait: Literal["yes", "watcher", "legacy", "hookOnly"] = Field(
@@ -1252,7 +1252,7 @@ class HealthContract(Model):
         return bool(self.version_field or self.version_header)
 
     def expected_version(self, release: str) -> str:
-        return self.version.replace("{release}", release)
+        return fill(self.version, release)
 
 
 class VerifySettings(Model):
@@ -1727,6 +1727,11 @@ class Environment(Model):
                 'platform.kubernetes.argo_rollout.analysis = "releasegate" judges each step with '
                 '[metrics.canary]: it needs a [metrics] section (or analysis = "argo")'
             )
+        if self.image_templates_need_commits and not (self.readiness and self.readiness.github):
+            raise ValueError(
+                "an image template names the release's commit ({sha}): it is the commit of "
+                "[readiness.github] ref, which this environment does not have"
+            )
         bundle = self.policy.bundle if self.policy else None
         if bundle is not None and bundle.kind == "kubernetes-env" and self.platform.kubernetes is None:
             raise ValueError(
@@ -1737,6 +1742,17 @@ class Environment(Model):
     @property
     def name(self) -> str:
         return self.environment.name
+
+    @property
+    def image_templates_need_commits(self) -> bool:
+        """Whether an image is named by the release's commit (``prod-{sha}``), not the release."""
+        k8s = self.platform.kubernetes
+        if k8s is None:
+            return False
+        templates = [d.image for d in k8s.deployments]
+        templates += [k8s.argo_rollout.image] if k8s.argo_rollout else []
+        templates += list(k8s.helm.set_values.values()) if k8s.helm else []
+        return any(needs_commits(t) for t in templates)
 
     @property
     def is_production(self) -> bool:

@@ -20,10 +20,11 @@ from releasegate.config import Environment, Phase, SloCheck
 from releasegate.errors import ReleasegateError
 from releasegate.ledger import RunRecord
 from releasegate.pipeline import ABORTING_PHASES
-from releasegate.platforms import make_platform, strategy_of
+from releasegate.platforms import commits_of, make_platform, strategy_of
 from releasegate.platforms.local_canary import canary_count, overload
 from releasegate.probes.postgres import Postgres
 from releasegate.redaction import redact
+from releasegate.release_names import fill, needs_commits
 from releasegate.state import phase_of
 
 
@@ -49,7 +50,8 @@ def resume_refusal(record: RunRecord, env: Environment) -> str | None:
 
 def identifiers(env: Environment, release: str) -> list[tuple[str, str]]:
     """What each system calls this release, each derived from it by the environment's templates:
-    the version its health endpoint reports, the image tags, the git ref, the policy bundle."""
+    the version its health endpoint reports, the image tags, the git ref, the policy bundle. An
+    image named by the release's commit (``prod-{sha}``) is looked up as the run looks it up."""
     found: list[tuple[str, str]] = []
     contract = env.verify.health
     where = contract.version_header or contract.version_field
@@ -63,22 +65,27 @@ def identifiers(env: Environment, release: str) -> list[tuple[str, str]]:
     )
     k8s = env.platform.kubernetes
     if k8s is not None:
-        images = [d.image.replace("{release}", release) for d in k8s.deployments]
+        commits = commits_of(env)
+
+        def named(template: str) -> str:
+            try:
+                return fill(template, release, commits)
+            except ReleasegateError as exc:
+                return f"{template} (the release's commit is unknown: {exc})"
+
+        images = [named(d.image) for d in k8s.deployments]
         if k8s.argo_rollout is not None:
-            images.append(k8s.argo_rollout.image.replace("{release}", release))
+            images.append(named(k8s.argo_rollout.image))
         if k8s.helm is not None:
-            images += [
-                f"--set {key}={value.replace('{release}', release)}"
-                for key, value in k8s.helm.set_values.items()
-            ]
+            images += [f"--set {key}={named(value)}" for key, value in k8s.helm.set_values.items()]
         if images:
             found.append(("images", ", ".join(images)))
     if env.readiness is not None and env.readiness.github is not None:
-        found.append(("git ref", env.readiness.github.ref.replace("{release}", release)))
+        found.append(("git ref", fill(env.readiness.github.ref, release)))
     bundle = env.policy.bundle if env.policy is not None else None
     if bundle is not None:
         value = bundle.value if bundle.kind == "kubernetes-env" else bundle.file or ""
-        found.append(("policy", value.replace("{release}", release)))
+        found.append(("policy", fill(value, release)))
     return found
 
 
@@ -321,9 +328,10 @@ class _Facts:
             return f"unknown ({exc})"
 
 
-def fill(template: str, release: str) -> str:
-    """``{release}`` filled in, as the run fills it (image tags, paths, commands)."""
-    return template.replace("{release}", release)
+def _image(template: str, release: str) -> str:
+    """The image a step sets; one named by the release's commit as its template (the commit is
+    looked up once, in the plan's header)."""
+    return template.replace("{release}", release) if needs_commits(template) else fill(template, release)
 
 
 def _strategy(facts: _Facts) -> str:
@@ -562,7 +570,7 @@ def _rollout(facts: _Facts) -> list[str]:
         lines.append(f"strategy {k8s.strategy} in namespace {k8s.namespace}{helm}")
         for number, deployment in enumerate(k8s.deployments, 1):
             lines.append(
-                f"{number}. set image {deployment.name}/{deployment.container}={fill(deployment.image, release)}, "
+                f"{number}. set image {deployment.name}/{deployment.container}={_image(deployment.image, release)}, "
                 f"max surge {deployment.max_surge}, max unavailable {deployment.max_unavailable}; wait for the "
                 "rollout, then health, restarts and ERROR log lines before the next"
             )

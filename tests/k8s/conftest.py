@@ -1,7 +1,10 @@
 """Fixtures of the Kubernetes tests.
 
 ``kube``: a namespace of its own on a real control plane (real_cluster.py; one control plane per
-test file, so that none idles beside the other files' tests; built by ``make k8s-tools``).
+test file, so that none idles beside the other files' tests; built by ``make k8s-tools``). The
+control plane has three nodes of the sandbox's node agent; a file whose tests need metrics-server
+or the Argo Rollouts controller says so with ``pytestmark = pytest.mark.cluster(metrics=True,
+argo=True)``: each costs CPU for as long as the file runs, and metrics-server about 10 s to start.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ from real_cluster import Cluster, Session  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def kube_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """The file's real control plane, three nodes of the sandbox's node agent, metrics-server, Argo Rollouts."""
-    session = Session(tmp_path_factory.mktemp("kubernetes"))
+def kube_session(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Session]:
+    """The file's real control plane and three nodes, with what its ``cluster`` marker asks for."""
+    marker = request.node.get_closest_marker("cluster")
+    wanted = marker.kwargs if marker else {}
+    session = Session(
+        tmp_path_factory.mktemp("kubernetes"),
+        metrics=wanted.get("metrics", False),
+        argo=wanted.get("argo", False),
+    )
     try:
         yield session
     finally:

@@ -81,13 +81,15 @@ def write_catalog(path: Path, behaviours: Path, missing: dict[str, list[str]] | 
 class Session:
     """A test file's control plane, nodes and registry."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, metrics: bool = False, argo: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.catalog = directory / "images.toml"
         self.behaviours = directory / "behaviours.json"
         self.behaviours.write_text("{}")
         write_catalog(self.catalog, self.behaviours)
-        self.sandbox = SandboxCluster(directory / "cluster", nodes=3, catalog=self.catalog, backoff_s=1.0)
+        self.sandbox = SandboxCluster(
+            directory / "cluster", nodes=3, catalog=self.catalog, backoff_s=1.0, metrics=metrics, argo=argo
+        )
         self.sandbox.start(lambda _line: None)
         self.admin = self.sandbox.api()
         self.proxy = ApiProxy(self.sandbox.control_plane.url, self.sandbox.control_plane.ssl_context())

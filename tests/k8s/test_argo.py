@@ -11,6 +11,8 @@ from test_node_agent import serving
 from releasegate.errors import ActionError
 from releasegate.platforms.kubernetes import KubernetesPlatform
 
+pytestmark = pytest.mark.cluster(argo=True)
+
 ROLLOUT_STEPS = [
     {"setWeight": 25},
     {"analysis": {"templates": [{"templateName": "error-rate"}]}},

@@ -19,6 +19,8 @@ from releasegate.platforms.helm import HelmPlatform
 from releasegate.platforms.kubernetes import KubernetesPlatform
 from sandbox.control_plane import tool
 
+pytestmark = pytest.mark.cluster(argo=True)
+
 CHART = Path(__file__).resolve().parents[2] / "sandbox" / "charts" / "summit"
 
 

@@ -51,6 +51,8 @@ from releasegate.platforms.kubernetes import KubernetesPlatform
 from releasegate.probes.kubernetes import Kubernetes, node_usage, nodes_not_ready
 from releasegate.probes.policy import PolicyEngine
 
+pytestmark = pytest.mark.cluster(metrics=True)  # preflight reads node usage from metrics.k8s.io
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("gate_05_kubernetes", ROOT / "gates" / "test_05_kubernetes.py")
 assert _spec and _spec.loader

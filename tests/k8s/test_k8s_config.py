@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,25 @@ def test_an_image_template_must_carry_the_release(tmp_path):
         'image = "granter/data-service:v{release}"', 'image = "granter/data-service:latest"'
     )
     assert (
-        "platform.kubernetes.deployments.1.image: an image template must contain {release} exactly once"
-        in refusal(tmp_path, text)
+        "platform.kubernetes.deployments.1.image: a template must contain {release} or {sha} "
+        "(the release's commit), each at most once" in refusal(tmp_path, text)
     )
+
+
+def test_an_image_named_by_the_release_s_commit_needs_the_repository(tmp_path):
+    """prod-{sha} is the short sha of the release's git tag: without [readiness.github] nothing
+    can say which commit that is, so the environment does not load (exit 4), before any change."""
+    text = GRANTER.replace(
+        'image = "granter/data-service:v{release}"', 'image = "granter/data-service:prod-{sha}"'
+    )
+    no_github = re.sub(r"\[readiness\.(github|ci)\]\n(.+\n)+?\n", "", text)
+    assert "[readiness.github]" not in no_github
+    assert "it is the commit of [readiness.github] ref, which this environment does not have" in refusal(
+        tmp_path, no_github
+    )
+    load_environment(str(write(tmp_path, text)), ROOT)  # with it: loads
+    manager = load_environment("release-manager-production.example", ROOT)
+    assert manager.image_templates_need_commits and manager.readiness.github.ref == "v{release}"
 
 
 def test_a_strategy_needs_its_section_and_no_other(tmp_path):

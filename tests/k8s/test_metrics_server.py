@@ -13,11 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes.client.rest import ApiException
 from real_cluster import Cluster
 
 from releasegate.probes.kubernetes import Kubernetes, node_usage
 from releasegate.probes.kubernetes_objects import quantity
+
+pytestmark = pytest.mark.cluster(metrics=True)
 
 METRICS = ("metrics.k8s.io", "v1beta1")
 

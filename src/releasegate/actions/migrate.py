@@ -42,6 +42,7 @@ from releasegate.probes.locks import LockReport, LockWatch
 from releasegate.probes.postgres import Postgres, version_key
 from releasegate.probes.traffic import TrafficStats
 from releasegate.redaction import redact
+from releasegate.release_names import fill
 
 STDERR_LINES = 30
 """A failed command's evidence keeps this many of its last stderr lines."""
@@ -322,7 +323,7 @@ def command_argv(settings: MigrateSettings, release: str) -> list[str]:
     """The command with ``{release}`` filled into each element on its own: an argv, no shell."""
     assert settings.command is not None
     name = release_for_templates(release)
-    return [part.replace("{release}", name) for part in settings.command]
+    return [fill(part, name) for part in settings.command]
 
 
 @dataclass(frozen=True)
@@ -341,12 +342,10 @@ def expected_version_of(
     that fails or prints nothing raises: a version nobody could read is never a pass."""
     name = release_for_templates(release)
     if settings.expected_version:
-        return ExpectedVersion(
-            settings.expected_version.replace("{release}", name), "migrate.expected_version"
-        )
+        return ExpectedVersion(fill(settings.expected_version, name), "migrate.expected_version")
     if not settings.expected_version_command:
         return ExpectedVersion(None, "")
-    argv = [part.replace("{release}", name) for part in settings.expected_version_command]
+    argv = [fill(part, name) for part in settings.expected_version_command]
     cwd = command_workdir(settings, release)
     shown = " ".join(argv) + (f" (in {cwd})" if cwd else "")
     source = f"migrate.expected_version_command `{shown}`"
@@ -377,7 +376,7 @@ def command_workdir(settings: MigrateSettings, release: str) -> Path | None:
     """Where the command runs: ``migrate.workdir`` (placeholders such as {root} expanded at load)."""
     if not settings.workdir:
         return None
-    return Path(settings.workdir.replace("{release}", release_for_templates(release)))
+    return Path(fill(settings.workdir, release_for_templates(release)))
 
 
 def _connect(conninfo: str, password: str | None) -> psycopg.Connection:
@@ -399,7 +398,7 @@ def _first_line(exc: BaseException) -> str:
 def migrations_directory(settings: MigrateSettings, release: str) -> Path:
     """The sql runner's directory of ``release``; a relative one is under ``migrate.workdir``."""
     assert settings.directory is not None
-    directory = Path(settings.directory.replace("{release}", release_for_templates(release)))
+    directory = Path(fill(settings.directory, release_for_templates(release)))
     workdir = command_workdir(settings, release)
     return workdir / directory if workdir is not None and not directory.is_absolute() else directory
 

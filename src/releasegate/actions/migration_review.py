@@ -30,6 +30,7 @@ from releasegate.config import MigrateSettings
 from releasegate.errors import ActionError
 from releasegate.probes.postgres import Postgres
 from releasegate.redaction import redact
+from releasegate.release_names import fill
 
 TIMEOUT_S = 60.0
 
@@ -125,7 +126,7 @@ def _printed_sql(pg: Postgres, settings: MigrateSettings, release: str) -> str:
     assert settings.review.sql_command is not None
     now = pg.schema_version(query=settings.version_query) or "base"
     name = release_for_templates(release)
-    argv = [part.replace("{release}", name).replace("{from}", now) for part in settings.review.sql_command]
+    argv = [fill(part, name).replace("{from}", now) for part in settings.review.sql_command]
     env = pg.client_env()
     env[settings.dsn_env] = pg.url(pg.dbname)
     try:

@@ -23,6 +23,7 @@ from releasegate.platforms.base import Progress
 from releasegate.probes.http import Exchange
 from releasegate.probes.policy import PolicyEngine
 from releasegate.probes.policy import field as answer_field
+from releasegate.release_names import fill
 
 POLL_S = 0.5
 
@@ -92,11 +93,11 @@ def expected_version(policy: PolicySettings, release: str) -> str:
     """The version the release expects the engine to enforce: ``expected_version``, else what
     its bundle says (the file's version, or the variable's value)."""
     if policy.expected_version is not None:
-        return policy.expected_version.replace("{release}", release)
+        return fill(policy.expected_version, release)
     bundle = policy.bundle
     assert bundle is not None  # the settings refuse neither
     if bundle.kind == "kubernetes-env":
-        return bundle.value.replace("{release}", release)
+        return fill(bundle.value, release)
     return read_bundle(bundle, release).version
 
 
@@ -146,7 +147,7 @@ def _refused(answer: Exchange, version: str, started: float) -> Activation:
 def read_bundle(settings: PolicyBundleSettings, release: str) -> Bundle:
     """The release's bundle file: JSON with its version at ``version_field``."""
     assert settings.file is not None
-    path = Path(settings.file.replace("{release}", release))
+    path = Path(fill(settings.file, release))
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

@@ -21,6 +21,7 @@ from releasegate.platforms.base import Progress
 from releasegate.platforms.kubernetes_deployments import Deployments
 from releasegate.probes.kubernetes import Kubernetes
 from releasegate.probes.policy import PolicyEngine
+from releasegate.release_names import fill
 
 
 class KubernetesEnvBundle:
@@ -40,7 +41,7 @@ class KubernetesEnvBundle:
         self.where = f"deployment/{settings.deployment} -n {self.namespace}"
 
     def prepare(self, release: str) -> Prepared:
-        value = self.settings.value.replace("{release}", release)
+        value = fill(self.settings.value, release)
         current = self._value_now()
         try:
             previous_version = self.engine.active_version().version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from releasegate.config import Environment
 from releasegate.platforms.base import Platform
+from releasegate.release_names import Commits
 
 
 def make_platform(env: Environment) -> Platform:
@@ -16,12 +17,24 @@ def make_platform(env: Environment) -> Platform:
         from releasegate.platforms.kubernetes import KubernetesPlatform
 
         assert env.platform.kubernetes is not None
+        platform = KubernetesPlatform(env.platform.kubernetes, env.platform.url, commits=commits_of(env))
         if env.platform.kubernetes.helm is not None:
             from releasegate.platforms.helm import HelmPlatform
 
-            return HelmPlatform(KubernetesPlatform(env.platform.kubernetes, env.platform.url))
-        return KubernetesPlatform(env.platform.kubernetes, env.platform.url)
+            return HelmPlatform(platform)
+        return platform
     raise NotImplementedError(f"platform.kind = {env.platform.kind!r}")
+
+
+def commits_of(env: Environment) -> Commits | None:
+    """The release's git tags on GitHub, when an image is named by the release's commit
+    (``prod-{sha}``); None otherwise (nothing asks GitHub, no token is needed)."""
+    github = env.readiness.github if env.readiness else None
+    if not env.image_templates_need_commits or github is None:
+        return None
+    from releasegate.probes.github import GitHub, TagCommits
+
+    return TagCommits(lambda: GitHub.from_settings(github), github.ref)
 
 
 def instances_reachable(env: Environment) -> bool:

@@ -74,6 +74,7 @@ class ArgoRollout:
         self.config: ArgoRolloutSettings = settings.argo_rollout
         self.settings = settings
         self.kube = platform.kube
+        self.commits = platform.commits
         self.name = self.config.name
         self._reported_step = -1
         """The last step index the progress lines showed, for this rollout of the template."""
@@ -118,7 +119,7 @@ class ArgoRollout:
         rollout = rollout or self.get()
         containers = rollout["spec"]["template"]["spec"].get("containers", [])
         image = next((c.get("image") for c in containers if c.get("name") == self.config.container), None)
-        return release_of(image, self.config.image)
+        return release_of(image, self.config.image, self.commits)
 
     def current_release(self) -> str | None:
         """The template's release once it is stable; during a canary or after an abort, the stable one."""
@@ -134,7 +135,9 @@ class ArgoRollout:
         rollout = self.get()
         selector = (rollout.get("spec") or {}).get("selector")
         pods = self.kube.live_pods(selector) if selector else []
-        instances = tuple(instance_of(p, self.config.container, self.config.image) for p in pods)
+        instances = tuple(
+            instance_of(p, self.config.container, self.config.image, self.commits) for p in pods
+        )
         return PlatformStatus(
             self.current_release(),
             self.previous_release(),
@@ -362,7 +365,7 @@ class ArgoRollout:
         index = next((i for i, c in enumerate(containers) if c.get("name") == self.config.container), None)
         if index is None:
             raise ActionError(f"rollout {self.name}: no container named {self.config.container!r}")
-        image = image_for(self.config.image, release)
+        image = image_for(self.config.image, release, self.commits)
         self.kube.write(
             "patch",
             f"rollouts.argoproj.io/{self.name}",

@@ -30,6 +30,7 @@ from releasegate.platforms.base import PlatformStatus, Progress, RolloutResult, 
 from releasegate.platforms.kubernetes import KubernetesPlatform, Rolling
 from releasegate.platforms.kubernetes_deployments import missing, now
 from releasegate.probes.kubernetes_objects import pod_not_ready
+from releasegate.release_names import Commits, fill
 
 T = TypeVar("T")
 
@@ -44,9 +45,12 @@ SHOWN_REASONS = 3
 class Helm:
     """The helm command for one release of one chart in one namespace."""
 
-    def __init__(self, settings: HelmSettings, kubernetes: KubernetesPlatformSettings) -> None:
+    def __init__(
+        self, settings: HelmSettings, kubernetes: KubernetesPlatformSettings, commits: Commits | None = None
+    ) -> None:
         self.settings = settings
         self.kubernetes = kubernetes
+        self.commits = commits
 
     def version(self) -> str:
         """``helm version --short``; a missing binary is a one-line ProbeError."""
@@ -103,7 +107,7 @@ class Helm:
         for path in self.settings.values_files:
             argv += ["--values", path]
         for key, value in self.settings.set_values.items():
-            argv += ["--set", f"{key}={value.replace('{release}', release)}"]
+            argv += ["--set", f"{key}={fill(value, release, self.commits)}"]
         argv += self.settings.extra_args
         return self._run(argv, timeout_s=self.settings.timeout_s + _GRACE_S)
 
@@ -161,7 +165,7 @@ class HelmPlatform:
         assert kubernetes.settings.helm is not None
         self.kubernetes = kubernetes
         self.settings = kubernetes.settings
-        self.helm = Helm(kubernetes.settings.helm, kubernetes.settings)
+        self.helm = Helm(kubernetes.settings.helm, kubernetes.settings, kubernetes.commits)
         self.recorded_revision: int | None = None
         """The Helm revision that served before this process's last upgrade: the rollback's target."""
 

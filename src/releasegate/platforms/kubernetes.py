@@ -36,6 +36,7 @@ from releasegate.platforms.kubernetes_deployments import (
 from releasegate.probes import kubernetes as probes
 from releasegate.probes.kubernetes import Kubernetes
 from releasegate.probes.kubernetes_objects import revision_of, rollout_state
+from releasegate.release_names import Commits
 
 
 class Strategy(Protocol):
@@ -67,10 +68,17 @@ class KubernetesPlatform:
     """A release on Kubernetes (see the module docstring)."""
 
     def __init__(
-        self, settings: KubernetesPlatformSettings, url: str, *, kube: Kubernetes | None = None
+        self,
+        settings: KubernetesPlatformSettings,
+        url: str,
+        *,
+        kube: Kubernetes | None = None,
+        commits: Commits | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
+        self.commits = commits
+        """The release's git tags, for images named by its commit (``prod-{sha}``)."""
         self._kube = kube
         self._strategy: Strategy | None = None
 
@@ -83,7 +91,7 @@ class KubernetesPlatform:
 
     @property
     def deployments(self) -> Deployments:
-        return Deployments(self.kube, self.settings)
+        return Deployments(self.kube, self.settings, self.commits)
 
     @property
     def strategy(self) -> Strategy:
@@ -366,7 +374,7 @@ class Rolling:
             deployment = self.ops.get(spec.name)
             desired += deployment.spec.replicas if deployment.spec.replicas is not None else 1
             instances += [
-                instance_of(p, spec.container, spec.image)
+                instance_of(p, spec.container, spec.image, self.ops.commits)
                 for p in self.kube.live_pods(deployment.spec.selector)
             ]
         return PlatformStatus(

@@ -76,7 +76,7 @@ class BlueGreen:
             if color == active:
                 desired = deployment.spec.replicas or 0
             for pod in self.kube.live_pods(deployment.spec.selector):
-                instances.append(instance_of(pod, spec.container, spec.image))
+                instances.append(instance_of(pod, spec.container, spec.image, self.ops.commits))
                 if pod_ready(pod) and selector_matches(selector, pod.metadata.labels):
                     serving.append(pod.metadata.name)
         return PlatformStatus(
@@ -154,7 +154,7 @@ class BlueGreen:
             return [Instance(f"{spec.name} (preview)", release, self.config.preview_url, True)]
         deployment = self.ops.get(spec.name)
         return [
-            instance_of(pod, spec.container, spec.image)
+            instance_of(pod, spec.container, spec.image, self.ops.commits)
             for pod in self.kube.live_pods(deployment.spec.selector)
         ]
 

@@ -54,7 +54,7 @@ class ReplicaCanary:
         for spec in (self.stable, self.canary):
             deployment = self.ops.get(spec.name)
             instances += [
-                instance_of(p, spec.container, spec.image)
+                instance_of(p, spec.container, spec.image, self.ops.commits)
                 for p in self.kube.live_pods(deployment.spec.selector)
             ]
         return PlatformStatus(

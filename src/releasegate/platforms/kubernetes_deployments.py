@@ -36,6 +36,7 @@ from releasegate.probes.kubernetes_objects import (
     revision_of,
     rollout_state,
 )
+from releasegate.release_names import Commits
 
 UNDO_REVISION = "releasegate.dev/undo-revision"
 UNDO_RELEASE = "releasegate.dev/undo-release"
@@ -56,9 +57,13 @@ class UndoRecord:
 class Deployments:
     """The Deployment steps every strategy is made of (see the module docstring)."""
 
-    def __init__(self, kube: Kubernetes, settings: KubernetesPlatformSettings) -> None:
+    def __init__(
+        self, kube: Kubernetes, settings: KubernetesPlatformSettings, commits: Commits | None = None
+    ) -> None:
         self.kube = kube
         self.settings = settings
+        self.commits = commits
+        """The release's git tags, for images named by its commit (``prod-{sha}``)."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -81,7 +86,8 @@ class Deployments:
     def release(self, spec: KubernetesDeploymentSettings, deployment: Any | None = None) -> str | None:
         """The release a deployment's template runs, read from its image through the template."""
         deployment = deployment or self.get(spec.name)
-        return release_of(container_image(deployment.spec.template.spec, spec.container), spec.image)
+        image = container_image(deployment.spec.template.spec, spec.container)
+        return release_of(image, spec.image, self.commits)
 
     def undo_record(self, spec: KubernetesDeploymentSettings, deployment: Any | None = None) -> UndoRecord:
         deployment = deployment or self.get(spec.name)
@@ -150,7 +156,7 @@ class Deployments:
         """``kubectl set image deployment/NAME CONTAINER=IMAGE`` as a JSON Patch; the ``test``
         operation makes sure the index found still holds that container when the patch lands.
         ``replicas`` and pod ``labels`` go in the same patch: one template change, one rollout."""
-        image = image_for(spec.image, release)
+        image = image_for(spec.image, release, self.commits)
         index = self._index(spec, deployment)
         ops: list[dict[str, Any]] = [
             {"op": "test", "path": f"/spec/template/spec/containers/{index}/name", "value": spec.container},
@@ -421,10 +427,10 @@ def _phase(pod: Any) -> str:
     return f"{phase}, not ready" if phase == "Running" else phase
 
 
-def instance_of(pod: Any, container_name: str, template: str) -> Instance:
+def instance_of(pod: Any, container_name: str, template: str, commits: Commits | None = None) -> Instance:
     """A pod as the gates see an instance: its release (from the image), address and readiness."""
     image = container_image(pod.spec, container_name)
-    release = release_of(image, template) or image or "?"
+    release = release_of(image, template, commits) or image or "?"
     container = next((c for c in pod.spec.containers if c.name == container_name), None)
     port = container.ports[0].container_port if container and container.ports else None
     ip = pod.status.pod_ip if pod.status else None

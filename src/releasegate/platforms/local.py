@@ -44,6 +44,7 @@ import httpx
 from releasegate.config import LocalPlatformSettings
 from releasegate.errors import ActionError, ConfigError
 from releasegate.platforms.base import Instance, PlatformStatus, Progress, RolloutResult, no_progress
+from releasegate.release_names import fill
 
 HISTORY_LENGTH = 20
 _POLL_S = 0.1
@@ -820,9 +821,7 @@ class LocalPlatform:
         raise ActionError(f"no free port in {low}-{high} on 127.0.0.1 for a new instance")
 
     def _argv(self, release: str, port: int) -> list[str]:
-        return [
-            arg.replace("{release}", release).replace("{port}", str(port)) for arg in self.settings.command
-        ]
+        return [fill(arg, release).replace("{port}", str(port)) for arg in self.settings.command]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from releasegate.config import GitHubReadiness
 from releasegate.errors import ProbeError
 from releasegate.probes.http import Exchange, Http
 from releasegate.redaction import redact, register_secret
+from releasegate.release_names import fill, parse
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100
@@ -94,6 +96,10 @@ class GitHub:
         if not isinstance(sha, str):
             raise ProbeError(self._component, f"{answer.source}: the answer names no commit sha")
         return Commit(ref, sha, answer.source)
+
+    def tags(self) -> Answer:
+        """Every tag of the repository with the commit it names (GitHub lists them newest first)."""
+        return self._pages(f"/repos/{self.repo}/tags", what=f"the tags of {self.repo}")
 
     def workflow_runs(self, workflow: str, sha: str) -> Answer:
         """Every run of ``workflow`` (file name or id) for commit ``sha``, as GitHub lists them."""
@@ -235,3 +241,37 @@ def _lifts(answer: Exchange) -> str:
         used = f"all {limit} requests of the hour used; " if limit else ""
         return f"{used}the limit lifts at {at:%H:%M:%S} UTC"
     return "GitHub did not say when the limit lifts"
+
+
+class TagCommits:
+    """The release's git tags (``ref``, e.g. ``v{release}``) and their commits, asked of GitHub
+    once each per run: what an image tag of the release's commit (``prod-{sha}``) resolves by."""
+
+    def __init__(self, github: GitHub | Callable[[], GitHub], ref: str) -> None:
+        self._github = github
+        self.ref = ref
+        self._shas: dict[str, str] = {}
+        self._tags: list[tuple[str, str]] | None = None
+
+    @property
+    def github(self) -> GitHub:
+        """Made on first use: a run whose images are never set or read needs no token."""
+        if not isinstance(self._github, GitHub):
+            self._github = self._github()
+        return self._github
+
+    def sha_of(self, release: str) -> str:
+        if release not in self._shas:
+            self._shas[release] = self.github.commit(fill(self.ref, release)).sha
+        return self._shas[release]
+
+    def releases_at(self, sha_prefix: str) -> list[str]:
+        if self._tags is None:
+            tags = self.github.tags().data
+            self._tags = [
+                (str(t.get("name")), str((t.get("commit") or {}).get("sha") or ""))
+                for t in tags
+                if isinstance(t, dict)
+            ]
+        found = [parse(name, self.ref) for name, sha in self._tags if sha.startswith(sha_prefix)]
+        return [release for release in found if release is not None]

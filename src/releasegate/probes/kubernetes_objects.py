@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from releasegate.release_names import Commits, fill, parse
+
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
 
@@ -53,19 +55,15 @@ _SUFFIX = {
 # -- releases and images ----------------------------------------------------------------------
 
 
-def image_for(template: str, release: str) -> str:
-    """``granter/backend-core:v{release}`` and ``2.0.0`` give ``granter/backend-core:v2.0.0``."""
-    return template.replace("{release}", release)
+def image_for(template: str, release: str, commits: Commits | None = None) -> str:
+    """``granter/backend-core:v{release}`` and ``2.0.0`` give ``granter/backend-core:v2.0.0``;
+    ``release-manager:prod-{sha}`` the short sha of the release's git tag."""
+    return fill(template, release, commits)
 
 
-def release_of(image: str | None, template: str) -> str | None:
+def release_of(image: str | None, template: str, commits: Commits | None = None) -> str | None:
     """The release an image carries according to its template; None when it does not match."""
-    if not image:
-        return None
-    before, _, after = template.partition("{release}")
-    pattern = re.compile(f"^{re.escape(before)}(?P<release>.+?){re.escape(after)}$")
-    match = pattern.match(image)
-    return match.group("release") if match else None
+    return parse(image, template, commits)
 
 
 def container_index(pod_spec: Any, name: str) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from releasegate.errors import ConfigError
+from releasegate.release_names import fill
 
 APPROVED = "APPROVED"
 CHANGES_REQUESTED = "CHANGES_REQUESTED"
@@ -70,7 +71,7 @@ def pull_request_number(template: str | int | None, release: str) -> int | None:
     """[readiness.approvals] pull_request: a number, or a template with {release}; None: find it."""
     if template is None:
         return None
-    text = str(template).replace("{release}", release).strip().lstrip("#")
+    text = fill(str(template), release).strip().lstrip("#")
     if not text.isdigit():
         raise ConfigError(
             f"readiness.approvals.pull_request: {template!r} gives {text!r} for release {release}, not a number"

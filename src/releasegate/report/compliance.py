@@ -15,10 +15,11 @@ from releasegate.actions.backup import sha256
 from releasegate.config import Environment
 from releasegate.errors import ProbeError
 from releasegate.ledger import RunRecord
+from releasegate.release_names import fill
 
 
 def release_file(template: str, release: str) -> Path:
-    return Path(template.replace("{release}", release))
+    return Path(fill(template, release))
 
 
 def read_sbom(path: Path) -> str:

@@ -17,6 +17,7 @@ from releasegate.evidence import Evidence
 from releasegate.lease import describe_record as describe_lease
 from releasegate.ledger import Intent, RunRecord
 from releasegate.pipeline import PHASES
+from releasegate.release_names import fill
 
 Out = Callable[[str], None]
 REPORT_NAME = "deployment-report.md"
@@ -169,7 +170,7 @@ def _changes(record: RunRecord, env: Environment, out: Out) -> None:
     out("| --- | --- | --- | --- | --- | --- |")
     rollback = [e for e in record.evidence if e.phase == "rollback"]
     for number, intent in enumerate(record.intents, 1):
-        about = intent.about_to.replace("{release}", record.release)
+        about = fill(intent.about_to, record.release)
         out(
             f"| {number} | {intent.action} | {_cell(about)} | {_cell(_done(intent, record))} | "
             f"{_cell(_how_to_undo(intent))} | {_cell(_undone(intent, record, env, rollback))} |"
