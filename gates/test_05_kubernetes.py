@@ -10,7 +10,9 @@ A failure here ABORTS the run (exit 10).
 import pytest
 
 from releasegate.errors import ProbeError
+from releasegate.platforms.argo import ArgoRollout
 from releasegate.platforms.helm import Helm
+from releasegate.platforms.kubernetes import KubernetesPlatform
 from releasegate.platforms.kubernetes_deployments import Deployments
 from releasegate.probes.kubernetes import (
     Kubernetes,
@@ -147,6 +149,20 @@ def test_rolling_update_strategy(kubernetes, env, deployments, check):
                 mismatch is None,
                 detail=mismatch or "",
             )
+
+
+@pytest.mark.configured("platform.kubernetes.argo_rollout")
+def test_argo_rollouts_controller_handles_the_rollout(env, kubernetes, check):
+    """The Argo Rollouts controller and its CRDs are installed (optimisation summary, migration to
+    Argo Rollouts): a Rollout nobody reconciles would take the new template and wait out its deadline."""
+    platform = KubernetesPlatform(env.platform.kubernetes, env.platform.url, kube=kubernetes)
+    handled, seen = ArgoRollout(platform).controller_state()
+    check.holds(
+        f"an Argo Rollouts controller handles rollout {env.platform.kubernetes.argo_rollout.name}",
+        handled,
+        detail=seen,
+        source="argoproj.io/v1alpha1 rollouts",
+    )
 
 
 def test_helm_is_installed(env, check):

@@ -9,6 +9,7 @@ from real_cluster import Cluster
 from test_node_agent import serving
 
 from releasegate.errors import ActionError
+from releasegate.platforms.argo import ArgoRollout
 from releasegate.platforms.kubernetes import KubernetesPlatform
 
 pytestmark = pytest.mark.cluster(argo=True)
@@ -187,3 +188,27 @@ def test_a_complete_rollout_whose_new_pods_log_errors_or_restarted_fails(kube):
 
     assert not result.ok
     assert "restarted 1 time(s) (at most 0 allowed)" in result.reason, result.reason
+
+
+def test_preflight_sees_whether_a_controller_handles_the_rollout(kube):
+    """The optimisation summary's "Argo Rollouts controller and CRDs installed": a Rollout the
+    running controller reconciles passes; one of another controller's instance id, which this
+    controller ignores (its status stays behind its spec), is named with what to check."""
+    platform, _url = argo(kube)
+    handled, seen = ArgoRollout(platform).controller_state()
+    assert handled and "status is at its generation" in seen, seen
+
+    orphan = kube.rollout("summit-canary-rollout")
+    orphan["metadata"] = {
+        "name": "orphan",
+        "labels": {"argo-rollouts.argoproj.io/controller-instance-id": "another-cluster"},
+    }
+    orphan.pop("status", None)
+    orphan["spec"]["replicas"] = 0
+    kube.custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", kube.namespace, "rollouts", orphan)
+    settings = platform.settings.model_copy(
+        update={"argo_rollout": platform.settings.argo_rollout.model_copy(update={"name": "orphan"})}
+    )
+    handled, seen = ArgoRollout(KubernetesPlatform(settings, platform.url)).controller_state()
+    assert not handled
+    assert "rollout orphan is at generation 1, its status at none: no Argo Rollouts controller" in seen, seen

@@ -47,6 +47,7 @@ from releasegate.actions.policy_kubernetes import KubernetesEnvBundle
 from releasegate.config import Environment, PolicySettings
 from releasegate.errors import ActionError, ProbeError
 from releasegate.evidence import Checker, Evidence, GateFailure
+from releasegate.platforms.argo import ArgoRollout
 from releasegate.platforms.kubernetes import KubernetesPlatform
 from releasegate.probes.kubernetes import Kubernetes, node_usage, nodes_not_ready
 from releasegate.probes.policy import PolicyEngine
@@ -645,6 +646,19 @@ def test_helm_missing_is_one_line(kube, evidence, tmp_path, monkeypatch):
     assert os.access(helm, os.X_OK)
     gates.test_helm_is_installed(env, evidence.check)
     assert evidence.lines()[-1] == "helm version: v3.15.2+gc4e37b3: pass [helm version --short]"
+
+
+def test_a_cluster_without_argo_rollouts_is_refused_before_a_release_uses_it(kube):
+    """This file's control plane has no Argo Rollouts (its CRDs are not installed): an
+    environment with a Rollout is stopped in preflight with what to install."""
+    settings = kube.settings(
+        strategy="argo-rollout",
+        argo_rollout={"name": "summit-canary-rollout", "container": "summit-server",
+                      "image": "ghcr.io/summit/server:v{release}"},
+    )  # fmt: skip
+    handled, seen = ArgoRollout(KubernetesPlatform(settings, "https://summit.example")).controller_state()
+    assert not handled
+    assert seen.startswith("the API argoproj.io/v1alpha1 rollouts is not served: install Argo Rollouts"), seen
 
 
 # -- the policy bundle -----------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from releasegate.config import ArgoRolloutSettings, KubernetesPlatformSettings
-from releasegate.errors import ActionError
+from releasegate.errors import ActionError, ProbeError
 from releasegate.platforms.base import PlatformStatus, Progress, no_progress
 from releasegate.platforms.kubernetes_deployments import (
     ROLLING_TO,
     UNDO_RELEASE,
     instance_of,
+    missing,
     new_pods_failure,
 )
 from releasegate.probes.kubernetes import pods_error_lines
@@ -94,6 +95,36 @@ class ArgoRollout:
             PLURAL,
             self.name,
         )
+
+    def controller_state(self) -> tuple[bool, str]:
+        """Whether an Argo Rollouts controller would carry out a change of the Rollout, and what
+        says so: its API (the CRDs) served, its status at its spec's generation (a controller
+        running, of this Rollout's instance id). A change nobody carries out waits for its deadline."""
+        try:
+            rollout = self.get()
+        except ProbeError as exc:
+            if not missing(exc):
+                raise
+            try:  # no Rollout yet (its chart installs it), or no such API at all?
+                self.kube.read("list", "rollouts.argoproj.io", self.kube.custom.list_namespaced_custom_object,
+                               GROUP, VERSION, self.kube.namespace, PLURAL, limit=1)  # fmt: skip
+            except ProbeError as listing:
+                if not missing(listing):
+                    raise
+                return False, (
+                    f"the API {GROUP}/{VERSION} {PLURAL} is not served: install Argo Rollouts (its CRDs "
+                    "and controller) before a release uses it"
+                )
+            return True, f"the API {GROUP}/{VERSION} {PLURAL} is served; no rollout {self.name} yet"
+        generation = (rollout.get("metadata") or {}).get("generation")
+        observed = (rollout.get("status") or {}).get("observedGeneration")
+        if observed is None or str(observed) != str(generation):
+            return False, (
+                f"rollout {self.name} is at generation {generation}, its status at {observed or 'none'}: no "
+                "Argo Rollouts controller is handling it (is the controller running, with this Rollout's "
+                "instance id?)"
+            )
+        return True, f"rollout {self.name}'s status is at its generation {generation}"
 
     def rollout_status(self, rollout: dict[str, Any] | None = None) -> RolloutStatus:
         rollout = rollout or self.get()
