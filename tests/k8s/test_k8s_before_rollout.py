@@ -261,10 +261,22 @@ def test_a_namespace_that_does_not_exist_is_named(kube):
     assert str(raised.value) == (
         f"kubernetes API at {kube.session.proxy.url}, context {CONTEXT}: 404 Not Found: get "
         f'deployments/backend-core in namespace {nowhere}: deployments.apps "backend-core" not found '
+        f"(namespace {nowhere} does not exist on this cluster: correct [platform.kubernetes] namespace "
+        "(or context), or create the namespace)"
+    ), "not the hint to create the deployment"
+
+
+def test_a_missing_deployment_in_a_namespace_that_exists_says_to_create_it(kube):
+    platform = KubernetesPlatform(kube.settings(), "http://granter.example")
+
+    with pytest.raises(ProbeError) as raised:
+        platform.current_release()
+
+    assert str(raised.value).endswith(
         "(releasegate sets the image of an existing Deployment: create deployment backend-core in "
-        f"namespace {nowhere} first (kubectl apply, or install its chart through [platform.kubernetes.helm]), "
-        "or correct its name in [[platform.kubernetes.deployments]])"
-    )
+        f"namespace {kube.namespace} first (kubectl apply, or install its chart through "
+        "[platform.kubernetes.helm]), or correct its name in [[platform.kubernetes.deployments]])"
+    ), str(raised.value)
 
 
 # the connection: what the proxy injects

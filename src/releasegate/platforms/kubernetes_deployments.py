@@ -75,6 +75,13 @@ class Deployments:
         except ProbeError as exc:
             if not missing(exc):
                 raise
+            if self.kube.namespace_exists() is False:  # the API answers as for a missing Deployment
+                raise ProbeError(
+                    exc.component,
+                    exc.problem,
+                    f"namespace {self.kube.namespace} does not exist on this cluster: correct "
+                    "[platform.kubernetes] namespace (or context), or create the namespace",
+                ) from None
             raise ProbeError(
                 exc.component,
                 exc.problem,

@@ -170,6 +170,21 @@ class Kubernetes:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def namespace_exists(self) -> bool | None:
+        """Whether the namespace exists; None when this identity may not ask (reading namespaces
+        is often not granted) or the question fails: then nothing is said about it."""
+        try:
+            self.read(
+                "get",
+                f"namespaces/{self.namespace}",
+                self.core.read_namespace,
+                self.namespace,
+                namespace=None,
+            )
+        except ProbeError as exc:
+            return False if exc.problem.startswith("404 ") else None
+        return True
+
     def deployment(self, name: str) -> Any:
         return self.read(
             "get", f"deployments/{name}", self.apps.read_namespaced_deployment, name, self.namespace
