@@ -136,7 +136,7 @@ class GitHubDouble:
                 if sha
                 else Answer(422, {"message": f"No commit found for SHA: {match[1]}"})
             )
-        if rest == "/tags":  # newest first, as GitHub lists them
+        if rest == "/tags":  # the last made first
             tags = [{"name": name, "commit": {"sha": sha}} for name, sha in reversed(self.refs.items())]
             return _page(tags, query)
         if match := re.fullmatch(r"/actions/workflows/([^/]+)/runs", rest):

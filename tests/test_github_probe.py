@@ -193,7 +193,7 @@ def test_a_release_s_commit_and_the_releases_at_a_commit_come_from_the_tags(gith
     assert image == f"release-manager:prod-{tags['v1.7.0'][:7]}"
     assert parse(image, "release-manager:prod-{sha}", commits) == "1.7.0"
     both = f"release-manager:prod-{tags['v1.149.0'][:7]}"
-    assert parse(both, "release-manager:prod-{sha}", commits) == "1.149.0-rc1", "the newer tag"
+    assert parse(both, "release-manager:prod-{sha}", commits) == "1.149.0-rc1", "the first GitHub lists"
     assert parse("release-manager:latest", "release-manager:prod-{sha}", commits) is None
 
 

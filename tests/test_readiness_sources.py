@@ -260,3 +260,21 @@ def test_the_plan_shows_each_check_with_its_threshold_and_source_never_the_token
     assert "Rollback tested in staging (GA 1.1)" in plan.output
     assert TOKEN not in plan.output
     assert github.requests == [], "a plan asks nobody"
+
+
+def test_a_release_without_its_git_tag_aborts_at_the_tag_gate(tmp_path, github):
+    """Release Manager's "Git tags created for the release version": with [readiness.github]
+    alone, a release whose tag v2.0.0 was never pushed aborts in preflight, naming the tag."""
+    env = environment(tmp_path, github)
+
+    run = readiness(env)
+
+    assert run.code == 10, run.output
+    assert "failed gate: gates/test_01_readiness.py::test_release_is_tagged (preflight)" in run.output
+    assert "v2.0.0" in run.output and "422" in run.output, run.output
+
+    github.tag("v2.0.0", SHA)
+    run = readiness(env)
+
+    assert run.code == 0, run.output
+    assert f"| git ref v2.0.0 | {SHA[:7]} |" in run.report

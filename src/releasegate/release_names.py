@@ -10,6 +10,7 @@ at a commit when a running image is read.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Protocol
 
@@ -56,7 +57,7 @@ def fill(template: str, release: str, commits: Commits | None = None) -> str:
 
 def parse(value: str | None, template: str, commits: Commits | None = None) -> str | None:
     """The release ``value`` names through ``template``; None when it does not fit the template.
-    A commit tagged for several releases gives the first ``commits`` lists (GitHub: the newest)."""
+    A commit tagged for several releases gives the first ``commits`` lists, in GitHub's order."""
     if not value:
         return None
     match = _pattern(template).fullmatch(value)
@@ -72,7 +73,9 @@ def parse(value: str | None, template: str, commits: Commits | None = None) -> s
     return candidates[0] if candidates else None
 
 
+@functools.lru_cache(maxsize=64)
 def _pattern(template: str) -> re.Pattern[str]:
+    """The template as a regular expression (cached: every pod's image is read at every poll)."""
     parts = re.split(r"(\{release\}|\{sha\})", template)
     groups = {"{release}": "(?P<release>.+?)", "{sha}": "(?P<sha>[0-9a-f]{4,40})"}
     return re.compile("".join(groups.get(part, re.escape(part)) for part in parts))

@@ -29,7 +29,8 @@ from releasegate.platforms.kubernetes_deployments import (
     new_pods_failure,
 )
 from releasegate.probes.kubernetes import pods_error_lines
-from releasegate.probes.kubernetes_objects import image_for, pod_failure, pod_ready, release_of, restarts
+from releasegate.probes.kubernetes_objects import pod_failure, pod_ready, restarts
+from releasegate.release_names import fill, parse
 
 if TYPE_CHECKING:
     from releasegate.platforms.kubernetes import KubernetesPlatform
@@ -150,7 +151,7 @@ class ArgoRollout:
         rollout = rollout or self.get()
         containers = rollout["spec"]["template"]["spec"].get("containers", [])
         image = next((c.get("image") for c in containers if c.get("name") == self.config.container), None)
-        return release_of(image, self.config.image, self.commits)
+        return parse(image, self.config.image, self.commits)
 
     def current_release(self) -> str | None:
         """The template's release once it is stable; during a canary or after an abort, the stable one."""
@@ -396,7 +397,7 @@ class ArgoRollout:
         index = next((i for i, c in enumerate(containers) if c.get("name") == self.config.container), None)
         if index is None:
             raise ActionError(f"rollout {self.name}: no container named {self.config.container!r}")
-        image = image_for(self.config.image, release, self.commits)
+        image = fill(self.config.image, release, self.commits)
         self.kube.write(
             "patch",
             f"rollouts.argoproj.io/{self.name}",

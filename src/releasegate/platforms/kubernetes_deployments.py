@@ -29,14 +29,12 @@ from releasegate.probes.kubernetes_objects import (
     TEMPLATE_HASH,
     container_image,
     container_index,
-    image_for,
     pod_failure,
     pod_ready,
-    release_of,
     revision_of,
     rollout_state,
 )
-from releasegate.release_names import Commits
+from releasegate.release_names import Commits, fill, parse
 
 UNDO_REVISION = "releasegate.dev/undo-revision"
 UNDO_RELEASE = "releasegate.dev/undo-release"
@@ -94,7 +92,7 @@ class Deployments:
         """The release a deployment's template runs, read from its image through the template."""
         deployment = deployment or self.get(spec.name)
         image = container_image(deployment.spec.template.spec, spec.container)
-        return release_of(image, spec.image, self.commits)
+        return parse(image, spec.image, self.commits)
 
     def undo_record(self, spec: KubernetesDeploymentSettings, deployment: Any | None = None) -> UndoRecord:
         deployment = deployment or self.get(spec.name)
@@ -163,7 +161,7 @@ class Deployments:
         """``kubectl set image deployment/NAME CONTAINER=IMAGE`` as a JSON Patch; the ``test``
         operation makes sure the index found still holds that container when the patch lands.
         ``replicas`` and pod ``labels`` go in the same patch: one template change, one rollout."""
-        image = image_for(spec.image, release, self.commits)
+        image = fill(spec.image, release, self.commits)
         index = self._index(spec, deployment)
         ops: list[dict[str, Any]] = [
             {"op": "test", "path": f"/spec/template/spec/containers/{index}/name", "value": spec.container},
@@ -437,7 +435,7 @@ def _phase(pod: Any) -> str:
 def instance_of(pod: Any, container_name: str, template: str, commits: Commits | None = None) -> Instance:
     """A pod as the gates see an instance: its release (from the image), address and readiness."""
     image = container_image(pod.spec, container_name)
-    release = release_of(image, template, commits) or image or "?"
+    release = parse(image, template, commits) or image or "?"
     container = next((c for c in pod.spec.containers if c.name == container_name), None)
     port = container.ports[0].container_port if container and container.ports else None
     ip = pod.status.pod_ip if pod.status else None

@@ -98,7 +98,7 @@ class GitHub:
         return Commit(ref, sha, answer.source)
 
     def tags(self) -> Answer:
-        """Every tag of the repository with the commit it names (GitHub lists them newest first)."""
+        """Every tag of the repository with the commit it names (in GitHub's order)."""
         return self._pages(f"/repos/{self.repo}/tags", what=f"the tags of {self.repo}")
 
     def workflow_runs(self, workflow: str, sha: str) -> Answer:

@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from releasegate.release_names import Commits, fill, parse
-
 REVISION = "deployment.kubernetes.io/revision"
 TEMPLATE_HASH = "pod-template-hash"
 
@@ -50,20 +48,6 @@ _SUFFIX = {
     "Pi": 2.0**50,
     "Ei": 2.0**60,
 }
-
-
-# -- releases and images ----------------------------------------------------------------------
-
-
-def image_for(template: str, release: str, commits: Commits | None = None) -> str:
-    """``granter/backend-core:v{release}`` and ``2.0.0`` give ``granter/backend-core:v2.0.0``;
-    ``release-manager:prod-{sha}`` the short sha of the release's git tag."""
-    return fill(template, release, commits)
-
-
-def release_of(image: str | None, template: str, commits: Commits | None = None) -> str | None:
-    """The release an image carries according to its template; None when it does not match."""
-    return parse(image, template, commits)
 
 
 def container_index(pod_spec: Any, name: str) -> int:
